@@ -1,0 +1,114 @@
+"""Account endpoints (protocol.md section 4.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.selectors import user_directory_get
+from accounts.serializers import UsernameField
+from accounts.services import user_register
+from common.fields import Base64Field, StrictCharField
+from devices.authentication import request_device, request_token
+from devices.permissions import IsAuthenticatedDevice
+from devices.serializers import DeviceKeysInputSerializer, OwnDeviceSerializer, PublicDeviceSerializer
+from devices.services import DeviceKeys, device_login, device_token_revoke
+
+
+class AccountOutputSerializer(serializers.Serializer[Any]):
+    """`{"username", "identity_key", "device": OwnDevice}` from `{"user", "device"}`."""
+
+    username = serializers.CharField(source="user.username")
+    identity_key = Base64Field(source="user.identity_key")
+    device = OwnDeviceSerializer()
+
+
+class RegisterDeviceInputSerializer(DeviceKeysInputSerializer):
+    # The first device is vouched by the identity key it has just generated.
+    vouch_signature = Base64Field(length=64)
+
+
+class RegisterApi(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        username = UsernameField()
+        password = StrictCharField(trim_whitespace=False)
+        identity_key = Base64Field(length=32)
+        device = RegisterDeviceInputSerializer()
+
+    class OutputSerializer(AccountOutputSerializer):
+        token = serializers.CharField()
+
+    def post(self, request: Request) -> Response:
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        device = dict(data["device"])
+        vouch_signature = device.pop("vouch_signature")
+        registration = user_register(
+            username=data["username"],
+            password=data["password"],
+            identity_key=data["identity_key"],
+            device=DeviceKeys(**device),
+            vouch_signature=vouch_signature,
+        )
+        return Response(self.OutputSerializer(registration).data, status=status.HTTP_201_CREATED)
+
+
+class LoginApi(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        # No username format check: a malformed name is just wrong credentials.
+        username = StrictCharField(trim_whitespace=False, max_length=150)
+        password = StrictCharField(trim_whitespace=False)
+        device = DeviceKeysInputSerializer()
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        device = OwnDeviceSerializer()
+        token = serializers.CharField()
+
+    def post(self, request: Request) -> Response:
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        issued = device_login(username=data["username"], password=data["password"], keys=DeviceKeys(**data["device"]))
+        return Response(self.OutputSerializer(issued).data, status=status.HTTP_201_CREATED)
+
+
+class LogoutApi(APIView):
+    permission_classes = [IsAuthenticatedDevice]
+
+    def post(self, request: Request) -> Response:
+        device_token_revoke(token=request_token(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeApi(APIView):
+    permission_classes = [IsAuthenticatedDevice]
+
+    def get(self, request: Request) -> Response:
+        device = request_device(request)
+        return Response(AccountOutputSerializer({"user": device.user, "device": device}).data)
+
+
+class UserDirectoryApi(APIView):
+    # Public: a sender needs a contact's identity key and devices before any exchange.
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        username = serializers.CharField(source="user.username")
+        identity_key = Base64Field(source="user.identity_key")
+        devices = PublicDeviceSerializer(many=True)
+
+    def get(self, request: Request, username: str) -> Response:
+        return Response(self.OutputSerializer(user_directory_get(username=username)).data)

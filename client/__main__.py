@@ -1,0 +1,4 @@
+"""`python -m client`: the command-line client."""
+from client.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The command-line client: thin commands over `client.session.Session`."""

@@ -1,0 +1,270 @@
+"""Argument parsing and dispatch for `python -m client`.
+
+Secrets live in `<home>/keystore.json`, encrypted under a passphrase (E2EE_PASSPHRASE or a prompt).
+Account passwords come from E2EE_PASSWORD or a prompt; they are never stored.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from client.crypto.errors import KeystoreError
+from client.errors import SdkError
+from client.protocol import ApiError
+from client.session import DeviceSecrets, ReceivedMessage, Session
+from client.store import keystore
+from client.transport.http import HttpTransport
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("E2EE_HOME") or Path.home() / ".e2ee-msg")
+
+
+def _secret(env: str, prompt: str, *, confirm: bool = False) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != value:
+        raise SystemExit("the two entries differ")
+    return value
+
+
+class Context:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / "keystore.json"
+        self._passphrase: str | None = None
+
+    def passphrase(self, *, new: bool = False) -> str:
+        if self._passphrase is None:
+            self._passphrase = _secret(
+                "E2EE_PASSPHRASE", "passphrase for this device's key store: ", confirm=new and sys.stdin.isatty()
+            )
+        return self._passphrase
+
+    def open(self) -> Session:
+        secrets = DeviceSecrets.from_dict(keystore.load(self.path, self.passphrase()))
+        return Session(secrets, HttpTransport(secrets.server_url))
+
+    def save(self, session: Session, *, new: bool = False) -> None:
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keystore.save(self.path, self.passphrase(new=new), session.secrets.to_dict())
+
+
+def _resolve_conversation(session: Session, text: str) -> uuid.UUID:
+    """Accept a full conversation id or a unique prefix of one."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    matches = [c.conversation_id for c in session.conversations() if str(c.conversation_id).startswith(text)]
+    if len(matches) != 1:
+        raise SystemExit(f"{text!r} matches {len(matches)} conversations; give more of the id")
+    return matches[0]
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_register(ctx: Context, args: argparse.Namespace) -> int:
+    if ctx.path.exists():
+        raise SystemExit(f"{ctx.path} already holds a device; use another --home")
+    password = _secret("E2EE_PASSWORD", f"password for {args.username}: ", confirm=sys.stdin.isatty())
+    session = Session.register(
+        HttpTransport(args.server), server_url=args.server, username=args.username,
+        password=password, device_name=args.device_name,
+    )
+    ctx.save(session, new=True)
+    print(f"registered {args.username}; this device is {session.device_id} ({session.fingerprint})")
+    return 0
+
+
+def cmd_login(ctx: Context, args: argparse.Namespace) -> int:
+    if ctx.path.exists():
+        raise SystemExit(f"{ctx.path} already holds a device; use another --home")
+    password = _secret("E2EE_PASSWORD", f"password for {args.username}: ")
+    session = Session.login(
+        HttpTransport(args.server), server_url=args.server, username=args.username,
+        password=password, device_name=args.device_name,
+    )
+    ctx.save(session, new=True)
+    print(f"logged in as {args.username}; this device is {session.device_id} and waits for approval.")
+    print(f"On a device of yours that is already active, run:\n"
+          f"  python -m client vouch {session.device_id} --fingerprint '{session.fingerprint}'")
+    return 0
+
+
+def cmd_whoami(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    me = session.me()
+    device = me["device"]
+    print(f"{me['username']} on {session.secrets.server_url}")
+    print(f"device {device['device_id']} ({device['name']}), {device['status']}, fingerprint {session.fingerprint}")
+    ctx.save(session)
+    return 0
+
+
+def cmd_devices(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    from client.crypto.fingerprint import device_fingerprint
+
+    for d in session.own_devices():
+        mark = "*" if d.device_id == session.device_id else " "
+        fp = device_fingerprint(d.x25519_public_key, d.ed25519_public_key)
+        print(f"{mark} {d.device_id}  {d.status:8} {d.name!s:16} {fp}  created {d.created_at}  "
+              f"last seen {d.last_seen_at or '-'}")
+    return 0
+
+
+def cmd_vouch(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    device = session.vouch(uuid.UUID(args.device_id), expected_fingerprint=args.fingerprint)
+    print(f"device {device.device_id} is now active")
+    return 0
+
+
+def cmd_conversations(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    for c in session.conversations():
+        print(f"{c.conversation_id}  {c.kind:6} epoch {c.current_epoch}  {c.last_seq:6} messages  "
+              f"{', '.join(c.members)}")
+    return 0
+
+
+def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    if args.direct:
+        conversation = session.create_conversation([args.direct], kind="direct")
+    else:
+        conversation = session.create_conversation(args.group, kind="group")
+    ctx.save(session)
+    print(conversation.conversation_id)
+    return 0
+
+
+def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    envelope = session.send_text(_resolve_conversation(session, args.conversation), " ".join(args.text))
+    ctx.save(session)
+    print(f"sent as message {envelope.seq}")
+    return 0
+
+
+def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    for result in session.history(_resolve_conversation(session, args.conversation), after=args.after):
+        who = f"{result.sender_username}/{str(result.sender_device_id)[:8]}"
+        if isinstance(result, ReceivedMessage):
+            print(f"#{result.seq:<5} {result.created_at[:19]}  {who}: {result.text}")
+        else:
+            print(f"#{result.seq:<5} UNDECRYPTABLE from {who}: {result.reason.value} ({result.detail})")
+    ctx.save(session)
+    return 0
+
+
+def cmd_safety_number(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    number = session.safety_number(args.username)
+    print(f"safety number with {args.username}:\n  {number}")
+    if args.mark_verified:
+        session.mark_verified(args.username)
+        print(f"{args.username} marked verified")
+    elif args.username in session.secrets.verified:
+        print("(verified)")
+    ctx.save(session)
+    return 0
+
+
+def cmd_rotate(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    epoch = session.rotate_epoch(_resolve_conversation(session, args.conversation))
+    ctx.save(session)
+    print(f"now at epoch {epoch}")
+    return 0
+
+
+def cmd_logout(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    session.logout()
+    ctx.save(session)
+    print("logged out; this device's token no longer works")
+    return 0
+
+
+def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
+    from client.demo import run_demo
+
+    return run_demo(args.server, home=Path(args.demo_home))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m client", description="End-to-end-encrypted messenger client.")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="folder holding this device's encrypted key store (default $E2EE_HOME or ~/.e2ee-msg)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[Context, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    for name, handler, help_ in (
+        ("register", cmd_register, "create an account and its first device"),
+        ("login", cmd_login, "add this machine as a new (pending) device of an account"),
+    ):
+        p = add(name, handler, help_)
+        p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+        p.add_argument("--username", required=True)
+        p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
+    add("whoami", cmd_whoami, "show this device and account")
+    add("devices", cmd_devices, "list this account's devices")
+    p = add("vouch", cmd_vouch, "approve a pending device of this account")
+    p.add_argument("device_id")
+    p.add_argument("--fingerprint", help="the fingerprint the new device shows; refuse if the server's keys differ")
+    add("conversations", cmd_conversations, "list conversations")
+    p = add("create", cmd_create, "create a conversation")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--direct", metavar="USER")
+    group.add_argument("--group", metavar="USER", nargs="+")
+    p = add("send", cmd_send, "send an encrypted text message")
+    p.add_argument("conversation", help="conversation id or a unique prefix")
+    p.add_argument("text", nargs="+")
+    p = add("history", cmd_history, "read and decrypt a conversation")
+    p.add_argument("conversation", help="conversation id or a unique prefix")
+    p.add_argument("--after", type=int, default=0, help="only messages after this sequence number")
+    p = add("safety-number", cmd_safety_number, "show the safety number shared with a contact")
+    p.add_argument("username")
+    p.add_argument("--mark-verified", action="store_true", help="record that you compared it in person")
+    p = add("rotate", cmd_rotate, "start a new ChatKey epoch in a conversation")
+    p.add_argument("conversation")
+    add("logout", cmd_logout, "revoke this device's token")
+    p = add("demo", cmd_demo, "run the scripted end-to-end demo against a server")
+    p.add_argument("--server", required=True)
+    p.add_argument("--demo-home", default="var/demo", help="where the demo devices' key stores are written")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ctx = Context(args.home or _default_home())
+    try:
+        return int(args.handler(ctx, args))
+    except ApiError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        if exc.extra:
+            print(f"       {exc.extra}", file=sys.stderr)
+        return 1
+    except (SdkError, KeystoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except httpx.TransportError as exc:
+        print(f"error: cannot reach the server: {exc}", file=sys.stderr)
+        return 4

@@ -1,0 +1,17 @@
+"""The protocol version and every domain-separation label (docs/protocol.md 2).
+
+Kept in one place so that an audit can see at a glance that no two constructions share a label:
+each signature or key derivation is bound to exactly one purpose.
+"""
+from __future__ import annotations
+
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+
+VOUCH_LABEL: Final = b"e2ee-msg/v1/device-vouch"
+CHATKEY_WRAP_LABEL: Final = b"e2ee-msg/v1/chatkey-wrap"
+CHATKEY_WRAP_SIG_LABEL: Final = b"e2ee-msg/v1/chatkey-wrap-sig"
+MESSAGE_KEY_LABEL: Final = b"e2ee-msg/v1/message-key"
+MESSAGE_SIG_LABEL: Final = b"e2ee-msg/v1/message-sig"
+KEYSTORE_AAD: Final = b"e2ee-msg/v1/keystore"

@@ -1,0 +1,288 @@
+"""The protocol layer: builds requests and parses responses, with no I/O (docs/protocol.md §3-4).
+
+Everything here is data in, data out, so that any transport (HTTP today, WebSocket later) can carry
+it and tests can check it without a server.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.crypto.encoding import b64d, b64e
+
+API_PREFIX = "/api/v1"
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    authenticated: bool = True
+
+
+class ApiError(Exception):
+    """An error answer of the server: `{"code", "message", "extra"}` with its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, extra: dict[str, Any] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra or {}
+
+
+def raise_for_error(status: int, body: Any) -> None:
+    if status < 400:
+        return
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        raise ApiError(status, body["code"], str(body.get("message", "")), body.get("extra") or {})
+    raise ApiError(status, "unexpected_response", f"HTTP {status} without an error body")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed objects
+
+
+@dataclass(frozen=True)
+class PublicDevice:
+    device_id: uuid.UUID
+    x25519_public_key: bytes
+    ed25519_public_key: bytes
+    vouch_signature: bytes | None
+    name: str | None = None
+    status: str | None = None
+    created_at: str | None = None
+    last_seen_at: str | None = None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> PublicDevice:
+        sig = data.get("vouch_signature")
+        return cls(
+            device_id=uuid.UUID(data["device_id"]),
+            x25519_public_key=b64d(data["x25519_public_key"], length=32),
+            ed25519_public_key=b64d(data["ed25519_public_key"], length=32),
+            vouch_signature=b64d(sig, length=64) if sig else None,
+            name=data.get("name"),
+            status=data.get("status"),
+            created_at=data.get("created_at"),
+            last_seen_at=data.get("last_seen_at"),
+        )
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    username: str
+    identity_key: bytes
+    devices: list[PublicDevice]
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> DirectoryEntry:
+        return cls(
+            username=data["username"],
+            identity_key=b64d(data["identity_key"], length=32),
+            devices=[PublicDevice.parse(d) for d in data["devices"]],
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: uuid.UUID
+    kind: str
+    members: list[str]
+    current_epoch: int
+    last_seq: int
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Conversation:
+        return cls(
+            conversation_id=uuid.UUID(data["conversation_id"]),
+            kind=data["kind"],
+            members=list(data["members"]),
+            current_epoch=int(data["current_epoch"]),
+            last_seq=int(data["last_seq"]),
+            created_at=data["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Envelope:
+    seq: int
+    conversation_id: uuid.UUID
+    version: int
+    epoch: int
+    sender_device_id: uuid.UUID
+    sender_username: str
+    client_message_id: bytes
+    nonce: bytes
+    ciphertext: bytes
+    signature: bytes
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Envelope:
+        return cls(
+            seq=int(data["seq"]),
+            conversation_id=uuid.UUID(data["conversation_id"]),
+            version=int(data["version"]),
+            epoch=int(data["epoch"]),
+            sender_device_id=uuid.UUID(data["sender_device_id"]),
+            sender_username=data["sender_username"],
+            client_message_id=b64d(data["client_message_id"], length=16),
+            nonce=b64d(data["nonce"], length=12),
+            ciphertext=b64d(data["ciphertext"]),
+            signature=b64d(data["signature"], length=64),
+            created_at=data["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class WrappedKeyRecord:
+    epoch: int
+    wrapped_key: bytes
+    signature: bytes
+    wrapped_by_device_id: uuid.UUID
+    wrapped_by_username: str
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> WrappedKeyRecord:
+        return cls(
+            epoch=int(data["epoch"]),
+            wrapped_key=b64d(data["wrapped_key"], length=80),
+            signature=b64d(data["signature"], length=64),
+            wrapped_by_device_id=uuid.UUID(data["wrapped_by_device_id"]),
+            wrapped_by_username=data["wrapped_by_username"],
+        )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    messages: list[Envelope]
+    has_more: bool
+    next_after: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Request builders (one per endpoint of docs/protocol.md §4)
+
+
+def _device_body(device_id: uuid.UUID, name: str, x25519: bytes, ed25519: bytes) -> dict[str, Any]:
+    return {
+        "device_id": str(device_id),
+        "name": name,
+        "x25519_public_key": b64e(x25519),
+        "ed25519_public_key": b64e(ed25519),
+    }
+
+
+def register_request(
+    *, username: str, password: str, identity_key: bytes, device_id: uuid.UUID, device_name: str,
+    x25519_public_key: bytes, ed25519_public_key: bytes, vouch_signature: bytes,
+) -> Request:
+    device = _device_body(device_id, device_name, x25519_public_key, ed25519_public_key)
+    device["vouch_signature"] = b64e(vouch_signature)
+    body = {"username": username, "password": password, "identity_key": b64e(identity_key), "device": device}
+    return Request("POST", f"{API_PREFIX}/accounts/register", body, authenticated=False)
+
+
+def login_request(
+    *, username: str, password: str, device_id: uuid.UUID, device_name: str,
+    x25519_public_key: bytes, ed25519_public_key: bytes,
+) -> Request:
+    device = _device_body(device_id, device_name, x25519_public_key, ed25519_public_key)
+    body = {"username": username, "password": password, "device": device}
+    return Request("POST", f"{API_PREFIX}/accounts/login", body, authenticated=False)
+
+
+def logout_request() -> Request:
+    return Request("POST", f"{API_PREFIX}/accounts/logout", {})
+
+
+def me_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/accounts/me")
+
+
+def directory_request(username: str) -> Request:
+    return Request("GET", f"{API_PREFIX}/users/{username}", authenticated=False)
+
+
+def own_devices_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/devices")
+
+
+def vouch_request(*, device_id: uuid.UUID, vouch_signature: bytes) -> Request:
+    return Request("POST", f"{API_PREFIX}/devices/{device_id}/vouch", {"vouch_signature": b64e(vouch_signature)})
+
+
+def _wrapped_keys_body(wrapped: dict[uuid.UUID, tuple[bytes, bytes]]) -> list[dict[str, str]]:
+    return [
+        {"device_id": str(device_id), "wrapped_key": b64e(key), "signature": b64e(sig)}
+        for device_id, (key, sig) in sorted(wrapped.items(), key=lambda item: str(item[0]))
+    ]
+
+
+def conversation_create_request(
+    *, conversation_id: uuid.UUID, kind: str, members: list[str],
+    wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]],
+) -> Request:
+    body = {
+        "conversation_id": str(conversation_id),
+        "kind": kind,
+        "members": members,
+        "epoch": {"number": 1, "wrapped_keys": _wrapped_keys_body(wrapped_keys)},
+    }
+    return Request("POST", f"{API_PREFIX}/conversations", body)
+
+
+def epoch_upload_request(
+    *, conversation_id: uuid.UUID, number: int, wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]]
+) -> Request:
+    body = {"number": number, "wrapped_keys": _wrapped_keys_body(wrapped_keys)}
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/epochs", body)
+
+
+def conversation_list_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/conversations")
+
+
+def conversation_get_request(conversation_id: uuid.UUID) -> Request:
+    return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}")
+
+
+def keys_request(conversation_id: uuid.UUID) -> Request:
+    return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}/keys")
+
+
+def send_request(
+    *, conversation_id: uuid.UUID, epoch: int, sender_device_id: uuid.UUID, client_message_id: bytes,
+    nonce: bytes, ciphertext: bytes, signature: bytes, version: int = PROTOCOL_VERSION,
+) -> Request:
+    body = {
+        "version": version,
+        "epoch": epoch,
+        "sender_device_id": str(sender_device_id),
+        "client_message_id": b64e(client_message_id),
+        "nonce": b64e(nonce),
+        "ciphertext": b64e(ciphertext),
+        "signature": b64e(signature),
+    }
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/messages", body)
+
+
+def history_request(conversation_id: uuid.UUID, *, after: int = 0, limit: int = 100) -> Request:
+    return Request(
+        "GET", f"{API_PREFIX}/conversations/{conversation_id}/messages",
+        params={"after": str(after), "limit": str(limit)},
+    )
+
+
+def parse_history(body: dict[str, Any]) -> HistoryPage:
+    return HistoryPage(
+        messages=[Envelope.parse(m) for m in body["messages"]],
+        has_more=bool(body["has_more"]),
+        next_after=int(body["next_after"]),
+    )

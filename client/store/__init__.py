@@ -1,0 +1,1 @@
+"""Client-side persistence: the encrypted key store file."""

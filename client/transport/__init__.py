@@ -1,0 +1,1 @@
+"""The only code in the SDK that does network I/O."""

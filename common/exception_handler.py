@@ -1,0 +1,83 @@
+"""The one DRF exception handler: every API error is `{"code", "message", "extra"}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from common.errors import ApiError
+
+# DRF exception class -> (our code, message). Codes are protocol.md section 3.1.
+_FIXED_CODES: dict[type[exceptions.APIException], tuple[str, str]] = {
+    exceptions.NotAuthenticated: ("not_authenticated", "Authentication credentials were not provided."),
+    exceptions.NotFound: ("not_found", "Not found."),
+    exceptions.MethodNotAllowed: ("method_not_allowed", "Method not allowed."),
+    exceptions.UnsupportedMediaType: ("unsupported_media_type", "The body must be JSON (application/json)."),
+}
+
+
+def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "extra": extra or {}}
+
+
+def flatten_validation_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error structure into `{"epoch.wrapped_keys.0.signature": [msg, ...]}`."""
+    fields: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            fields.update(flatten_validation_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            if detail:
+                fields[prefix or "non_field_errors"] = [str(item) for item in detail]
+        else:
+            # A list serializer reports one entry per item, `{}` for the valid ones.
+            for index, item in enumerate(detail):
+                fields.update(flatten_validation_errors(item, f"{prefix}.{index}" if prefix else str(index)))
+    else:
+        fields[prefix or "non_field_errors"] = [str(detail)]
+    return fields
+
+
+def _render_drf(exc: exceptions.APIException) -> Response:
+    headers: dict[str, str] = {}
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    if isinstance(exc, exceptions.ValidationError):
+        fields = flatten_validation_errors(exc.detail)
+        body = error_body("invalid_request", "The request is invalid.", {"fields": fields})
+    elif isinstance(exc, exceptions.ParseError):
+        body = error_body("invalid_request", str(exc.detail), {"fields": {}})
+    elif isinstance(exc, exceptions.AuthenticationFailed):
+        # Our authenticator raises it with the protocol code `invalid_token`; whatever else fails
+        # authentication (DRF's generic code) is reported as an invalid token too.
+        code = exc.get_codes()
+        if not isinstance(code, str) or code == exceptions.AuthenticationFailed.default_code:
+            code = "invalid_token"
+        body = error_body(code, str(exc.detail))
+    else:
+        code, message = _FIXED_CODES.get(type(exc), (str(exc.default_code), str(exc.detail)))
+        body = error_body(code, message)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF `EXCEPTION_HANDLER`. Returns None (-> 500, rendered by handler500) for real bugs."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    if isinstance(exc, ApiError):
+        set_rollback()
+        return Response(error_body(exc.code, exc.message, exc.extra), status=exc.status)
+    if isinstance(exc, exceptions.APIException):
+        set_rollback()
+        return _render_drf(exc)
+    return None

@@ -1,0 +1,199 @@
+"""Django settings, every deployment-specific value read from the environment.
+
+| variable | default |
+| --- | --- |
+| DATABASE_URL | sqlite:///<BASE_DIR>/var/db.sqlite3 |
+| REDIS_URL | unset: in-memory channel layer, local-memory cache, eager Celery |
+| DJANGO_SECRET_KEY | an insecure development key |
+| DJANGO_DEBUG | "0" |
+| DJANGO_ALLOWED_HOSTS | localhost,127.0.0.1,[::1],testserver |
+| E2EE_MAX_CIPHERTEXT_BYTES | 65536 |
+| E2EE_MAX_GROUP_MEMBERS | 256 |
+| E2EE_LOG_LEVEL | INFO |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+# The default SQLite database and the SQLite test database live here; create it up front so a
+# fresh clone runs without a setup step.
+VAR_DIR.mkdir(exist_ok=True)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, str(default)))
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-dev-only-secret-key-change-me")
+DEBUG = os.environ.get("DJANGO_DEBUG", "0") == "1"
+ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+
+INSTALLED_APPS = [
+    # daphne first: its runserver replaces Django's, so `manage.py runserver` serves ASGI.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "accounts",
+    "devices",
+    "conversations",
+    "messaging",
+    "media",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    # Outermost, so the logged duration and status cover everything below it.
+    "common.logs.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+# The API's paths have no trailing slash (docs/protocol.md section 4); never redirect.
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+# --- Database ---------------------------------------------------------------------------------
+
+_default_database_url = f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+_database: dict[str, Any] = dict(dj_database_url.parse(os.environ.get("DATABASE_URL", _default_database_url)))
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    _database["OPTIONS"] = {
+        # BEGIN IMMEDIATE takes the write lock when a transaction starts, so concurrent writers
+        # queue on the busy timeout instead of failing with "database is locked" on upgrade.
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        # WAL lets readers proceed while one writer holds the lock.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not the default shared-cache in-memory database: threads of the concurrency tests
+    # each open their own connection, and shared-cache locking ignores the busy timeout. The pid
+    # keeps simultaneous test runs in one checkout apart.
+    _database["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+elif _database["ENGINE"] == "django.db.backends.postgresql":
+    _database["CONN_MAX_AGE"] = 60
+    _database["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer, cache, Celery -----------------------------------------------------
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+
+# --- Auth ---------------------------------------------------------------------------------------
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- REST framework -----------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["devices.authentication.DeviceTokenAuthentication"],
+    # Deny by default: views that a pending device or an anonymous client may use opt out.
+    "DEFAULT_PERMISSION_CLASSES": ["devices.permissions.IsActiveDevice"],
+    "DEFAULT_PARSER_CLASSES": ["common.parsers.StrictJSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "common.negotiation.JSONOnlyNegotiation",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # ASCII-only JSON (\uXXXX escapes): an error message that echoes input containing a lone
+    # surrogate must still encode, instead of failing the response with a 500.
+    "UNICODE_JSON": False,
+    "EXCEPTION_HANDLER": "common.exception_handler.api_exception_handler",
+    # No OPTIONS introspection: answer 405 like any other unsupported method.
+    "DEFAULT_METADATA_CLASS": None,
+}
+
+# --- E2EE limits ------------------------------------------------------------------------------
+
+E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
+E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
+
+# --- I18N, time, static --------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Logging --------------------------------------------------------------------------------------
+
+E2EE_LOG_LEVEL = os.environ.get("E2EE_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "common.logs.JsonLineFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stderr"], "level": E2EE_LOG_LEVEL},
+    "loggers": {
+        # Our middleware writes one line per request; Django's own per-request warnings would
+        # duplicate every 4xx.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,24 @@
+"""Root URLconf. The API lives under /api/v1/ (docs/protocol.md section 4)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+api_v1 = [
+    path("", include("accounts.urls")),
+    path("", include("devices.urls")),
+    path("", include("conversations.urls")),
+    path("", include("messaging.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]
+
+# A client must never get an HTML page from the API, even for an unknown URL or a crash.
+handler400 = "common.http_errors.bad_request"
+handler403 = "common.http_errors.permission_denied"
+handler404 = "common.http_errors.not_found"
+handler500 = "common.http_errors.server_error"

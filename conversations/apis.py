@@ -1,0 +1,79 @@
+"""Conversation endpoints (protocol.md section 4.3). All need an active device."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.serializers import UsernameField
+from common.fields import CanonicalUUIDField
+from conversations.models import Conversation
+from conversations.selectors import access_conversation, conversation_get, conversation_list, wrapped_key_list
+from conversations.serializers import ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
+from conversations.services import chat_key_epoch_upload, conversation_create
+from devices.authentication import request_device
+
+
+class ConversationListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
+        members = serializers.ListField(child=UsernameField())
+        epoch = EpochInputSerializer()
+
+    def get(self, request: Request) -> Response:
+        conversations = conversation_list(user=request_device(request).user)
+        return Response({"conversations": ConversationSerializer(conversations, many=True).data})
+
+    def post(self, request: Request) -> Response:
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        device = request_device(request)
+        conversation = conversation_create(
+            device=device,
+            conversation_id=data["conversation_id"],
+            kind=data["kind"],
+            member_usernames=data["members"],
+            epoch_number=data["epoch"]["number"],
+            wrapped_keys=EpochInputSerializer.uploads(data["epoch"]),
+        )
+        conversation = conversation_get(user=device.user, conversation_id=conversation.pk)
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+
+class ConversationDetailApi(APIView):
+    def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        conversation = conversation_get(user=request_device(request).user, conversation_id=conversation_id)
+        return Response(ConversationSerializer(conversation).data)
+
+
+class ChatKeyEpochUploadApi(APIView):
+    class OutputSerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        epoch = serializers.IntegerField(source="number")
+        created_at = serializers.DateTimeField()
+
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        payload = EpochInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        epoch = chat_key_epoch_upload(
+            device=request_device(request),
+            conversation_id=conversation_id,
+            number=payload.validated_data["number"],
+            wrapped_keys=EpochInputSerializer.uploads(payload.validated_data),
+        )
+        return Response(self.OutputSerializer(epoch).data, status=status.HTTP_201_CREATED)
+
+
+class WrappedKeyListApi(APIView):
+    def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        device = request_device(request)
+        conversation = access_conversation(user=device.user, conversation_id=conversation_id)
+        keys = wrapped_key_list(device=device, conversation=conversation)
+        return Response({"keys": WrappedKeySerializer(keys, many=True).data})

@@ -1,0 +1,73 @@
+"""Reads of conversations and wrapped keys. Selectors never write.
+
+Access rule: a conversation exists for a user only if the user is a member; anyone else gets
+`conversation_not_found`, exactly like an unknown id (protocol.md 3.1: 404, not 403).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import User
+from conversations.errors import ConversationNotFoundError
+from conversations.models import Conversation, Membership, WrappedKey
+from devices.models import Device
+
+
+def _visible_to(user: User) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(memberships__user=user)
+
+
+def _with_members(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    # One extra query for all members of all conversations, usernames in order.
+    return conversations.prefetch_related(
+        Prefetch("members", queryset=User.objects.only("id", "username").order_by("username"))
+    )
+
+
+def access_conversation(*, user: User, conversation_id: uuid.UUID) -> Conversation:
+    """The conversation if `user` is a member, else `ConversationNotFoundError` (one query)."""
+    conversation = _visible_to(user).filter(pk=conversation_id).first()
+    if conversation is None:
+        raise ConversationNotFoundError()
+    return conversation
+
+
+def conversation_get(*, user: User, conversation_id: uuid.UUID) -> Conversation:
+    """Like `access_conversation`, with `members` prefetched for output."""
+    conversation = _with_members(_visible_to(user).filter(pk=conversation_id)).first()
+    if conversation is None:
+        raise ConversationNotFoundError()
+    return conversation
+
+
+def conversation_list(*, user: User) -> list[Conversation]:
+    """The user's conversations, newest first, members prefetched (two queries in all)."""
+    return list(_with_members(_visible_to(user).order_by("-created_at", "-id")))
+
+
+def conversation_member_ids(*, conversation_id: uuid.UUID) -> list[int]:
+    return list(
+        Membership.objects.filter(conversation_id=conversation_id).order_by("user_id").values_list("user_id", flat=True)
+    )
+
+
+def conversation_active_device_ids(*, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+    """Every active device of every member: the recipients of a realtime push."""
+    return list(
+        Device.objects.filter(user__memberships__conversation_id=conversation_id, status=Device.Status.ACTIVE)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def wrapped_key_list(*, device: Device, conversation: Conversation) -> list[WrappedKey]:
+    """This device's own wrapped keys in the conversation, by epoch. There is deliberately no
+    way to read another device's keys."""
+    return list(
+        WrappedKey.objects.select_related("epoch", "wrapping_device__user")
+        .filter(recipient_device=device, epoch__conversation=conversation)
+        .order_by("epoch__number")
+    )

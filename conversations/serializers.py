@@ -1,0 +1,53 @@
+"""Conversation objects of protocol.md section 3.2 and the shared epoch input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from accounts.models import User
+from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from conversations.services import WrappedKeyUpload
+
+# Epoch numbers are stored as 32-bit integers; bigger ones could never match.
+MAX_EPOCH = 2**31 - 1
+
+
+class ConversationSerializer(serializers.Serializer[Any]):
+    """`Conversation`; expects `members` prefetched (see conversations.selectors)."""
+
+    conversation_id = CanonicalUUIDField(source="id")
+    kind = serializers.CharField()
+    members = serializers.SlugRelatedField[User](many=True, read_only=True, slug_field="username")
+    current_epoch = serializers.IntegerField()
+    last_seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class WrappedKeyInputSerializer(serializers.Serializer[Any]):
+    device_id = CanonicalUUIDField()
+    wrapped_key = Base64Field(length=80)
+    signature = Base64Field(length=64)
+
+
+class EpochInputSerializer(serializers.Serializer[Any]):
+    """`{"number", "wrapped_keys": [...]}`, the body of an epoch upload and part of a creation."""
+
+    number = StrictIntegerField(min_value=0, max_value=MAX_EPOCH)
+    wrapped_keys = WrappedKeyInputSerializer(many=True)
+
+    @staticmethod
+    def uploads(data: Mapping[str, Any]) -> list[WrappedKeyUpload]:
+        return [WrappedKeyUpload(**key) for key in data["wrapped_keys"]]
+
+
+class WrappedKeySerializer(serializers.Serializer[Any]):
+    """`WrappedKey`, only ever the requesting device's own."""
+
+    epoch = serializers.IntegerField(source="epoch.number")
+    wrapped_key = Base64Field()
+    signature = Base64Field()
+    wrapped_by_device_id = CanonicalUUIDField(source="wrapping_device.id")
+    wrapped_by_username = serializers.CharField(source="wrapping_device.user.username")

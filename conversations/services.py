@@ -1,0 +1,150 @@
+"""Writes on conversations and ChatKey epochs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+
+from accounts.errors import UserNotFoundError
+from accounts.locks import users_lock
+from accounts.models import User
+from conversations.errors import (
+    ConversationIdTakenError,
+    ConversationTooManyMembersError,
+    DirectConversationExistsError,
+    DirectNeedsOnePeerError,
+    EpochConflictError,
+    MissingDevicesError,
+    UnexpectedDevicesError,
+    WrappedKeysDuplicateDeviceError,
+)
+from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
+from conversations.selectors import access_conversation, conversation_member_ids
+from devices.models import Device
+from devices.selectors import device_list_active_of_users
+
+
+@dataclass(frozen=True)
+class WrappedKeyUpload:
+    """The epoch's ChatKey wrapped for one recipient device by the uploading device."""
+
+    device_id: uuid.UUID
+    wrapped_key: bytes
+    signature: bytes
+
+
+def _direct_key(user_ids: Collection[int]) -> str:
+    low, high = sorted(user_ids)
+    return f"{low}:{high}"
+
+
+def _wrapped_keys_check_coverage(*, member_ids: Collection[int], wrapped_keys: Sequence[WrappedKeyUpload]) -> None:
+    """The recipients must be exactly the active devices of all members.
+
+    Call inside the transaction that writes the keys, after `users_lock(member_ids)`: the lock
+    keeps any of these accounts from activating a device before commit (accounts/locks.py).
+    """
+    uploaded = [key.device_id for key in wrapped_keys]
+    if len(set(uploaded)) != len(uploaded):
+        raise WrappedKeysDuplicateDeviceError()
+    active = {device.id: device for device in device_list_active_of_users(user_ids=member_ids)}
+    missing = active.keys() - set(uploaded)
+    if missing:
+        raise MissingDevicesError([(active[device_id].user.username, device_id) for device_id in missing])
+    unexpected = set(uploaded) - active.keys()
+    if unexpected:
+        raise UnexpectedDevicesError(list(unexpected))
+
+
+def _epoch_write(
+    *, conversation: Conversation, number: int, device: Device, wrapped_keys: Sequence[WrappedKeyUpload]
+) -> ChatKeyEpoch:
+    epoch = ChatKeyEpoch.objects.create(conversation=conversation, number=number, created_by=device)
+    WrappedKey.objects.bulk_create(
+        WrappedKey(
+            epoch=epoch,
+            recipient_device_id=key.device_id,
+            wrapping_device=device,
+            wrapped_key=key.wrapped_key,
+            signature=key.signature,
+        )
+        for key in wrapped_keys
+    )
+    return epoch
+
+
+def conversation_create(
+    *,
+    device: Device,
+    conversation_id: uuid.UUID,
+    kind: Conversation.Kind,
+    member_usernames: Sequence[str],
+    epoch_number: int,
+    wrapped_keys: Sequence[WrappedKeyUpload],
+) -> Conversation:
+    """Create a conversation of `device`'s account and the named users, with epoch 1.
+
+    `wrapped_keys` must cover exactly the active devices of every member (creator included); on
+    any refusal nothing is written.
+    """
+    creator = device.user
+    # The creator is always a member and need not be listed.
+    others = sorted(set(member_usernames) - {creator.username})
+    if kind == Conversation.Kind.DIRECT and len(others) != 1:
+        raise DirectNeedsOnePeerError()
+    if 1 + len(others) > settings.E2EE_MAX_GROUP_MEMBERS:
+        raise ConversationTooManyMembersError(settings.E2EE_MAX_GROUP_MEMBERS)
+    if epoch_number != 1:  # a new conversation is at epoch 0: its first epoch is 1
+        raise EpochConflictError(0)
+    try:
+        with transaction.atomic(durable=True):
+            users = list(User.objects.filter(Q(pk=creator.pk) | Q(username__in=others, is_active=True)).order_by("pk"))
+            unknown = set(others) - {user.username for user in users}
+            if unknown:
+                raise UserNotFoundError(sorted(unknown))
+            member_ids = [user.pk for user in users]
+            users_lock(user_ids=member_ids)
+            if Conversation.objects.filter(pk=conversation_id).exists():
+                raise ConversationIdTakenError()
+            direct_key = _direct_key(member_ids) if kind == Conversation.Kind.DIRECT else None
+            if direct_key is not None:
+                existing = Conversation.objects.filter(direct_key=direct_key).values_list("pk", flat=True).first()
+                if existing is not None:
+                    raise DirectConversationExistsError(existing)
+            _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=wrapped_keys)
+            conversation = Conversation.objects.create(
+                id=conversation_id, kind=kind, direct_key=direct_key, created_by=device, current_epoch=1
+            )
+            Membership.objects.bulk_create(Membership(conversation=conversation, user=user) for user in users)
+            _epoch_write(conversation=conversation, number=1, device=device, wrapped_keys=wrapped_keys)
+    except IntegrityError:
+        # Creators with no member in common do not share a user lock; if they race for the
+        # same conversation id, the primary key catches it.
+        if Conversation.objects.filter(pk=conversation_id).exists():
+            raise ConversationIdTakenError() from None
+        raise
+    return conversation
+
+
+def chat_key_epoch_upload(
+    *, device: Device, conversation_id: uuid.UUID, number: int, wrapped_keys: Sequence[WrappedKeyUpload]
+) -> ChatKeyEpoch:
+    """Start epoch `number` (= current + 1) of a conversation `device`'s account belongs to."""
+    with transaction.atomic(durable=True):
+        conversation = access_conversation(user=device.user, conversation_id=conversation_id)
+        member_ids = conversation_member_ids(conversation_id=conversation.pk)
+        # Lock order: users, then the conversation (accounts/locks.py). The conversation lock
+        # serialises epoch uploads with each other and with message sends (stale_epoch).
+        users_lock(user_ids=member_ids)
+        locked = Conversation.objects.select_for_update().only("id", "current_epoch").get(pk=conversation.pk)
+        if number != locked.current_epoch + 1:
+            raise EpochConflictError(locked.current_epoch)
+        _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=wrapped_keys)
+        epoch = _epoch_write(conversation=locked, number=number, device=device, wrapped_keys=wrapped_keys)
+        Conversation.objects.filter(pk=locked.pk).update(current_epoch=number)
+    return epoch

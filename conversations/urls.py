@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from conversations.apis import (
+    ChatKeyEpochUploadApi,
+    ConversationDetailApi,
+    ConversationListCreateApi,
+    WrappedKeyListApi,
+)
+
+urlpatterns = [
+    path("conversations", ConversationListCreateApi.as_view(), name="conversations"),
+    path("conversations/<uuid:conversation_id>", ConversationDetailApi.as_view(), name="conversation"),
+    path("conversations/<uuid:conversation_id>/epochs", ChatKeyEpochUploadApi.as_view(), name="conversation-epochs"),
+    path("conversations/<uuid:conversation_id>/keys", WrappedKeyListApi.as_view(), name="conversation-keys"),
+]

@@ -1,0 +1,42 @@
+"""Device endpoints (protocol.md section 4.2)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.fields import Base64Field
+from devices.authentication import request_device
+from devices.permissions import IsAuthenticatedDevice
+from devices.selectors import device_list_own
+from devices.serializers import OwnDeviceSerializer
+from devices.services import device_vouch
+
+
+class DeviceListApi(APIView):
+    # Pending devices may list the account's devices (to show what awaits approval).
+    permission_classes = [IsAuthenticatedDevice]
+
+    def get(self, request: Request) -> Response:
+        devices = device_list_own(user=request_device(request).user)
+        return Response({"devices": OwnDeviceSerializer(devices, many=True).data})
+
+
+class DeviceVouchApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        vouch_signature = Base64Field(length=64)
+
+    def post(self, request: Request, device_id: uuid.UUID) -> Response:
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        device = device_vouch(
+            voucher=request_device(request),
+            device_id=device_id,
+            vouch_signature=payload.validated_data["vouch_signature"],
+        )
+        return Response(OwnDeviceSerializer(device).data)

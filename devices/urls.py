@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from devices.apis import DeviceListApi, DeviceVouchApi
+
+urlpatterns = [
+    path("devices", DeviceListApi.as_view(), name="devices"),
+    path("devices/<uuid:device_id>/vouch", DeviceVouchApi.as_view(), name="device-vouch"),
+]

@@ -1,0 +1,67 @@
+"""Message endpoints (protocol.md section 4.4). All need an active device of a member."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from conversations.selectors import access_conversation
+from conversations.serializers import MAX_EPOCH
+from devices.authentication import request_device
+from messaging.selectors import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, message_history_page
+from messaging.serializers import EnvelopeSerializer
+from messaging.services import EnvelopeContent, envelope_send
+
+# Sequence numbers are 64-bit; a bigger cursor cannot be stored or compared by the database.
+MAX_SEQ = 2**63 - 1
+
+
+class MessageListCreateApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        # Any integer: a version other than 1 is `unsupported_version`, not a malformed request.
+        version = StrictIntegerField()
+        epoch = StrictIntegerField(min_value=0, max_value=MAX_EPOCH)
+        sender_device_id = CanonicalUUIDField()
+        client_message_id = Base64Field(length=16)
+        nonce = Base64Field(length=12)
+        # The upper bound is the service's (413 envelope_too_large, not 400).
+        ciphertext = Base64Field(min_length=16)
+        signature = Base64Field(length=64)
+
+    class HistoryQuerySerializer(serializers.Serializer[Any]):
+        after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, default=0)
+        limit = serializers.IntegerField(min_value=1, max_value=HISTORY_MAX_LIMIT, default=HISTORY_DEFAULT_LIMIT)
+
+    class HistoryOutputSerializer(serializers.Serializer[Any]):
+        messages = EnvelopeSerializer(many=True)
+        has_more = serializers.BooleanField()
+        next_after = serializers.IntegerField()
+
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = dict(payload.validated_data)
+        sender_device_id = data.pop("sender_device_id")
+        result = envelope_send(
+            device=request_device(request),
+            sender_device_id=sender_device_id,
+            content=EnvelopeContent(conversation_id=conversation_id, **data),
+        )
+        return Response(
+            EnvelopeSerializer(result.message).data,
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
+
+    def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        device = request_device(request)
+        conversation = access_conversation(user=device.user, conversation_id=conversation_id)
+        query = self.HistoryQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = message_history_page(conversation=conversation, **query.validated_data)
+        return Response(self.HistoryOutputSerializer(page).data)

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
+from tests.accounts.factories import UserFactory
+from tests.builders import Dev, active_devices, b64, envelope_json, make_conversation, make_dev, wrapped_keys_json
+from tests.devices.factories import DeviceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice() -> Dev:
+    return make_dev(user=UserFactory(username="alice"))
+
+
+@pytest.fixture
+def bob() -> Dev:
+    return make_dev(user=UserFactory(username="bob"))
+
+
+def _create_body(kind: str, members: list[str], devices: list[Any], **overrides: Any) -> dict[str, Any]:
+    body = {
+        "conversation_id": str(uuid.uuid4()),
+        "kind": kind,
+        "members": members,
+        "epoch": {"number": 1, "wrapped_keys": wrapped_keys_json(devices)},
+    }
+    body.update(overrides)
+    return body
+
+
+def _rows() -> tuple[int, int, int, int]:
+    return (
+        Conversation.objects.count(),
+        Membership.objects.count(),
+        ChatKeyEpoch.objects.count(),
+        WrappedKey.objects.count(),
+    )
+
+
+def test_create_direct_conversation(alice: Dev, bob: Dev) -> None:
+    body = _create_body("direct", ["bob"], active_devices(alice.user, bob.user))
+
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    assert data == {
+        "conversation_id": body["conversation_id"],
+        "kind": "direct",
+        "members": ["alice", "bob"],
+        "current_epoch": 1,
+        "last_seq": 0,
+        "created_at": data["created_at"],
+    }
+
+
+def test_create_refuses_incomplete_coverage_with_the_missing_list(alice: Dev, bob: Dev) -> None:
+    phone = DeviceFactory(user=bob.user)
+    before = _rows()
+    body = _create_body("group", ["bob"], [alice.device, bob.device])
+
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "missing_devices"
+    assert response.json()["extra"] == {"missing_devices": [{"username": "bob", "device_id": str(phone.id)}]}
+    assert _rows() == before
+
+
+def test_create_refuses_unexpected_devices_with_the_list(alice: Dev, bob: Dev) -> None:
+    stranger = DeviceFactory()
+    before = _rows()
+    body = _create_body("group", ["bob"], [alice.device, bob.device, stranger])
+
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "unexpected_devices"
+    assert response.json()["extra"] == {"device_ids": [str(stranger.id)]}
+    assert _rows() == before
+
+
+def test_create_second_direct_conversation_is_409_with_its_id(alice: Dev, bob: Dev) -> None:
+    first = make_conversation(alice, bob.user, kind=Conversation.Kind.DIRECT)
+    body = _create_body("direct", ["alice"], active_devices(alice.user, bob.user))
+    response = bob.client().post("/api/v1/conversations", body, format="json")
+    assert response.status_code == 409
+    assert response.json() == {
+        "code": "direct_conversation_exists",
+        "message": response.json()["message"],
+        "extra": {"conversation_id": str(first.pk)},
+    }
+
+
+def test_create_direct_needs_one_peer(alice: Dev, bob: Dev) -> None:
+    body = _create_body("direct", [], active_devices(alice.user))
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+    assert (response.status_code, response.json()["code"]) == (400, "direct_needs_one_peer")
+
+
+def test_create_with_unknown_member_is_404(alice: Dev) -> None:
+    body = _create_body("group", ["ghost"], active_devices(alice.user))
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+    assert response.status_code == 404
+    assert response.json()["code"] == "user_not_found"
+    assert response.json()["extra"] == {"usernames": ["ghost"]}
+
+
+def test_create_with_taken_id_is_409(alice: Dev) -> None:
+    existing = make_conversation(alice)
+    body = _create_body("group", [], active_devices(alice.user), conversation_id=str(existing.pk))
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+    assert (response.status_code, response.json()["code"]) == (409, "conversation_id_taken")
+
+
+def test_create_with_first_epoch_not_1_is_epoch_conflict(alice: Dev) -> None:
+    body = _create_body("group", [], active_devices(alice.user))
+    body["epoch"]["number"] = 2
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+    assert (response.status_code, response.json()["code"]) == (409, "epoch_conflict")
+    assert response.json()["extra"] == {"current_epoch": 0}
+
+
+def test_list_and_get_show_only_own_conversations(alice: Dev, bob: Dev) -> None:
+    shared = make_conversation(alice, bob.user)
+    alone = make_conversation(alice)
+    bobs = make_conversation(bob)
+
+    listed = alice.client().get("/api/v1/conversations").json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == [str(alone.pk), str(shared.pk)]  # newest first
+    got = alice.client().get(f"/api/v1/conversations/{shared.pk}")
+    assert got.status_code == 200
+    assert got.json()["members"] == ["alice", "bob"]
+    hidden = alice.client().get(f"/api/v1/conversations/{bobs.pk}")
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "conversation_not_found")
+
+
+def test_epoch_upload_and_keys(alice: Dev, bob: Dev) -> None:
+    conversation = make_conversation(alice, bob.user)
+    body = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user))}
+
+    response = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["conversation_id"] == str(conversation.pk)
+    assert response.json()["epoch"] == 2
+    assert "created_at" in response.json()
+    mine = next(k for k in body["wrapped_keys"] if k["device_id"] == str(alice.device.id))
+    keys = alice.client().get(f"/api/v1/conversations/{conversation.pk}/keys").json()["keys"]
+    assert [k["epoch"] for k in keys] == [1, 2]
+    assert keys[1] == {
+        "epoch": 2,
+        "wrapped_key": mine["wrapped_key"],
+        "signature": mine["signature"],
+        "wrapped_by_device_id": str(bob.device.id),
+        "wrapped_by_username": "bob",
+    }
+    again = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
+    assert (again.status_code, again.json()["code"]) == (409, "epoch_conflict")
+    assert again.json()["extra"] == {"current_epoch": 2}
+
+
+def test_two_devices_of_one_user_get_different_wrapped_keys(alice: Dev, bob: Dev) -> None:
+    phone = make_dev(user=alice.user)
+    conversation = make_conversation(alice, bob.user)
+    laptop_keys = alice.client().get(f"/api/v1/conversations/{conversation.pk}/keys").json()["keys"]
+    phone_keys = phone.client().get(f"/api/v1/conversations/{conversation.pk}/keys").json()["keys"]
+    assert len(laptop_keys) == len(phone_keys) == 1
+    assert laptop_keys[0]["wrapped_key"] != phone_keys[0]["wrapped_key"]
+    stored = WrappedKey.objects.get(recipient_device=phone.device)
+    assert phone_keys[0]["wrapped_key"] == b64(bytes(stored.wrapped_key))
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    [
+        ("get", "", None),
+        ("get", "/keys", None),
+        ("get", "/messages", None),
+        ("post", "/messages", "envelope"),
+        ("post", "/epochs", "epoch"),
+    ],
+)
+def test_non_member_gets_conversation_not_found_everywhere(
+    alice: Dev, bob: Dev, method: str, suffix: str, body: str | None
+) -> None:
+    conversation = make_conversation(alice)
+    payload = {
+        None: None,
+        "envelope": envelope_json(bob),
+        "epoch": {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user))},
+    }[body]
+    client = bob.client()
+    for conversation_id in (conversation.pk, uuid.uuid4()):
+        url = f"/api/v1/conversations/{conversation_id}{suffix}"
+        response = getattr(client, method)(url, payload, format="json") if payload else getattr(client, method)(url)
+        assert response.status_code == 404, response.json()
+        assert response.json()["code"] == "conversation_not_found"
+    assert _rows()[2] == 1  # no epoch was added
+
+
+def test_wrapped_key_lengths_are_checked(alice: Dev) -> None:
+    body = _create_body("group", [], active_devices(alice.user))
+    body["epoch"]["wrapped_keys"][0]["wrapped_key"] = b64(os.urandom(79))
+    response = alice.client().post("/api/v1/conversations", body, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["extra"]["fields"]) == ["epoch.wrapped_keys.0.wrapped_key"]
+    assert _rows() == (0, 0, 0, 0)

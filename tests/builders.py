@@ -1,0 +1,133 @@
+"""Test data builders: devices with tokens, conversations with full epoch coverage, envelopes.
+
+Keys, signatures and ciphertexts are random bytes of the right length: the server never
+verifies or decrypts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from conversations.models import Conversation
+from conversations.services import WrappedKeyUpload, conversation_create
+from devices.models import Device
+from devices.services import device_token_issue
+from messaging.services import EnvelopeContent
+from tests.devices.factories import DeviceFactory
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+@dataclass
+class Dev:
+    """A device and its live bearer token."""
+
+    device: Device
+    token: str
+
+    @property
+    def user(self) -> User:
+        return self.device.user
+
+    def client(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.token}")
+        return client
+
+
+def make_dev(*, user: User | None = None, status: Device.Status = Device.Status.ACTIVE, **fields: Any) -> Dev:
+    if user is not None:
+        fields["user"] = user
+    device = DeviceFactory(status=status, **fields)
+    return Dev(device=device, token=device_token_issue(device=device))
+
+
+def active_devices(*users: User) -> list[Device]:
+    return list(Device.objects.filter(user__in=users, status=Device.Status.ACTIVE).order_by("id"))
+
+
+def uploads_for(devices: Iterable[Device]) -> list[WrappedKeyUpload]:
+    return [WrappedKeyUpload(device_id=d.id, wrapped_key=os.urandom(80), signature=os.urandom(64)) for d in devices]
+
+
+def wrapped_keys_json(devices: Iterable[Device]) -> list[dict[str, str]]:
+    return [
+        {"device_id": str(d.id), "wrapped_key": b64(os.urandom(80)), "signature": b64(os.urandom(64))} for d in devices
+    ]
+
+
+def make_conversation(creator: Dev, *others: User, kind: Conversation.Kind = Conversation.Kind.GROUP) -> Conversation:
+    """A conversation created through the service, epoch 1 covering every active member device."""
+    return conversation_create(
+        device=creator.device,
+        conversation_id=uuid.uuid4(),
+        kind=kind,
+        member_usernames=[user.username for user in others],
+        epoch_number=1,
+        wrapped_keys=uploads_for(active_devices(creator.user, *others)),
+    )
+
+
+def envelope_content(
+    conversation: Conversation,
+    *,
+    epoch: int = 1,
+    version: int = 1,
+    client_message_id: bytes | None = None,
+    ciphertext: bytes | None = None,
+) -> EnvelopeContent:
+    return EnvelopeContent(
+        conversation_id=conversation.pk,
+        version=version,
+        epoch=epoch,
+        client_message_id=client_message_id or os.urandom(16),
+        nonce=os.urandom(12),
+        ciphertext=ciphertext if ciphertext is not None else os.urandom(64 + 16),
+        signature=os.urandom(64),
+    )
+
+
+def envelope_json(sender: Dev, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "version": 1,
+        "epoch": 1,
+        "sender_device_id": str(sender.device.id),
+        "client_message_id": b64(os.urandom(16)),
+        "nonce": b64(os.urandom(12)),
+        "ciphertext": b64(os.urandom(64 + 16)),
+        "signature": b64(os.urandom(64)),
+    }
+    body.update(overrides)
+    return body
+
+
+def device_json(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "device_id": str(uuid.uuid4()),
+        "name": "laptop",
+        "x25519_public_key": b64(os.urandom(32)),
+        "ed25519_public_key": b64(os.urandom(32)),
+    }
+    body.update(overrides)
+    return body
+
+
+def register_json(username: str, password: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "identity_key": b64(os.urandom(32)),
+        "device": device_json(vouch_signature=b64(os.urandom(64))),
+    }
+    body.update(overrides)
+    return body

@@ -1,0 +1,31 @@
+"""Fixtures for the server suite (the root conftest.py belongs to the lead)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from common.testing import PublishedEvent, capture_published_events
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # The real hasher costs ~0.5 s per call by design; the tests are not about hashing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api() -> APIClient:
+    """An anonymous API client."""
+    return APIClient()
+
+
+@pytest.fixture
+def published() -> Iterator[list[PublishedEvent]]:
+    """What the realtime helper delivers after commit; pair with
+    `django_capture_on_commit_callbacks(execute=True)` outside `transaction=True` tests."""
+    with capture_published_events() as events:
+        yield events

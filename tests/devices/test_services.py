@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.errors import InvalidCredentialsError
+from devices.errors import DeviceIdTakenError, DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError
+from devices.models import Device, DeviceToken
+from devices.services import (
+    DeviceKeys,
+    device_last_seen_mark,
+    device_login,
+    device_token_revoke,
+    device_vouch,
+)
+from devices.tokens import token_hash
+from tests.accounts.factories import PASSWORD, UserFactory
+from tests.builders import make_dev
+from tests.devices.factories import DeviceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _keys_of(device: Device) -> DeviceKeys:
+    return DeviceKeys(
+        device_id=device.id,
+        name=device.name,
+        x25519_public_key=bytes(device.x25519_public_key),
+        ed25519_public_key=bytes(device.ed25519_public_key),
+    )
+
+
+def _new_keys() -> DeviceKeys:
+    return DeviceKeys(uuid.uuid4(), "phone", os.urandom(32), os.urandom(32))
+
+
+def _live_hashes(device: Device) -> list[str]:
+    return list(DeviceToken.objects.filter(device=device, revoked_at__isnull=True).values_list("token_hash", flat=True))
+
+
+def test_login_with_new_device_id_creates_pending_device() -> None:
+    user = UserFactory(username="alice")
+    keys = _new_keys()
+
+    issued = device_login(username="alice", password=PASSWORD, keys=keys)
+
+    device = Device.objects.get(pk=keys.device_id)
+    assert device.user == user
+    assert device.status == Device.Status.PENDING
+    assert device.vouch_signature is None
+    assert issued.device == device
+    assert _live_hashes(device) == [token_hash(issued.token)]
+
+
+def test_login_again_with_same_keys_issues_fresh_token_and_revokes_old() -> None:
+    dev = make_dev(user=UserFactory(username="alice"))
+
+    issued = device_login(username="alice", password=PASSWORD, keys=_keys_of(dev.device))
+
+    assert issued.token != dev.token
+    assert _live_hashes(dev.device) == [token_hash(issued.token)]
+    assert DeviceToken.objects.filter(device=dev.device).count() == 2
+    dev.device.refresh_from_db()
+    assert dev.device.status == Device.Status.ACTIVE  # status kept
+
+
+def test_login_with_existing_device_id_but_other_keys_is_device_id_taken() -> None:
+    dev = make_dev(user=UserFactory(username="alice"))
+    keys = DeviceKeys(dev.device.id, "evil", os.urandom(32), bytes(dev.device.ed25519_public_key))
+    with pytest.raises(DeviceIdTakenError):
+        device_login(username="alice", password=PASSWORD, keys=keys)
+    assert _live_hashes(dev.device) == [token_hash(dev.token)]
+
+
+def test_login_with_another_accounts_device_id_is_device_id_taken() -> None:
+    UserFactory(username="alice")
+    bobs = DeviceFactory()
+    with pytest.raises(DeviceIdTakenError):
+        device_login(username="alice", password=PASSWORD, keys=_keys_of(bobs))
+
+
+@pytest.mark.parametrize(("username", "password"), [("alice", "wrong password 123"), ("nobody", PASSWORD)])
+def test_login_with_wrong_credentials_is_refused(username: str, password: str) -> None:
+    UserFactory(username="alice")
+    with pytest.raises(InvalidCredentialsError):
+        device_login(username=username, password=password, keys=_new_keys())
+    assert not Device.objects.exists()
+
+
+def test_login_to_deactivated_account_is_refused() -> None:
+    UserFactory(username="alice", is_active=False)
+    with pytest.raises(InvalidCredentialsError):
+        device_login(username="alice", password=PASSWORD, keys=_new_keys())
+
+
+def test_token_revoke_makes_token_dead() -> None:
+    dev = make_dev()
+    token = DeviceToken.objects.get(token_hash=token_hash(dev.token))
+    device_token_revoke(token=token)
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_vouch_activates_pending_device_of_same_account() -> None:
+    voucher = make_dev()
+    pending = DeviceFactory(user=voucher.user, status=Device.Status.PENDING)
+    signature = os.urandom(64)
+
+    device = device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=signature)
+
+    pending.refresh_from_db()
+    assert device == pending
+    assert pending.status == Device.Status.ACTIVE
+    assert bytes(pending.vouch_signature) == signature
+    assert pending.vouched_by == voucher.device
+
+
+def test_vouch_for_another_accounts_device_is_not_found() -> None:
+    voucher = make_dev()
+    strangers = DeviceFactory(status=Device.Status.PENDING)
+    with pytest.raises(DeviceNotFoundError):
+        device_vouch(voucher=voucher.device, device_id=strangers.id, vouch_signature=os.urandom(64))
+    strangers.refresh_from_db()
+    assert strangers.status == Device.Status.PENDING
+
+
+def test_vouch_for_unknown_device_is_not_found() -> None:
+    voucher = make_dev()
+    with pytest.raises(DeviceNotFoundError):
+        device_vouch(voucher=voucher.device, device_id=uuid.uuid4(), vouch_signature=os.urandom(64))
+
+
+@pytest.mark.parametrize("status", [Device.Status.ACTIVE, Device.Status.REVOKED])
+def test_vouch_for_non_pending_device_is_refused(status: Device.Status) -> None:
+    voucher = make_dev()
+    other = DeviceFactory(user=voucher.user, status=status)
+    before = bytes(other.vouch_signature) if other.vouch_signature is not None else None
+    with pytest.raises(DeviceNotPendingError):
+        device_vouch(voucher=voucher.device, device_id=other.id, vouch_signature=os.urandom(64))
+    other.refresh_from_db()
+    assert other.status == status
+    assert (bytes(other.vouch_signature) if other.vouch_signature is not None else None) == before
+
+
+def test_vouch_by_a_device_revoked_meanwhile_is_refused() -> None:
+    voucher = make_dev()
+    pending = DeviceFactory(user=voucher.user, status=Device.Status.PENDING)
+    Device.objects.filter(pk=voucher.device.pk).update(status=Device.Status.REVOKED)
+    with pytest.raises(DeviceNotActiveError):
+        device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=os.urandom(64))
+
+
+def test_last_seen_is_written_at_most_once_per_minute() -> None:
+    device = DeviceFactory()
+    first = timezone.now()
+    device_last_seen_mark(device=device, now=first)
+    device_last_seen_mark(device=device, now=first + timedelta(seconds=30))
+    device.refresh_from_db()
+    assert device.last_seen_at == first
+    device_last_seen_mark(device=device, now=first + timedelta(seconds=61))
+    device.refresh_from_db()
+    assert device.last_seen_at == first + timedelta(seconds=61)

@@ -1,0 +1,65 @@
+"""Integration fixtures: real SDK devices talking HTTP to a live server on a real socket."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from client.session import Session
+from client.transport.http import HttpTransport
+
+
+@pytest.fixture
+def server_url(live_server: object, transactional_db: None) -> str:
+    return str(live_server.url)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def names() -> Callable[[str], str]:
+    """Unique usernames per test, so tests never depend on each other's accounts."""
+    tag = uuid.uuid4().hex[:6]
+    return lambda base: f"{base}_{tag}"
+
+
+PASSWORD = "integration-password-2026!"
+
+
+@pytest.fixture
+def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
+    sessions: list[Session] = []
+
+    def _register(username: str, device_name: str = "device") -> Session:
+        session = Session.register(
+            HttpTransport(server_url), server_url=server_url, username=username,
+            password=PASSWORD, device_name=device_name,
+        )
+        sessions.append(session)
+        return session
+
+    yield _register
+    for session in sessions:
+        session.transport.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def link(server_url: str) -> Callable[[Session, str], Session]:
+    """Log in a second device of `existing`'s account and have `existing` vouch for it."""
+
+    def _link(existing: Session, device_name: str) -> Session:
+        new = Session.login(
+            HttpTransport(server_url), server_url=server_url, username=existing.username,
+            password=PASSWORD, device_name=device_name,
+        )
+        existing.vouch(new.device_id, expected_fingerprint=new.fingerprint)
+        new.me()
+        return new
+
+    return _link
+
+
+def restart(session: Session) -> Session:
+    """The same device after a restart: same secrets, nothing cached (no ChatKeys in memory)."""
+    return Session(session.secrets, HttpTransport(session.secrets.server_url))
+
+

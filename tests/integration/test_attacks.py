@@ -1,0 +1,167 @@
+"""Attacks, each rejected by the receiving client with its typed reason: bit flips in every field of a
+stored envelope, replays into another conversation, epoch or sender, and a device the server slipped
+into an account without the account identity key."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from client.crypto.errors import DecryptError, DecryptFailure
+from client.crypto.keys import DeviceKeyPair
+from client.errors import UntrustedDevicesError
+from client.protocol import Envelope
+from client.session import DeviceSecrets, ReceivedMessage, Session, UndecryptableMessage
+from client.transport.http import HttpTransport
+
+from .conftest import restart
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _bit_flips(data: bytes) -> Iterator[bytes]:
+    for i in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        yield bytes(flipped)
+
+
+@pytest.fixture
+def scene(
+    register: Callable[..., Session], link: Callable[[Session, str], Session], names: Callable[[str], str]
+) -> dict[str, object]:
+    alice = register(names("alice"), "laptop")
+    alice_phone = link(alice, "phone")
+    bob = register(names("bob"), "phone")
+    direct = alice.create_conversation([bob.username], kind="direct")
+    group = alice.create_conversation([bob.username], kind="group")
+    alice.send_text(direct.conversation_id, "attack at dawn")
+    bob.send_text(group.conversation_id, "group hello")
+    envelope = bob.envelopes(direct.conversation_id)[0]
+    return {"alice": alice, "alice_phone": alice_phone, "bob": bob, "direct": direct, "group": group,
+            "envelope": envelope}
+
+
+def _reason(session: Session, envelope: Envelope) -> DecryptFailure | None:
+    try:
+        session.decrypt(envelope)
+    except DecryptError as exc:
+        return exc.reason
+    return None
+
+
+def test_every_single_bit_flip_in_every_field_is_rejected(scene: dict[str, object]) -> None:
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    envelope: Envelope = scene["envelope"]  # type: ignore[assignment]
+    assert isinstance(bob.decrypt(envelope), ReceivedMessage)  # the genuine envelope decrypts
+
+    reasons: dict[str, set[DecryptFailure | None]] = {}
+    for name in ("ciphertext", "nonce", "signature", "client_message_id"):
+        value: bytes = getattr(envelope, name)
+        reasons[name] = {
+            _reason(restart(bob) if name == "client_message_id" else bob,
+                    dataclasses.replace(envelope, **{name: flipped}))
+            for flipped in _bit_flips(value)
+        }
+    reasons["conversation_id"] = {
+        _reason(bob, dataclasses.replace(envelope, conversation_id=uuid.UUID(bytes=flipped)))
+        for flipped in _bit_flips(envelope.conversation_id.bytes)
+    }
+    reasons["sender_device_id"] = {
+        _reason(bob, dataclasses.replace(envelope, sender_device_id=uuid.UUID(bytes=flipped)))
+        for flipped in _bit_flips(envelope.sender_device_id.bytes)
+    }
+    reasons["epoch"] = {
+        _reason(bob, dataclasses.replace(envelope, epoch=int.from_bytes(flipped, "big")))
+        for flipped in _bit_flips(envelope.epoch.to_bytes(4, "big"))
+    }
+    reasons["version"] = {_reason(bob, dataclasses.replace(envelope, version=v)) for v in (0, 2, 3, 129)}
+
+    for field, seen in reasons.items():
+        assert None not in seen, f"a flipped bit in {field} was accepted"
+    assert reasons["ciphertext"] == {DecryptFailure.BAD_SIGNATURE}
+    assert reasons["nonce"] == {DecryptFailure.BAD_SIGNATURE}
+    assert reasons["signature"] == {DecryptFailure.BAD_SIGNATURE}
+    assert reasons["client_message_id"] == {DecryptFailure.BAD_SIGNATURE}
+    assert reasons["sender_device_id"] == {DecryptFailure.UNVOUCHED_DEVICE}
+    assert reasons["version"] == {DecryptFailure.UNSUPPORTED_VERSION}
+    assert reasons["epoch"] <= {DecryptFailure.BAD_SIGNATURE, DecryptFailure.UNKNOWN_EPOCH}
+    assert reasons["conversation_id"] <= {DecryptFailure.BAD_SIGNATURE, DecryptFailure.TAMPERED}
+
+
+def test_envelope_replayed_into_another_conversation_epoch_or_sender_is_rejected(
+    scene: dict[str, object],
+) -> None:
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    envelope: Envelope = scene["envelope"]  # type: ignore[assignment]
+    group = scene["group"]
+    alice.rotate_epoch(scene["direct"].conversation_id)  # type: ignore[attr-defined]
+
+    into_group = dataclasses.replace(envelope, conversation_id=group.conversation_id)  # type: ignore[attr-defined]
+    into_epoch_2 = dataclasses.replace(envelope, epoch=2)
+    under_phone = dataclasses.replace(envelope, sender_device_id=alice_phone.device_id)
+    under_bob = dataclasses.replace(
+        envelope, sender_username=bob.username, sender_device_id=bob.device_id
+    )
+    for forged in (into_group, into_epoch_2, under_phone, under_bob):
+        assert _reason(bob, forged) == DecryptFailure.BAD_SIGNATURE
+
+    # The same envelope presented again at a later position of the same conversation.
+    assert isinstance(bob.decrypt(envelope), ReceivedMessage)
+    assert _reason(bob, dataclasses.replace(envelope, seq=envelope.seq + 7)) == DecryptFailure.REPLAYED
+    assert isinstance(bob.decrypt(envelope), ReceivedMessage)  # re-reading the original is no replay
+
+
+def _slip_in_device(server_url: str, victim: Session) -> Session:
+    """What a malicious server can do alone: write an 'active' device and a token for it."""
+    from devices.models import Device, DeviceToken
+    from devices.tokens import token_generate, token_hash
+
+    keys = DeviceKeyPair.generate()
+    device = Device.objects.create(
+        id=keys.device_id, user_id=Device.objects.get(id=victim.device_id).user_id, name="totally-legit",
+        x25519_public_key=keys.x25519_public_key, ed25519_public_key=keys.ed25519_public_key,
+        vouch_signature=os.urandom(64), status=Device.Status.ACTIVE,
+    )
+    token = token_generate()
+    DeviceToken.objects.create(device=device, token_hash=token_hash(token))
+    secrets = DeviceSecrets(
+        server_url=server_url, username=victim.username, device=keys, device_name="totally-legit",
+        identity=None, token=token,
+    )
+    return Session(secrets, HttpTransport(server_url))
+
+
+def test_device_slipped_in_by_the_server_gets_no_key_and_its_messages_are_rejected(
+    scene: dict[str, object], server_url: str,
+) -> None:
+    from conversations.models import WrappedKey
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    bob: Session = scene["bob"]  # type: ignore[assignment]
+    direct = scene["direct"]
+    conversation_id = direct.conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+
+    # Honest clients refuse to wrap a ChatKey for it, for a new conversation or a new epoch.
+    for honest in (restart(alice), restart(bob)):
+        with pytest.raises(UntrustedDevicesError) as excinfo:
+            honest.create_conversation([bob.username if honest.username != bob.username else alice.username])
+        assert excinfo.value.device_ids == [evil.device_id]
+        with pytest.raises(UntrustedDevicesError):
+            honest.rotate_epoch(conversation_id)
+    assert not WrappedKey.objects.filter(recipient_device_id=evil.device_id).exists()
+
+    # Even holding the real ChatKey (the worst case), its messages are refused by every receiver.
+    evil._chat_keys[(conversation_id, 1)] = alice._chat_keys[(conversation_id, 1)]
+    forged = evil.send_text(conversation_id, "please wire the money to account 1234")
+    for receiver in (restart(bob), restart(alice), restart(scene["alice_phone"])):  # type: ignore[arg-type]
+        results = {r.seq: r for r in receiver.history(conversation_id)}
+        assert isinstance(results[forged.seq], UndecryptableMessage)
+        assert results[forged.seq].reason == DecryptFailure.UNVOUCHED_DEVICE  # type: ignore[union-attr]
+        assert isinstance(results[1], ReceivedMessage) and results[1].text == "attack at dawn"

@@ -1,0 +1,99 @@
+"""The CLI as a person uses it: two homes (two machines), register, link, talk, read."""
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from client.cli.main import main
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    monkeypatch.setenv("E2EE_PASSWORD", "cli-password-2026!")
+    monkeypatch.setenv("E2EE_PASSPHRASE", "cli passphrase")
+
+    def run(home: Path, *argv: str) -> tuple[int, str, str]:
+        code = main(["--home", str(home), *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_cli_register_link_create_send_and_read(
+    cli: Callable[..., tuple[int, str, str]], server_url: str, tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    alice, bob = names("alice"), names("bob")
+    laptop, phone, bobs = tmp_path / "laptop", tmp_path / "phone", tmp_path / "bob"
+
+    assert cli(laptop, "register", "--server", server_url, "--username", alice, "--device-name", "laptop")[0] == 0
+    assert stat.S_IMODE((laptop / "keystore.json").stat().st_mode) == 0o600
+    assert cli(bobs, "register", "--server", server_url, "--username", bob)[0] == 0
+
+    code, out, _ = cli(phone, "login", "--server", server_url, "--username", alice, "--device-name", "phone")
+    assert code == 0 and "waits for approval" in out
+    vouch_line = next(line for line in out.splitlines() if " vouch " in line)
+    device_id = vouch_line.split(" vouch ")[1].split()[0]
+    fingerprint = vouch_line.split("--fingerprint ")[1].strip("'")
+
+    # The pending phone can do nothing yet.
+    code, _, err = cli(phone, "conversations")
+    assert code == 1 and "device_not_active" in err
+    # A wrong fingerprint is refused; the right one activates the phone.
+    code, _, err = cli(laptop, "vouch", device_id, "--fingerprint", "0000 0000 0000 0000 0000")
+    assert code == 3 and "fingerprint" in err
+    assert cli(laptop, "vouch", device_id, "--fingerprint", fingerprint)[0] == 0
+    code, out, _ = cli(laptop, "devices")
+    assert out.count("active") == 2
+
+    code, out, _ = cli(laptop, "create", "--direct", bob)
+    assert code == 0
+    conversation = out.strip()
+    assert cli(bobs, "send", conversation[:8], "hello", "alice")[0] == 0
+    assert cli(phone, "send", conversation, "hi bob, from my phone")[0] == 0
+
+    for home in (laptop, phone, bobs):
+        code, out, _ = cli(home, "history", conversation)
+        assert code == 0
+        assert f"{bob}/" in out and "hello alice" in out
+        assert f"{alice}/" in out and "hi bob, from my phone" in out
+        assert "UNDECRYPTABLE" not in out
+
+    _, alice_sees, _ = cli(laptop, "safety-number", bob)
+    _, bob_sees, _ = cli(bobs, "safety-number", alice, "--mark-verified")
+    assert alice_sees.splitlines()[1] == bob_sees.splitlines()[1]
+    assert "marked verified" in bob_sees
+
+
+def test_cli_refuses_a_wrong_passphrase(
+    cli: Callable[..., tuple[int, str, str]], server_url: str, tmp_path: Path,
+    names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = tmp_path / "alice"
+    assert cli(home, "register", "--server", server_url, "--username", names("alice"))[0] == 0
+    monkeypatch.setenv("E2EE_PASSPHRASE", "not the passphrase")
+    code, _, err = cli(home, "whoami")
+    assert code == 3 and "error" in err
+
+
+def test_cli_logout_stops_the_token(
+    cli: Callable[..., tuple[int, str, str]], server_url: str, tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    from client import protocol
+    from client.store import keystore
+    from client.transport.http import HttpTransport
+
+    home = tmp_path / "alice"
+    assert cli(home, "register", "--server", server_url, "--username", names("alice"))[0] == 0
+    old_token = keystore.load(home / "keystore.json", "cli passphrase")["token"]
+    assert cli(home, "logout")[0] == 0
+    code, _, err = cli(home, "whoami")
+    assert code == 1 and "not_authenticated" in err
+    with pytest.raises(protocol.ApiError) as excinfo:  # the server no longer honours the old token
+        HttpTransport(server_url, token=old_token).execute(protocol.me_request())
+    assert (excinfo.value.status, excinfo.value.code) == (401, "invalid_token")
