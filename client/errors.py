@@ -1,5 +1,6 @@
 """Errors the SDK raises for things a person must decide about; decryption failures are in
 `client.crypto.errors.DecryptError` with a typed reason."""
+
 from __future__ import annotations
 
 import uuid
@@ -32,6 +33,12 @@ class UntrustedDevicesError(SdkError):
         super().__init__(f"{username!r} has devices not vouched for by its identity key: {ids}")
         self.username = username
         self.device_ids = device_ids
+
+
+class ServerUnreachableError(SdkError):
+    """The server could not be reached (connection refused, timeout, broken connection)."""
+
+    code = "server_unreachable"
 
 
 class NoIdentityKeyError(SdkError):

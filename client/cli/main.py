@@ -3,6 +3,7 @@
 Secrets live in `<home>/keystore.json`, encrypted under a passphrase (E2EE_PASSPHRASE or a prompt).
 Account passwords come from E2EE_PASSWORD or a prompt; they are never stored.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import httpx
-
 from client.crypto.errors import KeystoreError
-from client.errors import SdkError
+from client.errors import SdkError, ServerUnreachableError
 from client.protocol import ApiError
 from client.session import DeviceSecrets, ReceivedMessage, Session
 from client.store import keystore
@@ -79,8 +78,11 @@ def cmd_register(ctx: Context, args: argparse.Namespace) -> int:
         raise SystemExit(f"{ctx.path} already holds a device; use another --home")
     password = _secret("E2EE_PASSWORD", f"password for {args.username}: ", confirm=sys.stdin.isatty())
     session = Session.register(
-        HttpTransport(args.server), server_url=args.server, username=args.username,
-        password=password, device_name=args.device_name,
+        HttpTransport(args.server),
+        server_url=args.server,
+        username=args.username,
+        password=password,
+        device_name=args.device_name,
     )
     ctx.save(session, new=True)
     print(f"registered {args.username}; this device is {session.device_id} ({session.fingerprint})")
@@ -92,13 +94,18 @@ def cmd_login(ctx: Context, args: argparse.Namespace) -> int:
         raise SystemExit(f"{ctx.path} already holds a device; use another --home")
     password = _secret("E2EE_PASSWORD", f"password for {args.username}: ")
     session = Session.login(
-        HttpTransport(args.server), server_url=args.server, username=args.username,
-        password=password, device_name=args.device_name,
+        HttpTransport(args.server),
+        server_url=args.server,
+        username=args.username,
+        password=password,
+        device_name=args.device_name,
     )
     ctx.save(session, new=True)
     print(f"logged in as {args.username}; this device is {session.device_id} and waits for approval.")
-    print(f"On a device of yours that is already active, run:\n"
-          f"  python -m client vouch {session.device_id} --fingerprint '{session.fingerprint}'")
+    print(
+        f"On a device of yours that is already active, run:\n"
+        f"  python -m client vouch {session.device_id} --fingerprint '{session.fingerprint}'"
+    )
     return 0
 
 
@@ -119,8 +126,10 @@ def cmd_devices(ctx: Context, args: argparse.Namespace) -> int:
     for d in session.own_devices():
         mark = "*" if d.device_id == session.device_id else " "
         fp = device_fingerprint(d.x25519_public_key, d.ed25519_public_key)
-        print(f"{mark} {d.device_id}  {d.status:8} {d.name!s:16} {fp}  created {d.created_at}  "
-              f"last seen {d.last_seen_at or '-'}")
+        print(
+            f"{mark} {d.device_id}  {d.status:8} {d.name!s:16} {fp}  created {d.created_at}  "
+            f"last seen {d.last_seen_at or '-'}"
+        )
     return 0
 
 
@@ -134,8 +143,9 @@ def cmd_vouch(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_conversations(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
     for c in session.conversations():
-        print(f"{c.conversation_id}  {c.kind:6} epoch {c.current_epoch}  {c.last_seq:6} messages  "
-              f"{', '.join(c.members)}")
+        print(
+            f"{c.conversation_id}  {c.kind:6} epoch {c.current_epoch}  {c.last_seq:6} messages  {', '.join(c.members)}"
+        )
     return 0
 
 
@@ -207,8 +217,12 @@ def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m client", description="End-to-end-encrypted messenger client.")
-    parser.add_argument("--home", type=Path, default=None,
-                        help="folder holding this device's encrypted key store (default $E2EE_HOME or ~/.e2ee-msg)")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="folder holding this device's encrypted key store (default $E2EE_HOME or ~/.e2ee-msg)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Callable[[Context, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -262,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.extra:
             print(f"       {exc.extra}", file=sys.stderr)
         return 1
+    except ServerUnreachableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except (SdkError, KeystoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except httpx.TransportError as exc:
-        print(f"error: cannot reach the server: {exc}", file=sys.stderr)
-        return 4

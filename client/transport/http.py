@@ -1,10 +1,12 @@
 """HTTP transport: executes protocol `Request`s against a server and returns parsed JSON."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
 
+from client.errors import ServerUnreachableError
 from client.protocol import ApiError, Request, raise_for_error
 
 
@@ -21,9 +23,16 @@ class HttpTransport:
             if not self.token:
                 raise ApiError(401, "not_authenticated", "this device has no token; log in first")
             headers["Authorization"] = f"Bearer {self.token}"
-        response = self._client.request(
-            request.method, request.path, json=request.json, params=request.params or None, headers=headers,
-        )
+        try:
+            response = self._client.request(
+                request.method,
+                request.path,
+                json=request.json,
+                params=request.params or None,
+                headers=headers,
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"cannot reach {self.base_url}: {exc}") from exc
         body: Any = None
         if response.content:
             try:

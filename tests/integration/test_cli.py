@@ -1,6 +1,8 @@
 """The CLI as a person uses it: two homes (two machines), register, link, talk, read."""
+
 from __future__ import annotations
 
+import socket
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -71,8 +73,11 @@ def test_cli_register_link_create_send_and_read(
 
 
 def test_cli_refuses_a_wrong_passphrase(
-    cli: Callable[..., tuple[int, str, str]], server_url: str, tmp_path: Path,
-    names: Callable[[str], str], monkeypatch: pytest.MonkeyPatch,
+    cli: Callable[..., tuple[int, str, str]],
+    server_url: str,
+    tmp_path: Path,
+    names: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     home = tmp_path / "alice"
     assert cli(home, "register", "--server", server_url, "--username", names("alice"))[0] == 0
@@ -97,3 +102,12 @@ def test_cli_logout_stops_the_token(
     with pytest.raises(protocol.ApiError) as excinfo:  # the server no longer honours the old token
         HttpTransport(server_url, token=old_token).execute(protocol.me_request())
     assert (excinfo.value.status, excinfo.value.code) == (401, "invalid_token")
+
+
+def test_cli_says_when_the_server_cannot_be_reached(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = cli(tmp_path / "a", "register", "--server", f"http://127.0.0.1:{port}", "--username", "alice")
+    assert code == 4 and "cannot reach" in err
+    assert not (tmp_path / "a" / "keystore.json").exists()
