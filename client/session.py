@@ -8,6 +8,7 @@ Trust rules (docs/protocol.md §2): a device is trusted only if its vouch verifi
 pinned identity key; keys are wrapped only for trusted devices, wrapped keys are accepted only from
 trusted devices of members, and messages only from trusted senders.
 """
+
 from __future__ import annotations
 
 import os
@@ -142,40 +143,69 @@ class Session:
 
     @classmethod
     def register(
-        cls, transport: Transport, *, server_url: str, username: str, password: str,
-        device_name: str, rng: Rng = os.urandom,
+        cls,
+        transport: Transport,
+        *,
+        server_url: str,
+        username: str,
+        password: str,
+        device_name: str,
+        rng: Rng = os.urandom,
     ) -> Session:
         """Create an account: a fresh identity key and a first device it vouches for."""
         identity = IdentityKeyPair.generate(rng)
         device = DeviceKeyPair.generate(rng)
         request = proto.register_request(
-            username=username, password=password, identity_key=identity.public_key,
-            device_id=device.device_id, device_name=device_name,
-            x25519_public_key=device.x25519_public_key, ed25519_public_key=device.ed25519_public_key,
+            username=username,
+            password=password,
+            identity_key=identity.public_key,
+            device_id=device.device_id,
+            device_name=device_name,
+            x25519_public_key=device.x25519_public_key,
+            ed25519_public_key=device.ed25519_public_key,
             vouch_signature=vouch_sign(identity, device, username),
         )
         _, body = transport.execute(request)
         secrets = DeviceSecrets(
-            server_url=server_url, username=username, device=device, device_name=device_name,
-            identity=identity, token=body["token"], pins={username: identity.public_key},
+            server_url=server_url,
+            username=username,
+            device=device,
+            device_name=device_name,
+            identity=identity,
+            token=body["token"],
+            pins={username: identity.public_key},
         )
         return cls(secrets, transport, rng=rng)
 
     @classmethod
     def login(
-        cls, transport: Transport, *, server_url: str, username: str, password: str,
-        device_name: str, rng: Rng = os.urandom,
+        cls,
+        transport: Transport,
+        *,
+        server_url: str,
+        username: str,
+        password: str,
+        device_name: str,
+        rng: Rng = os.urandom,
     ) -> Session:
         """Log in from a new device. It stays pending until an active device vouches for it."""
         device = DeviceKeyPair.generate(rng)
         request = proto.login_request(
-            username=username, password=password, device_id=device.device_id, device_name=device_name,
-            x25519_public_key=device.x25519_public_key, ed25519_public_key=device.ed25519_public_key,
+            username=username,
+            password=password,
+            device_id=device.device_id,
+            device_name=device_name,
+            x25519_public_key=device.x25519_public_key,
+            ed25519_public_key=device.ed25519_public_key,
         )
         _, body = transport.execute(request)
         secrets = DeviceSecrets(
-            server_url=server_url, username=username, device=device, device_name=device_name,
-            identity=None, token=body["token"],
+            server_url=server_url,
+            username=username,
+            device=device,
+            device_name=device_name,
+            identity=None,
+            token=body["token"],
         )
         return cls(secrets, transport, rng=rng)
 
@@ -214,10 +244,14 @@ class Session:
             raise FingerprintMismatchError(
                 f"the server holds keys with fingerprint {shown}, not {expected_fingerprint}: refusing to vouch"
             )
-        signature = identity.sign(vouch_message(
-            username=self.username, device_id=device_id,
-            x25519_public_key=pending.x25519_public_key, ed25519_public_key=pending.ed25519_public_key,
-        ))
+        signature = identity.sign(
+            vouch_message(
+                username=self.username,
+                device_id=device_id,
+                x25519_public_key=pending.x25519_public_key,
+                ed25519_public_key=pending.ed25519_public_key,
+            )
+        )
         _, body = self.transport.execute(proto.vouch_request(device_id=device_id, vouch_signature=signature))
         self._directories.pop(self.username, None)
         return proto.PublicDevice.parse(body)
@@ -247,9 +281,12 @@ class Session:
         untrusted: list[uuid.UUID] = []
         for device in entry.devices:
             ok = device.vouch_signature is not None and vouch_verify(
-                identity_public_key=entry.identity_key, signature=device.vouch_signature,
-                username=username, device_id=device.device_id,
-                x25519_public_key=device.x25519_public_key, ed25519_public_key=device.ed25519_public_key,
+                identity_public_key=entry.identity_key,
+                signature=device.vouch_signature,
+                username=username,
+                device_id=device.device_id,
+                x25519_public_key=device.x25519_public_key,
+                ed25519_public_key=device.ed25519_public_key,
             )
             if ok:
                 trusted[device.device_id] = device
@@ -292,9 +329,12 @@ class Session:
                 raise UntrustedDevicesError(member, entry.untrusted)
             for device in entry.devices.values():
                 w = chatkey_wrap(
-                    chat_key=chat_key, conversation_id=conversation_id, epoch=epoch,
+                    chat_key=chat_key,
+                    conversation_id=conversation_id,
+                    epoch=epoch,
                     recipient_device_id=device.device_id,
-                    recipient_x25519_public_key=device.x25519_public_key, wrapper=self.secrets.device,
+                    recipient_x25519_public_key=device.x25519_public_key,
+                    wrapper=self.secrets.device,
                 )
                 wrapped[device.device_id] = (w.wrapped_key, w.signature)
         return wrapped
@@ -307,8 +347,10 @@ class Session:
         for attempt in range(2):
             wrapped = self._wrap_for_members(conversation_id, 1, everyone, chat_key)
             request = proto.conversation_create_request(
-                conversation_id=conversation_id, kind=kind,
-                members=[m for m in everyone if m != self.username], wrapped_keys=wrapped,
+                conversation_id=conversation_id,
+                kind=kind,
+                members=[m for m in everyone if m != self.username],
+                wrapped_keys=wrapped,
             )
             try:
                 _, body = self.transport.execute(request)
@@ -356,9 +398,12 @@ class Session:
             raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, "wrapped by someone who is not a member")
         wrapper = self._trusted_device(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
-            wrapped_key=record.wrapped_key, signature=record.signature,
-            conversation_id=conversation.conversation_id, epoch=record.epoch,
-            recipient=self.secrets.device, wrapper_device_id=record.wrapped_by_device_id,
+            wrapped_key=record.wrapped_key,
+            signature=record.signature,
+            conversation_id=conversation.conversation_id,
+            epoch=record.epoch,
+            recipient=self.secrets.device,
+            wrapper_device_id=record.wrapped_by_device_id,
             wrapper_ed25519_public_key=wrapper.ed25519_public_key,
         )
 
@@ -403,13 +448,21 @@ class Session:
         for attempt in range(2):
             epoch = conversation.current_epoch
             sealed = message_encrypt(
-                chat_key=self.chat_key(conversation, epoch), conversation_id=conversation_id, epoch=epoch,
-                sender=self.secrets.device, payload=payload, rng=self._rng,
+                chat_key=self.chat_key(conversation, epoch),
+                conversation_id=conversation_id,
+                epoch=epoch,
+                sender=self.secrets.device,
+                payload=payload,
+                rng=self._rng,
             )
             request = proto.send_request(
-                conversation_id=conversation_id, epoch=epoch, sender_device_id=self.device_id,
-                client_message_id=sealed.client_message_id, nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext, signature=sealed.signature,
+                conversation_id=conversation_id,
+                epoch=epoch,
+                sender_device_id=self.device_id,
+                client_message_id=sealed.client_message_id,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                signature=sealed.signature,
             )
             try:
                 _, body = self.transport.execute(request)
@@ -436,12 +489,17 @@ class Session:
             ) from exc
         sender = self._trusted_device(envelope.sender_username, envelope.sender_device_id)
         header = message_header(
-            conversation_id=envelope.conversation_id, epoch=envelope.epoch,
-            sender_device_id=envelope.sender_device_id, client_message_id=envelope.client_message_id,
+            conversation_id=envelope.conversation_id,
+            epoch=envelope.epoch,
+            sender_device_id=envelope.sender_device_id,
+            client_message_id=envelope.client_message_id,
         )
         if not message_signature_verify(
-            header=header, nonce=envelope.nonce, ciphertext=envelope.ciphertext,
-            signature=envelope.signature, sender_ed25519_public_key=sender.ed25519_public_key,
+            header=header,
+            nonce=envelope.nonce,
+            ciphertext=envelope.ciphertext,
+            signature=envelope.signature,
+            sender_ed25519_public_key=sender.ed25519_public_key,
         ):
             raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
         chat_key = self.chat_key(conversation, envelope.epoch)
@@ -452,9 +510,13 @@ class Session:
         if first_seq != envelope.seq:
             raise DecryptError(DecryptFailure.REPLAYED, f"already received as message {first_seq}")
         return ReceivedMessage(
-            seq=envelope.seq, conversation_id=envelope.conversation_id,
-            sender_username=envelope.sender_username, sender_device_id=envelope.sender_device_id,
-            epoch=envelope.epoch, payload=payload, created_at=envelope.created_at,
+            seq=envelope.seq,
+            conversation_id=envelope.conversation_id,
+            sender_username=envelope.sender_username,
+            sender_device_id=envelope.sender_device_id,
+            epoch=envelope.epoch,
+            payload=payload,
+            created_at=envelope.created_at,
         )
 
     def receive(self, envelope: proto.Envelope) -> MessageResult:
@@ -462,9 +524,12 @@ class Session:
             return self.decrypt(envelope)
         except DecryptError as exc:
             return UndecryptableMessage(
-                seq=envelope.seq, conversation_id=envelope.conversation_id,
-                sender_username=envelope.sender_username, sender_device_id=envelope.sender_device_id,
-                reason=exc.reason, detail=str(exc),
+                seq=envelope.seq,
+                conversation_id=envelope.conversation_id,
+                sender_username=envelope.sender_username,
+                sender_device_id=envelope.sender_device_id,
+                reason=exc.reason,
+                detail=str(exc),
             )
 
     def envelopes(self, conversation_id: uuid.UUID, *, after: int = 0, page_size: int = 100) -> list[proto.Envelope]:
