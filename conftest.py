@@ -4,6 +4,7 @@
 and `REDIS_URL` must point at a Redis that answers. Without it the suite runs on the embedded
 defaults (SQLite, in-memory channel layer).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """`python -m client`: the command-line client."""
+
 from client.cli.main import main
 
 raise SystemExit(main())

@@ -3,6 +3,7 @@
 It prints what each device decrypts and what the server actually stored, then leaves the demo
 devices' key stores on disk so a newcomer can carry on with the CLI.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,7 @@ from client.session import ReceivedMessage, Session
 from client.store import keystore
 from client.transport.http import HttpTransport
 
-DEMO_PASSPHRASE = "demo passphrase"
+DEMO_PASSPHRASE = "demo passphrase"  # noqa: S105 - printed for the newcomer; guards demo keys only
 
 
 def _say(step: str) -> None:
@@ -36,23 +37,43 @@ def run_demo(server: str, *, home: Path, suffix: str = "") -> int:
         return f"demo-password-for-{user}-2026"
 
     _say(f"{alice_name} registers from her laptop: identity key + device keys are made on the device")
-    laptop = Session.register(HttpTransport(server), server_url=server, username=alice_name,
-                              password=password(alice_name), device_name="alice-laptop")
+    laptop = Session.register(
+        HttpTransport(server),
+        server_url=server,
+        username=alice_name,
+        password=password(alice_name),
+        device_name="alice-laptop",
+    )
     print(f"  laptop device {laptop.device_id}, fingerprint {laptop.fingerprint}")
 
     _say(f"{alice_name} logs in from her phone: the phone is pending until the laptop vouches for it")
-    phone = Session.login(HttpTransport(server), server_url=server, username=alice_name,
-                          password=password(alice_name), device_name="alice-phone")
+    phone = Session.login(
+        HttpTransport(server),
+        server_url=server,
+        username=alice_name,
+        password=password(alice_name),
+        device_name="alice-phone",
+    )
     print(f"  phone shows device {phone.device_id} with fingerprint {phone.fingerprint}")
     laptop.vouch(phone.device_id, expected_fingerprint=phone.fingerprint)
     print("  the laptop checked that fingerprint against the keys the server holds and signed the phone in")
     phone.me()  # pins the account identity key on the phone
 
     _say(f"{bob_name} and {carol_name} register, one device each")
-    bob = Session.register(HttpTransport(server), server_url=server, username=bob_name,
-                           password=password(bob_name), device_name="bob-phone")
-    carol = Session.register(HttpTransport(server), server_url=server, username=carol_name,
-                             password=password(carol_name), device_name="carol-laptop")
+    bob = Session.register(
+        HttpTransport(server),
+        server_url=server,
+        username=bob_name,
+        password=password(bob_name),
+        device_name="bob-phone",
+    )
+    carol = Session.register(
+        HttpTransport(server),
+        server_url=server,
+        username=carol_name,
+        password=password(carol_name),
+        device_name="carol-laptop",
+    )
 
     _say("safety numbers: both sides compute the same 60 digits from the two identity keys")
     print(f"  {alice_name} sees: {laptop.safety_number(bob_name)}")

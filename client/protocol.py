@@ -3,6 +3,7 @@
 Everything here is data in, data out, so that any transport (HTTP today, WebSocket later) can carry
 it and tests can check it without a server.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -180,8 +181,15 @@ def _device_body(device_id: uuid.UUID, name: str, x25519: bytes, ed25519: bytes)
 
 
 def register_request(
-    *, username: str, password: str, identity_key: bytes, device_id: uuid.UUID, device_name: str,
-    x25519_public_key: bytes, ed25519_public_key: bytes, vouch_signature: bytes,
+    *,
+    username: str,
+    password: str,
+    identity_key: bytes,
+    device_id: uuid.UUID,
+    device_name: str,
+    x25519_public_key: bytes,
+    ed25519_public_key: bytes,
+    vouch_signature: bytes,
 ) -> Request:
     device = _device_body(device_id, device_name, x25519_public_key, ed25519_public_key)
     device["vouch_signature"] = b64e(vouch_signature)
@@ -190,8 +198,13 @@ def register_request(
 
 
 def login_request(
-    *, username: str, password: str, device_id: uuid.UUID, device_name: str,
-    x25519_public_key: bytes, ed25519_public_key: bytes,
+    *,
+    username: str,
+    password: str,
+    device_id: uuid.UUID,
+    device_name: str,
+    x25519_public_key: bytes,
+    ed25519_public_key: bytes,
 ) -> Request:
     device = _device_body(device_id, device_name, x25519_public_key, ed25519_public_key)
     body = {"username": username, "password": password, "device": device}
@@ -226,7 +239,10 @@ def _wrapped_keys_body(wrapped: dict[uuid.UUID, tuple[bytes, bytes]]) -> list[di
 
 
 def conversation_create_request(
-    *, conversation_id: uuid.UUID, kind: str, members: list[str],
+    *,
+    conversation_id: uuid.UUID,
+    kind: str,
+    members: list[str],
     wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]],
 ) -> Request:
     body = {
@@ -258,8 +274,15 @@ def keys_request(conversation_id: uuid.UUID) -> Request:
 
 
 def send_request(
-    *, conversation_id: uuid.UUID, epoch: int, sender_device_id: uuid.UUID, client_message_id: bytes,
-    nonce: bytes, ciphertext: bytes, signature: bytes, version: int = PROTOCOL_VERSION,
+    *,
+    conversation_id: uuid.UUID,
+    epoch: int,
+    sender_device_id: uuid.UUID,
+    client_message_id: bytes,
+    nonce: bytes,
+    ciphertext: bytes,
+    signature: bytes,
+    version: int = PROTOCOL_VERSION,
 ) -> Request:
     body = {
         "version": version,
@@ -275,7 +298,8 @@ def send_request(
 
 def history_request(conversation_id: uuid.UUID, *, after: int = 0, limit: int = 100) -> Request:
     return Request(
-        "GET", f"{API_PREFIX}/conversations/{conversation_id}/messages",
+        "GET",
+        f"{API_PREFIX}/conversations/{conversation_id}/messages",
         params={"after": str(after), "limit": str(limit)},
     )
 

@@ -48,7 +48,7 @@ async def _group_send_all(groups: list[str], event: dict[str, Any]) -> None:
 def _deliver(groups: list[str], event: dict[str, Any]) -> None:
     try:
         async_to_sync(_group_send_all)(groups, event)
-    except Exception:  # noqa: BLE001 - any layer failure (Redis down, full channel) must not fail the request
+    except Exception:  # any layer failure (Redis down, full channel) must not fail the request
         # Log the event type and fan-out only: the event carries ciphertext.
         logger.exception(
             "realtime publish failed",

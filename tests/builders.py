@@ -48,7 +48,7 @@ class Dev:
 def make_dev(*, user: User | None = None, status: Device.Status = Device.Status.ACTIVE, **fields: Any) -> Dev:
     if user is not None:
         fields["user"] = user
-    device = DeviceFactory(status=status, **fields)
+    device = DeviceFactory.create(status=status, **fields)
     return Dev(device=device, token=device_token_issue(device=device))
 
 

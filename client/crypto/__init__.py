@@ -4,6 +4,7 @@ Pure by design: no network, files or clock, and imports only the standard librar
 `cryptography`. Randomness is injected as `rng(n) -> n bytes` (default `os.urandom`), except
 the HPKE ephemeral key, which OpenSSL draws itself.
 """
+
 from __future__ import annotations
 
 from client.crypto.encoding import b64d, b64e

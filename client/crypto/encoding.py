@@ -3,6 +3,7 @@
 Base64 is strict on purpose: the server rejects anything but canonical standard base64 with
 padding, and a client that accepted more would let two different strings name the same bytes.
 """
+
 from __future__ import annotations
 
 import base64

@@ -3,12 +3,13 @@
 A receiver must report every failure with its reason (docs/protocol.md 2.3 "Receiving"), so
 decryption errors carry a `DecryptFailure` rather than being distinguished by message text.
 """
+
 from __future__ import annotations
 
 import enum
 
 
-class DecryptFailure(str, enum.Enum):
+class DecryptFailure(enum.StrEnum):
     """Why an envelope or a wrapped key was not accepted; values are stable snake_case codes."""
 
     UNSUPPORTED_VERSION = "unsupported_version"

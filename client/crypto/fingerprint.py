@@ -1,4 +1,5 @@
 """Short device fingerprints, for a person comparing two screens (docs/protocol.md §2.6)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -3,6 +3,7 @@
 Keys are created from injected randomness (`rng(n) -> n bytes`) through `from_private_bytes`, so
 tests can make them deterministic and the crypto core never reaches for a global source itself.
 """
+
 from __future__ import annotations
 
 import os

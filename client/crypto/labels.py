@@ -3,6 +3,7 @@
 Kept in one place so that an audit can see at a glance that no two constructions share a label:
 each signature or key derivation is bound to exactly one purpose.
 """
+
 from __future__ import annotations
 
 from typing import Final

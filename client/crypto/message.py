@@ -4,6 +4,7 @@ The SDK performs the receive checks in the order of 2.3 (version, vouch, signatu
 replay); this module gives it one function per cryptographic step, each failing with a typed reason
 or a boolean, never with a library exception.
 """
+
 from __future__ import annotations
 
 import json
@@ -166,9 +167,7 @@ def _reject_constant(name: str) -> Any:
 
 def decode_payload(data: bytes) -> dict[str, Any]:
     """Parse a payload strictly (UTF-8, one JSON object, no duplicate keys); ValueError otherwise."""
-    value = json.loads(
-        data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
-    )
+    value = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
     if not isinstance(value, dict):
         raise ValueError("payload is not a JSON object")
     return value

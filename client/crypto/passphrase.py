@@ -8,6 +8,7 @@ Document:
 The KDF parameters are not in the AAD, but they need not be: changing any of them changes the
 derived key, so a modified document fails to open like any other tampering.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 5200 iterations of SHA-512 make a targeted search for a colliding identity key costly; the
 digits are compared by people, out of band, to rule out a server in the middle.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,7 @@ def fingerprint(username: str, identity_public_key: bytes) -> str:
     for _ in range(ITERATIONS - 1):
         digest = hashlib.sha512(digest + identity_public_key).digest()
     return "".join(
-        f"{int.from_bytes(digest[i * CHUNK_BYTES:(i + 1) * CHUNK_BYTES], 'big') % 100000:05d}"
-        for i in range(CHUNKS)
+        f"{int.from_bytes(digest[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES], 'big') % 100000:05d}" for i in range(CHUNKS)
     )
 
 

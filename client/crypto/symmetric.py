@@ -4,6 +4,7 @@ Message encryption (2.3) and the key store (2.5) go through these functions, and
 test vectors (Wycheproof) go through the same functions, so the vectors test our usage, not
 merely the library.
 """
+
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes

@@ -1,4 +1,5 @@
 """Device vouches (docs/protocol.md 2.1): the account identity key signs each device's keys."""
+
 from __future__ import annotations
 
 import uuid
@@ -8,9 +9,7 @@ from client.crypto.keys import KEY_BYTES, DeviceKeyPair, IdentityKeyPair, ed2551
 from client.crypto.labels import VOUCH_LABEL
 
 
-def vouch_message(
-    *, username: str, device_id: uuid.UUID, x25519_public_key: bytes, ed25519_public_key: bytes
-) -> bytes:
+def vouch_message(*, username: str, device_id: uuid.UUID, x25519_public_key: bytes, ed25519_public_key: bytes) -> bytes:
     """`label || str16(username) || uuid(device_id) || x25519 (32) || ed25519 (32)`.
 
     Raises ValueError on a wrong key length: with fixed-length keys the encoding is injective,

@@ -5,6 +5,7 @@ Suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM, empty AAD, single s
 The HPKE ephemeral key is drawn inside OpenSSL, so it is the one piece of randomness here that
 is not injected; it never leaves the call.
 """
+
 from __future__ import annotations
 
 import os

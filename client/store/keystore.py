@@ -3,6 +3,7 @@
 `save` replaces the file atomically, so a crash mid-write leaves either the old store or the new
 one, never a truncated file that would lock the user out of their keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,7 @@ from client.crypto.passphrase import open_with_passphrase, seal_with_passphrase
 FILE_MODE = 0o600
 
 
-def save(
-    path: Path, passphrase: str, secrets: dict[str, Any], *, n: int = 32768, rng: Rng = os.urandom
-) -> None:
+def save(path: Path, passphrase: str, secrets: dict[str, Any], *, n: int = 32768, rng: Rng = os.urandom) -> None:
     """Seal `secrets` (a JSON-serialisable dict) under `passphrase` and write it to `path`.
 
     The parent directory must exist. The temporary file is created in the same directory (so

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_directory_lists_only_active_devices_oldest_first(django_assert_num_queries: Any) -> None:
-    user = UserFactory(username="alice")
+    user = UserFactory.create(username="alice")
     now = timezone.now()
-    newer = DeviceFactory(user=user, created_at=now)
-    older = DeviceFactory(user=user, created_at=now - timedelta(days=1))
-    DeviceFactory(user=user, status=Device.Status.PENDING)
-    DeviceFactory(user=user, status=Device.Status.REVOKED)
+    newer = DeviceFactory.create(user=user, created_at=now)
+    older = DeviceFactory.create(user=user, created_at=now - timedelta(days=1))
+    DeviceFactory.create(user=user, status=Device.Status.PENDING)
+    DeviceFactory.create(user=user, status=Device.Status.REVOKED)
 
     with forbid_writes(), django_assert_num_queries(2):
         entry = user_directory_get(username="alice")
@@ -33,13 +33,13 @@ def test_directory_lists_only_active_devices_oldest_first(django_assert_num_quer
 
 @pytest.mark.parametrize("username", ["nobody", "Alice", "alice\n", "a" * 40, "💥", ""])
 def test_directory_unknown_or_malformed_username_is_user_not_found(username: str) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     with pytest.raises(UserNotFoundError) as caught:
         user_directory_get(username=username)
     assert caught.value.extra == {"usernames": [username]}
 
 
 def test_directory_hides_deactivated_accounts() -> None:
-    UserFactory(username="alice", is_active=False)
+    UserFactory.create(username="alice", is_active=False)
     with pytest.raises(UserNotFoundError):
         user_directory_get(username="alice")

@@ -44,6 +44,7 @@ def test_register_creates_account_with_active_first_device_and_token() -> None:
     device = Device.objects.get(pk=keys.device_id)
     assert device.user == user
     assert device.status == Device.Status.ACTIVE
+    assert device.vouch_signature is not None
     assert bytes(device.vouch_signature) == vouch
     assert bytes(device.x25519_public_key) == keys.x25519_public_key
     assert device.vouched_by is None
@@ -70,7 +71,7 @@ def test_register_refuses_weak_password_and_writes_nothing() -> None:
 
 
 def test_register_refuses_taken_username_and_writes_nothing() -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     before = _counts()
     with pytest.raises(UsernameTakenError):
         user_register(
@@ -84,7 +85,7 @@ def test_register_refuses_taken_username_and_writes_nothing() -> None:
 
 
 def test_register_refuses_taken_device_id_and_writes_nothing() -> None:
-    existing = DeviceFactory()
+    existing = DeviceFactory.create()
     before = _counts()
     with pytest.raises(DeviceIdTakenError):
         user_register(

@@ -74,13 +74,13 @@ def test_register_refuses_weak_password(api: APIClient) -> None:
 
 
 def test_register_refuses_taken_username(api: APIClient) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     response = api.post("/api/v1/accounts/register", register_json("alice", PASSWORD), format="json")
     assert (response.status_code, response.json()["code"]) == (409, "username_taken")
 
 
 def test_register_refuses_taken_device_id(api: APIClient) -> None:
-    existing = DeviceFactory()
+    existing = DeviceFactory.create()
     body = register_json("alice", PASSWORD)
     body["device"]["device_id"] = str(existing.id)
     response = api.post("/api/v1/accounts/register", body, format="json")
@@ -98,7 +98,7 @@ def test_register_refuses_bad_device_name(api: APIClient, name: str) -> None:
 
 
 def test_login_new_device_is_pending_and_limited(api: APIClient) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     body = {"username": "alice", "password": PASSWORD, "device": device_json(name="phone")}
 
     response = api.post("/api/v1/accounts/login", body, format="json")
@@ -115,7 +115,7 @@ def test_login_new_device_is_pending_and_limited(api: APIClient) -> None:
 
 
 def test_login_again_replaces_the_token(api: APIClient) -> None:
-    dev = make_dev(user=UserFactory(username="alice"))
+    dev = make_dev(user=UserFactory.create(username="alice"))
     body = {
         "username": "alice",
         "password": PASSWORD,
@@ -133,7 +133,7 @@ def test_login_again_replaces_the_token(api: APIClient) -> None:
 
 
 def test_login_with_existing_device_id_and_other_keys_is_refused(api: APIClient) -> None:
-    dev = make_dev(user=UserFactory(username="alice"))
+    dev = make_dev(user=UserFactory.create(username="alice"))
     body = {"username": "alice", "password": PASSWORD, "device": device_json(device_id=str(dev.device.id))}
     response = api.post("/api/v1/accounts/login", body, format="json")
     assert (response.status_code, response.json()["code"]) == (409, "device_id_taken")
@@ -143,7 +143,7 @@ def test_login_with_existing_device_id_and_other_keys_is_refused(api: APIClient)
     ("username", "password"), [("alice", "not the password"), ("nobody", PASSWORD), ("ALICE", PASSWORD)]
 )
 def test_login_with_invalid_credentials_is_401(api: APIClient, username: str, password: str) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     body = {"username": username, "password": password, "device": device_json()}
     response = api.post("/api/v1/accounts/login", body, format="json")
     assert (response.status_code, response.json()["code"]) == (401, "invalid_credentials")
@@ -161,7 +161,7 @@ def test_logout_revokes_only_the_token_used() -> None:
 
 
 def test_me_describes_the_authenticated_device() -> None:
-    dev = make_dev(user=UserFactory(username="alice"))
+    dev = make_dev(user=UserFactory.create(username="alice"))
     data = dev.client().get("/api/v1/accounts/me").json()
     assert data["username"] == "alice"
     assert data["identity_key"] == b64(bytes(dev.user.identity_key))
@@ -170,8 +170,8 @@ def test_me_describes_the_authenticated_device() -> None:
 
 
 def test_directory_shows_active_devices_publicly(api: APIClient) -> None:
-    alice = make_dev(user=UserFactory(username="alice"))
-    DeviceFactory(user=alice.user, status=Device.Status.PENDING)
+    alice = make_dev(user=UserFactory.create(username="alice"))
+    DeviceFactory.create(user=alice.user, status=Device.Status.PENDING)
 
     response = api.get("/api/v1/users/alice")
 
@@ -179,6 +179,7 @@ def test_directory_shows_active_devices_publicly(api: APIClient) -> None:
     data = response.json()
     assert data["username"] == "alice"
     assert data["identity_key"] == b64(bytes(alice.user.identity_key))
+    assert alice.device.vouch_signature is not None
     assert data["devices"] == [
         {
             "device_id": str(alice.device.id),
@@ -190,14 +191,14 @@ def test_directory_shows_active_devices_publicly(api: APIClient) -> None:
 
 
 def test_directory_ignores_a_bad_token(api: APIClient) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     api.credentials(HTTP_AUTHORIZATION="Bearer garbage")
     assert api.get("/api/v1/users/alice").status_code == 200
 
 
 @pytest.mark.parametrize("username", ["nobody", "ALICE", "%F0%9F%92%A5", "a%00b"])
 def test_directory_unknown_user_is_user_not_found(api: APIClient, username: str) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     response = api.get(f"/api/v1/users/{username}")
     assert response.status_code == 404
     assert response.json()["code"] == "user_not_found"

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def alice() -> Dev:
-    return make_dev(user=UserFactory(username="alice"))
+    return make_dev(user=UserFactory.create(username="alice"))
 
 
 @pytest.fixture
 def bob() -> Dev:
-    return make_dev(user=UserFactory(username="bob"))
+    return make_dev(user=UserFactory.create(username="bob"))
 
 
 def _create_body(kind: str, members: list[str], devices: list[Any], **overrides: Any) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def test_create_direct_conversation(alice: Dev, bob: Dev) -> None:
 
 
 def test_create_refuses_incomplete_coverage_with_the_missing_list(alice: Dev, bob: Dev) -> None:
-    phone = DeviceFactory(user=bob.user)
+    phone = DeviceFactory.create(user=bob.user)
     before = _rows()
     body = _create_body("group", ["bob"], [alice.device, bob.device])
 
@@ -75,7 +75,7 @@ def test_create_refuses_incomplete_coverage_with_the_missing_list(alice: Dev, bo
 
 
 def test_create_refuses_unexpected_devices_with_the_list(alice: Dev, bob: Dev) -> None:
-    stranger = DeviceFactory()
+    stranger = DeviceFactory.create()
     before = _rows()
     body = _create_body("group", ["bob"], [alice.device, bob.device, stranger])
 
@@ -144,7 +144,7 @@ def test_list_and_get_show_only_own_conversations(alice: Dev, bob: Dev) -> None:
 
 def test_epoch_upload_and_keys(alice: Dev, bob: Dev) -> None:
     conversation = make_conversation(alice, bob.user)
-    body = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user))}
+    body: dict[str, Any] = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user))}
 
     response = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
 

@@ -14,9 +14,9 @@ pytestmark = pytest.mark.django_db
 
 def test_device_list_shows_every_device_of_the_account_only() -> None:
     dev = make_dev()
-    pending = DeviceFactory(user=dev.user, status=Device.Status.PENDING)
-    revoked = DeviceFactory(user=dev.user, status=Device.Status.REVOKED)
-    DeviceFactory()  # another account's
+    pending = DeviceFactory.create(user=dev.user, status=Device.Status.PENDING)
+    revoked = DeviceFactory.create(user=dev.user, status=Device.Status.REVOKED)
+    DeviceFactory.create()  # another account's
 
     response = dev.client().get("/api/v1/devices")
 
@@ -27,7 +27,7 @@ def test_device_list_shows_every_device_of_the_account_only() -> None:
 
 def test_vouch_activates_a_pending_device() -> None:
     dev = make_dev()
-    pending = DeviceFactory(user=dev.user, status=Device.Status.PENDING)
+    pending = DeviceFactory.create(user=dev.user, status=Device.Status.PENDING)
     signature = b64(os.urandom(64))
 
     response = dev.client().post(f"/api/v1/devices/{pending.id}/vouch", {"vouch_signature": signature}, format="json")
@@ -42,7 +42,7 @@ def test_vouch_activates_a_pending_device() -> None:
 
 def test_vouch_for_another_accounts_device_is_404() -> None:
     dev = make_dev()
-    strangers = DeviceFactory(status=Device.Status.PENDING)
+    strangers = DeviceFactory.create(status=Device.Status.PENDING)
     response = dev.client().post(
         f"/api/v1/devices/{strangers.id}/vouch", {"vouch_signature": b64(os.urandom(64))}, format="json"
     )
@@ -62,7 +62,7 @@ def test_vouch_for_unknown_device_is_404() -> None:
 
 def test_vouch_for_non_pending_device_is_409() -> None:
     dev = make_dev()
-    other = DeviceFactory(user=dev.user)
+    other = DeviceFactory.create(user=dev.user)
     response = dev.client().post(
         f"/api/v1/devices/{other.id}/vouch", {"vouch_signature": b64(os.urandom(64))}, format="json"
     )
@@ -71,7 +71,7 @@ def test_vouch_for_non_pending_device_is_409() -> None:
 
 def test_pending_device_cannot_vouch() -> None:
     pending = make_dev(status=Device.Status.PENDING)
-    other = DeviceFactory(user=pending.user, status=Device.Status.PENDING)
+    other = DeviceFactory.create(user=pending.user, status=Device.Status.PENDING)
     response = pending.client().post(
         f"/api/v1/devices/{other.id}/vouch", {"vouch_signature": b64(os.urandom(64))}, format="json"
     )
@@ -81,7 +81,7 @@ def test_pending_device_cannot_vouch() -> None:
 @pytest.mark.parametrize("signature", [b64(os.urandom(63)), "not base64", None, 64])
 def test_vouch_signature_must_be_64_bytes_of_base64(signature: object) -> None:
     dev = make_dev()
-    pending = DeviceFactory(user=dev.user, status=Device.Status.PENDING)
+    pending = DeviceFactory.create(user=dev.user, status=Device.Status.PENDING)
     response = dev.client().post(f"/api/v1/devices/{pending.id}/vouch", {"vouch_signature": signature}, format="json")
     assert response.status_code == 400
     assert list(response.json()["extra"]["fields"]) == ["vouch_signature"]

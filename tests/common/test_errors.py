@@ -15,7 +15,7 @@ from tests.builders import make_dev
 def _assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert body["code"] == code
     assert set(body) == {"code", "message", "extra"}
     return body

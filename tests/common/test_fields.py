@@ -10,7 +10,7 @@ from rest_framework import serializers
 from common.fields import Base64Field, CanonicalUUIDField, StrictCharField, StrictIntegerField
 
 
-def _run(field: serializers.Field, value: Any) -> Any:
+def _run(field: serializers.Field[Any, Any, Any, Any], value: Any) -> Any:
     return field.run_validation(value)
 
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_conversation_list_is_newest_first_with_members_in_two_queries(django_assert_num_queries: Any) -> None:
-    alice = make_dev(user=UserFactory(username="alice"))
-    others = [make_dev(user=UserFactory(username=f"member{i}")).user for i in range(3)]
+    alice = make_dev(user=UserFactory.create(username="alice"))
+    others = [make_dev(user=UserFactory.create(username=f"member{i}")).user for i in range(3)]
     conversations = [make_conversation(alice, *others[: i + 1]) for i in range(3)]
     make_conversation(make_dev())  # someone else's
     base = timezone.now()
@@ -78,5 +78,5 @@ def test_a_device_gets_only_its_own_wrapped_keys_by_epoch(django_assert_num_quer
 def test_a_device_added_after_an_epoch_has_no_key_for_it() -> None:
     alice = make_dev()
     conversation = make_conversation(alice)
-    later = DeviceFactory(user=alice.user)
+    later = DeviceFactory.create(user=alice.user)
     assert wrapped_key_list(device=later, conversation=conversation) == []

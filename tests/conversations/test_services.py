@@ -53,16 +53,16 @@ def _create(creator: Dev, members: list[str], uploads: list[WrappedKeyUpload], *
 
 @pytest.fixture
 def alice() -> Dev:
-    dev = make_dev(user=UserFactory(username="alice"))
-    DeviceFactory(user=dev.user)  # a second active device
+    dev = make_dev(user=UserFactory.create(username="alice"))
+    DeviceFactory.create(user=dev.user)  # a second active device
     return dev
 
 
 @pytest.fixture
 def bob() -> Dev:
-    dev = make_dev(user=UserFactory(username="bob"))
-    DeviceFactory(user=dev.user)
-    DeviceFactory(user=dev.user, status=Device.Status.PENDING)
+    dev = make_dev(user=UserFactory.create(username="bob"))
+    DeviceFactory.create(user=dev.user)
+    DeviceFactory.create(user=dev.user, status=Device.Status.PENDING)
     return dev
 
 
@@ -129,8 +129,8 @@ def test_missing_device_of_a_member_is_refused_and_nothing_written(alice: Dev, b
 def test_unexpected_device_is_refused_and_nothing_written(alice: Dev, bob: Dev, intruder: str) -> None:
     extra_device_id = {
         "pending_member_device": lambda: Device.objects.get(user=bob.user, status=Device.Status.PENDING).id,
-        "revoked_member_device": lambda: DeviceFactory(user=bob.user, status=Device.Status.REVOKED).id,
-        "stranger_device": lambda: DeviceFactory().id,
+        "revoked_member_device": lambda: DeviceFactory.create(user=bob.user, status=Device.Status.REVOKED).id,
+        "stranger_device": lambda: DeviceFactory.create().id,
         "unknown": uuid.uuid4,
     }[intruder]()
     uploads = uploads_for(active_devices(alice.user, bob.user))
@@ -170,7 +170,7 @@ def test_deactivated_member_is_user_not_found(alice: Dev, bob: Dev) -> None:
 
 @pytest.mark.parametrize("members", [[], ["alice"], ["bob", "carol"]])
 def test_direct_needs_exactly_one_peer(alice: Dev, bob: Dev, members: list[str]) -> None:
-    UserFactory(username="carol")
+    UserFactory.create(username="carol")
     with pytest.raises(DirectNeedsOnePeerError):
         _create(alice, members, [], kind=Conversation.Kind.DIRECT)
 
@@ -204,7 +204,7 @@ def test_first_epoch_must_be_1(alice: Dev) -> None:
 
 @override_settings(E2EE_MAX_GROUP_MEMBERS=3)
 def test_group_size_is_limited_creator_included(alice: Dev) -> None:
-    names = [UserFactory().username for _ in range(3)]
+    names = [UserFactory.create().username for _ in range(3)]
     with pytest.raises(ConversationTooManyMembersError) as caught:
         _create(alice, names, [])
     assert caught.value.code == "invalid_request"
@@ -240,7 +240,7 @@ def test_epoch_upload_other_than_current_plus_one_is_conflict(alice: Dev, bob: D
 
 def test_epoch_upload_checks_coverage_including_devices_activated_since(alice: Dev, bob: Dev) -> None:
     conversation = make_conversation(alice, bob.user)
-    newcomer = DeviceFactory(user=bob.user)  # bob vouched a new device after creation
+    newcomer = DeviceFactory.create(user=bob.user)  # bob vouched a new device after creation
     before = _row_counts()
     with pytest.raises(MissingDevicesError) as caught:
         chat_key_epoch_upload(

@@ -107,4 +107,5 @@ def test_authentication_touches_last_seen_at_most_once_a_minute(django_assert_nu
     Device.objects.filter(pk=dev.device.pk).update(last_seen_at=first - timedelta(minutes=2))
     client.get("/api/v1/accounts/me")
     dev.device.refresh_from_db()
+    assert dev.device.last_seen_at is not None
     assert dev.device.last_seen_at > first - timedelta(minutes=2)

@@ -43,7 +43,7 @@ def _live_hashes(device: Device) -> list[str]:
 
 
 def test_login_with_new_device_id_creates_pending_device() -> None:
-    user = UserFactory(username="alice")
+    user = UserFactory.create(username="alice")
     keys = _new_keys()
 
     issued = device_login(username="alice", password=PASSWORD, keys=keys)
@@ -57,7 +57,7 @@ def test_login_with_new_device_id_creates_pending_device() -> None:
 
 
 def test_login_again_with_same_keys_issues_fresh_token_and_revokes_old() -> None:
-    dev = make_dev(user=UserFactory(username="alice"))
+    dev = make_dev(user=UserFactory.create(username="alice"))
 
     issued = device_login(username="alice", password=PASSWORD, keys=_keys_of(dev.device))
 
@@ -69,7 +69,7 @@ def test_login_again_with_same_keys_issues_fresh_token_and_revokes_old() -> None
 
 
 def test_login_with_existing_device_id_but_other_keys_is_device_id_taken() -> None:
-    dev = make_dev(user=UserFactory(username="alice"))
+    dev = make_dev(user=UserFactory.create(username="alice"))
     keys = DeviceKeys(dev.device.id, "evil", os.urandom(32), bytes(dev.device.ed25519_public_key))
     with pytest.raises(DeviceIdTakenError):
         device_login(username="alice", password=PASSWORD, keys=keys)
@@ -77,22 +77,22 @@ def test_login_with_existing_device_id_but_other_keys_is_device_id_taken() -> No
 
 
 def test_login_with_another_accounts_device_id_is_device_id_taken() -> None:
-    UserFactory(username="alice")
-    bobs = DeviceFactory()
+    UserFactory.create(username="alice")
+    bobs = DeviceFactory.create()
     with pytest.raises(DeviceIdTakenError):
         device_login(username="alice", password=PASSWORD, keys=_keys_of(bobs))
 
 
 @pytest.mark.parametrize(("username", "password"), [("alice", "wrong password 123"), ("nobody", PASSWORD)])
 def test_login_with_wrong_credentials_is_refused(username: str, password: str) -> None:
-    UserFactory(username="alice")
+    UserFactory.create(username="alice")
     with pytest.raises(InvalidCredentialsError):
         device_login(username=username, password=password, keys=_new_keys())
     assert not Device.objects.exists()
 
 
 def test_login_to_deactivated_account_is_refused() -> None:
-    UserFactory(username="alice", is_active=False)
+    UserFactory.create(username="alice", is_active=False)
     with pytest.raises(InvalidCredentialsError):
         device_login(username="alice", password=PASSWORD, keys=_new_keys())
 
@@ -107,7 +107,7 @@ def test_token_revoke_makes_token_dead() -> None:
 
 def test_vouch_activates_pending_device_of_same_account() -> None:
     voucher = make_dev()
-    pending = DeviceFactory(user=voucher.user, status=Device.Status.PENDING)
+    pending = DeviceFactory.create(user=voucher.user, status=Device.Status.PENDING)
     signature = os.urandom(64)
 
     device = device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=signature)
@@ -115,13 +115,14 @@ def test_vouch_activates_pending_device_of_same_account() -> None:
     pending.refresh_from_db()
     assert device == pending
     assert pending.status == Device.Status.ACTIVE
+    assert pending.vouch_signature is not None
     assert bytes(pending.vouch_signature) == signature
     assert pending.vouched_by == voucher.device
 
 
 def test_vouch_for_another_accounts_device_is_not_found() -> None:
     voucher = make_dev()
-    strangers = DeviceFactory(status=Device.Status.PENDING)
+    strangers = DeviceFactory.create(status=Device.Status.PENDING)
     with pytest.raises(DeviceNotFoundError):
         device_vouch(voucher=voucher.device, device_id=strangers.id, vouch_signature=os.urandom(64))
     strangers.refresh_from_db()
@@ -137,7 +138,7 @@ def test_vouch_for_unknown_device_is_not_found() -> None:
 @pytest.mark.parametrize("status", [Device.Status.ACTIVE, Device.Status.REVOKED])
 def test_vouch_for_non_pending_device_is_refused(status: Device.Status) -> None:
     voucher = make_dev()
-    other = DeviceFactory(user=voucher.user, status=status)
+    other = DeviceFactory.create(user=voucher.user, status=status)
     before = bytes(other.vouch_signature) if other.vouch_signature is not None else None
     with pytest.raises(DeviceNotPendingError):
         device_vouch(voucher=voucher.device, device_id=other.id, vouch_signature=os.urandom(64))
@@ -148,14 +149,14 @@ def test_vouch_for_non_pending_device_is_refused(status: Device.Status) -> None:
 
 def test_vouch_by_a_device_revoked_meanwhile_is_refused() -> None:
     voucher = make_dev()
-    pending = DeviceFactory(user=voucher.user, status=Device.Status.PENDING)
+    pending = DeviceFactory.create(user=voucher.user, status=Device.Status.PENDING)
     Device.objects.filter(pk=voucher.device.pk).update(status=Device.Status.REVOKED)
     with pytest.raises(DeviceNotActiveError):
         device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=os.urandom(64))
 
 
 def test_last_seen_is_written_at_most_once_per_minute() -> None:
-    device = DeviceFactory()
+    device = DeviceFactory.create()
     first = timezone.now()
     device_last_seen_mark(device=device, now=first)
     device_last_seen_mark(device=device, now=first + timedelta(seconds=30))

@@ -1,4 +1,5 @@
 """Integration fixtures: real SDK devices talking HTTP to a live server on a real socket."""
+
 from __future__ import annotations
 
 import uuid
@@ -31,8 +32,11 @@ def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
 
     def _register(username: str, device_name: str = "device") -> Session:
         session = Session.register(
-            HttpTransport(server_url), server_url=server_url, username=username,
-            password=PASSWORD, device_name=device_name,
+            HttpTransport(server_url),
+            server_url=server_url,
+            username=username,
+            password=PASSWORD,
+            device_name=device_name,
         )
         sessions.append(session)
         return session
@@ -48,8 +52,11 @@ def link(server_url: str) -> Callable[[Session, str], Session]:
 
     def _link(existing: Session, device_name: str) -> Session:
         new = Session.login(
-            HttpTransport(server_url), server_url=server_url, username=existing.username,
-            password=PASSWORD, device_name=device_name,
+            HttpTransport(server_url),
+            server_url=server_url,
+            username=existing.username,
+            password=PASSWORD,
+            device_name=device_name,
         )
         existing.vouch(new.device_id, expected_fingerprint=new.fingerprint)
         new.me()
@@ -61,5 +68,3 @@ def link(server_url: str) -> Callable[[Session, str], Session]:
 def restart(session: Session) -> Session:
     """The same device after a restart: same secrets, nothing cached (no ChatKeys in memory)."""
     return Session(session.secrets, HttpTransport(session.secrets.server_url))
-
-

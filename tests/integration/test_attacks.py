@@ -1,12 +1,14 @@
 """Attacks, each rejected by the receiving client with its typed reason: bit flips in every field of a
 stored envelope, replays into another conversation, epoch or sender, and a device the server slipped
 into an account without the account identity key."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
 
@@ -41,8 +43,14 @@ def scene(
     alice.send_text(direct.conversation_id, "attack at dawn")
     bob.send_text(group.conversation_id, "group hello")
     envelope = bob.envelopes(direct.conversation_id)[0]
-    return {"alice": alice, "alice_phone": alice_phone, "bob": bob, "direct": direct, "group": group,
-            "envelope": envelope}
+    return {
+        "alice": alice,
+        "alice_phone": alice_phone,
+        "bob": bob,
+        "direct": direct,
+        "group": group,
+        "envelope": envelope,
+    }
 
 
 def _reason(session: Session, envelope: Envelope) -> DecryptFailure | None:
@@ -62,8 +70,10 @@ def test_every_single_bit_flip_in_every_field_is_rejected(scene: dict[str, objec
     for name in ("ciphertext", "nonce", "signature", "client_message_id"):
         value: bytes = getattr(envelope, name)
         reasons[name] = {
-            _reason(restart(bob) if name == "client_message_id" else bob,
-                    dataclasses.replace(envelope, **{name: flipped}))
+            _reason(
+                restart(bob) if name == "client_message_id" else bob,
+                dataclasses.replace(envelope, **cast(dict[str, Any], {name: flipped})),
+            )
             for flipped in _bit_flips(value)
         }
     reasons["conversation_id"] = {
@@ -105,9 +115,7 @@ def test_envelope_replayed_into_another_conversation_epoch_or_sender_is_rejected
     into_group = dataclasses.replace(envelope, conversation_id=group.conversation_id)  # type: ignore[attr-defined]
     into_epoch_2 = dataclasses.replace(envelope, epoch=2)
     under_phone = dataclasses.replace(envelope, sender_device_id=alice_phone.device_id)
-    under_bob = dataclasses.replace(
-        envelope, sender_username=bob.username, sender_device_id=bob.device_id
-    )
+    under_bob = dataclasses.replace(envelope, sender_username=bob.username, sender_device_id=bob.device_id)
     for forged in (into_group, into_epoch_2, under_phone, under_bob):
         assert _reason(bob, forged) == DecryptFailure.BAD_SIGNATURE
 
@@ -124,21 +132,30 @@ def _slip_in_device(server_url: str, victim: Session) -> Session:
 
     keys = DeviceKeyPair.generate()
     device = Device.objects.create(
-        id=keys.device_id, user_id=Device.objects.get(id=victim.device_id).user_id, name="totally-legit",
-        x25519_public_key=keys.x25519_public_key, ed25519_public_key=keys.ed25519_public_key,
-        vouch_signature=os.urandom(64), status=Device.Status.ACTIVE,
+        id=keys.device_id,
+        user_id=Device.objects.get(id=victim.device_id).user_id,
+        name="totally-legit",
+        x25519_public_key=keys.x25519_public_key,
+        ed25519_public_key=keys.ed25519_public_key,
+        vouch_signature=os.urandom(64),
+        status=Device.Status.ACTIVE,
     )
     token = token_generate()
     DeviceToken.objects.create(device=device, token_hash=token_hash(token))
     secrets = DeviceSecrets(
-        server_url=server_url, username=victim.username, device=keys, device_name="totally-legit",
-        identity=None, token=token,
+        server_url=server_url,
+        username=victim.username,
+        device=keys,
+        device_name="totally-legit",
+        identity=None,
+        token=token,
     )
     return Session(secrets, HttpTransport(server_url))
 
 
 def test_device_slipped_in_by_the_server_gets_no_key_and_its_messages_are_rejected(
-    scene: dict[str, object], server_url: str,
+    scene: dict[str, object],
+    server_url: str,
 ) -> None:
     from conversations.models import WrappedKey
 

@@ -1,5 +1,6 @@
 """The first Quick start command, run as a newcomer would: it starts a real server (daphne, SQLite,
 in-memory layer) and the scripted demo decrypts every message on every device."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ def test_demo_script_runs_end_to_end_and_every_device_decrypts() -> None:
     env.update(DEMO_EXIT="1", PORT=str(_free_port()), E2EE_SKIP_INSTALL="1")
     assert Path(sys.prefix, "bin", "python").exists()
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=240,
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout

@@ -1,5 +1,6 @@
 """After a full scenario, no table row and no log line holds a plaintext, a ChatKey or a private key,
 in raw bytes, base64 (any alignment, either alphabet) or hex."""
+
 from __future__ import annotations
 
 import base64
@@ -29,9 +30,7 @@ class _Capture(logging.Handler):
 def every_log_line() -> Iterator[_Capture]:
     """Capture every record of every logger, including ones that do not propagate."""
     capture = _Capture()
-    loggers = [logging.getLogger()] + [
-        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-    ]
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)]
     saved = [(lg, lg.level) for lg in loggers]
     for lg in loggers:
         lg.addHandler(capture)
@@ -46,7 +45,7 @@ def _dump_every_table() -> bytes:
     chunks: list[bytes] = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
-            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 - introspected names
             for row in cursor.fetchall():
                 for cell in row:
                     if isinstance(cell, (bytes, bytearray, memoryview)):
@@ -69,8 +68,11 @@ def _forms(secret: bytes) -> list[bytes]:
 
 
 def test_no_table_or_log_line_reveals_plaintexts_chatkeys_or_private_keys(
-    register: Callable[..., Session], link: Callable[[Session, str], Session], names: Callable[[str], str],
-    every_log_line: _Capture, capfd: pytest.CaptureFixture[str],
+    register: Callable[..., Session],
+    link: Callable[[Session, str], Session],
+    names: Callable[[str], str],
+    every_log_line: _Capture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     alice = register(names("alice"), "laptop")
     alice_phone = link(alice, "phone")

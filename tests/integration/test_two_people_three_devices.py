@@ -1,5 +1,6 @@
 """Alice with two devices and Bob with one: direct and group conversations, messages both ways,
 and every device decrypts every message (issue 2's core scenario)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -97,7 +97,8 @@ def test_identical_resend_returns_original_without_new_row(alice: Dev, conversat
 def test_resend_with_different_content_is_refused(alice: Dev, conversation: Conversation, field: str) -> None:
     content = envelope_content(conversation)
     envelope_send(device=alice.device, sender_device_id=alice.device.id, content=content)
-    changed = replace(content, **{field: 2 if field == "epoch" else os.urandom(len(getattr(content, field)))})
+    new_value: Any = 2 if field == "epoch" else os.urandom(len(getattr(content, field)))
+    changed = replace(content, **{field: new_value})
     with pytest.raises(ClientMessageIdReusedError):
         envelope_send(device=alice.device, sender_device_id=alice.device.id, content=changed)
     assert Message.objects.count() == 1
@@ -177,7 +178,7 @@ def test_unsupported_version_is_refused(alice: Dev, conversation: Conversation, 
 
 
 def test_sender_must_be_the_authenticated_device(alice: Dev, conversation: Conversation) -> None:
-    phone = DeviceFactory(user=alice.user)
+    phone = DeviceFactory.create(user=alice.user)
     for sender_device_id in (phone.id, uuid.uuid4()):
         with pytest.raises(EnvelopeSenderMismatchError):
             envelope_send(
@@ -202,9 +203,9 @@ def test_send_publishes_envelope_to_every_active_member_device_after_commit(
     published: list[PublishedEvent],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    alices_phone = DeviceFactory(user=alice.user)
-    DeviceFactory(user=bob.user, status=Device.Status.PENDING)
-    DeviceFactory(user=bob.user, status=Device.Status.REVOKED)
+    alices_phone = DeviceFactory.create(user=alice.user)
+    DeviceFactory.create(user=bob.user, status=Device.Status.PENDING)
+    DeviceFactory.create(user=bob.user, status=Device.Status.REVOKED)
     make_dev()  # a stranger
 
     with django_capture_on_commit_callbacks(execute=True):

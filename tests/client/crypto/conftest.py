@@ -4,6 +4,7 @@ The vectors live outside the repository (shared/vectors, beside the checkout, or
 E2EE_VECTORS_DIR points). A missing directory is an error, not a skip: silently skipping the
 known-answer tests would let a broken crypto core pass.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Encodings of protocol.md "Conventions": strict base64 and fixed-width integers."""
+
 from __future__ import annotations
 
 import uuid

@@ -5,6 +5,7 @@ labelled functions, DHKEM(X25519) and the key schedule). It is checked against t
 vectors, then used to open what `chatkey_wrap` seals and to seal what `chatkey_unwrap` opens, so the
 wrap format is interoperable by construction, not just self-consistent.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -221,7 +222,10 @@ def test_independent_key_schedule_matches_the_rfc_vectors(hpke_entries: list[dic
 def _spec_wrap_info(conversation_id: uuid.UUID, epoch: int, recipient_device_id: uuid.UUID) -> bytes:
     """protocol.md 2.2 `wrap_info`, written out by hand."""
     return (
-        b"e2ee-msg/v1/chatkey-wrap" + b"\x01" + conversation_id.bytes + epoch.to_bytes(4, "big")
+        b"e2ee-msg/v1/chatkey-wrap"
+        + b"\x01"
+        + conversation_id.bytes
+        + epoch.to_bytes(4, "big")
         + recipient_device_id.bytes
     )
 
@@ -230,8 +234,13 @@ def _spec_wrap_signed(
     conversation_id: uuid.UUID, epoch: int, recipient: uuid.UUID, wrapper: uuid.UUID, wrapped: bytes
 ) -> bytes:
     return (
-        b"e2ee-msg/v1/chatkey-wrap-sig" + b"\x01" + conversation_id.bytes + epoch.to_bytes(4, "big")
-        + recipient.bytes + wrapper.bytes + wrapped
+        b"e2ee-msg/v1/chatkey-wrap-sig"
+        + b"\x01"
+        + conversation_id.bytes
+        + epoch.to_bytes(4, "big")
+        + recipient.bytes
+        + wrapper.bytes
+        + wrapped
     )
 
 
@@ -243,8 +252,11 @@ def test_chatkey_wrap_output_opens_with_an_independent_rfc9180_open() -> None:
     wrapper, recipient = DeviceKeyPair.generate(), DeviceKeyPair.generate()
     conversation_id, epoch, chat_key = uuid.uuid4(), 7, bytes(range(32))
     wrapped = chatkey_wrap(
-        chat_key=chat_key, conversation_id=conversation_id, epoch=epoch,
-        recipient_device_id=recipient.device_id, recipient_x25519_public_key=recipient.x25519_public_key,
+        chat_key=chat_key,
+        conversation_id=conversation_id,
+        epoch=epoch,
+        recipient_device_id=recipient.device_id,
+        recipient_x25519_public_key=recipient.x25519_public_key,
         wrapper=wrapper,
     )
     info = _spec_wrap_info(conversation_id, epoch, recipient.device_id)
@@ -261,8 +273,13 @@ def test_chatkey_unwrap_opens_an_independent_rfc9180_seal() -> None:
     assert len(wrapped) == 80
     signature = wrapper.sign(_spec_wrap_signed(conversation_id, epoch, recipient.device_id, wrapper.device_id, wrapped))
     opened = chatkey_unwrap(
-        wrapped_key=wrapped, signature=signature, conversation_id=conversation_id, epoch=epoch,
-        recipient=recipient, wrapper_device_id=wrapper.device_id, wrapper_ed25519_public_key=wrapper.ed25519_public_key,
+        wrapped_key=wrapped,
+        signature=signature,
+        conversation_id=conversation_id,
+        epoch=epoch,
+        recipient=recipient,
+        wrapper_device_id=wrapper.device_id,
+        wrapper_ed25519_public_key=wrapper.ed25519_public_key,
     )
     assert opened == chat_key
 
@@ -275,8 +292,12 @@ def test_chatkey_unwrap_rejects_a_signed_wrap_whose_enc_is_a_low_order_point() -
     signature = wrapper.sign(_spec_wrap_signed(conversation_id, 1, recipient.device_id, wrapper.device_id, wrapped))
     with pytest.raises(DecryptError) as caught:
         chatkey_unwrap(
-            wrapped_key=wrapped, signature=signature, conversation_id=conversation_id, epoch=1,
-            recipient=recipient, wrapper_device_id=wrapper.device_id,
+            wrapped_key=wrapped,
+            signature=signature,
+            conversation_id=conversation_id,
+            epoch=1,
+            recipient=recipient,
+            wrapper_device_id=wrapper.device_id,
             wrapper_ed25519_public_key=wrapper.ed25519_public_key,
         )
     assert caught.value.reason is DecryptFailure.TAMPERED

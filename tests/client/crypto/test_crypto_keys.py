@@ -1,4 +1,5 @@
 """Identity and device keys: injectable randomness, private serialisation, signatures."""
+
 from __future__ import annotations
 
 import uuid
@@ -54,7 +55,9 @@ def test_private_dicts_round_trip() -> None:
     device, identity = DeviceKeyPair.generate(), IdentityKeyPair.generate()
     device_again = DeviceKeyPair.from_private_dict(device.to_private_dict())
     assert (device_again.device_id, device_again.x25519_public_key, device_again.ed25519_public_key) == (
-        device.device_id, device.x25519_public_key, device.ed25519_public_key,
+        device.device_id,
+        device.x25519_public_key,
+        device.ed25519_public_key,
     )
     assert IdentityKeyPair.from_private_dict(identity.to_private_dict()).public_key == identity.public_key
 

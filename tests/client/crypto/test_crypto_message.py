@@ -1,4 +1,5 @@
 """Message encryption (protocol.md 2.3): byte layout, round trip, and alteration of every field."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,21 +58,28 @@ class Sent:
     @property
     def header(self) -> bytes:
         return message_header(
-            conversation_id=self.conversation_id, epoch=self.epoch,
-            sender_device_id=self.sender.device_id, client_message_id=self.sealed.client_message_id,
+            conversation_id=self.conversation_id,
+            epoch=self.epoch,
+            sender_device_id=self.sender.device_id,
+            client_message_id=self.sealed.client_message_id,
         )
 
     def verify(self, **overrides: Any) -> bool:
         arguments: dict[str, Any] = {
-            "header": self.header, "nonce": self.sealed.nonce, "ciphertext": self.sealed.ciphertext,
-            "signature": self.sealed.signature, "sender_ed25519_public_key": self.sender.ed25519_public_key,
+            "header": self.header,
+            "nonce": self.sealed.nonce,
+            "ciphertext": self.sealed.ciphertext,
+            "signature": self.sealed.signature,
+            "sender_ed25519_public_key": self.sender.ed25519_public_key,
         }
         arguments.update(overrides)
         return message_signature_verify(**arguments)
 
     def open(self, **overrides: Any) -> dict[str, Any]:
         arguments: dict[str, Any] = {
-            "chat_key": self.chat_key, "header": self.header, "nonce": self.sealed.nonce,
+            "chat_key": self.chat_key,
+            "header": self.header,
+            "nonce": self.sealed.nonce,
             "ciphertext": self.sealed.ciphertext,
         }
         arguments.update(overrides)
@@ -118,7 +126,9 @@ def test_header_is_the_53_byte_layout_of_the_spec() -> None:
 def test_header_refuses_unencodable_fields(epoch: int, client_message_id: bytes) -> None:
     with pytest.raises(ValueError):
         message_header(
-            conversation_id=uuid.uuid4(), epoch=epoch, sender_device_id=uuid.uuid4(),
+            conversation_id=uuid.uuid4(),
+            epoch=epoch,
+            sender_device_id=uuid.uuid4(),
             client_message_id=client_message_id,
         )
 
@@ -144,7 +154,11 @@ def test_round_trip(sent: Sent) -> None:
 def test_randomness_is_drawn_from_the_injected_rng_in_order() -> None:
     sender, stream = DeviceKeyPair.generate(), iter([b"I" * 16, b"N" * 12])
     sealed = message_encrypt(
-        chat_key=bytes(32), conversation_id=uuid.uuid4(), epoch=1, sender=sender, payload={},
+        chat_key=bytes(32),
+        conversation_id=uuid.uuid4(),
+        epoch=1,
+        sender=sender,
+        payload={},
         rng=lambda n: next(stream),
     )
     assert (sealed.client_message_id, sealed.nonce) == (b"I" * 16, b"N" * 12)
@@ -153,8 +167,12 @@ def test_randomness_is_drawn_from_the_injected_rng_in_order() -> None:
 def test_a_given_client_message_id_is_kept() -> None:
     """A retried send must reuse its id (it is the idempotency key)."""
     sealed = message_encrypt(
-        chat_key=bytes(32), conversation_id=uuid.uuid4(), epoch=1, sender=DeviceKeyPair.generate(),
-        payload={}, client_message_id=b"R" * 16,
+        chat_key=bytes(32),
+        conversation_id=uuid.uuid4(),
+        epoch=1,
+        sender=DeviceKeyPair.generate(),
+        payload={},
+        client_message_id=b"R" * 16,
     )
     assert sealed.client_message_id == b"R" * 16
 
@@ -162,7 +180,10 @@ def test_a_given_client_message_id_is_kept() -> None:
 @pytest.mark.parametrize("body_length", [0, 1, 30, 31, 32, 100, 1000])
 def test_ciphertext_length_reveals_only_a_64_byte_bucket(body_length: int) -> None:
     sealed = message_encrypt(
-        chat_key=bytes(32), conversation_id=uuid.uuid4(), epoch=1, sender=DeviceKeyPair.generate(),
+        chat_key=bytes(32),
+        conversation_id=uuid.uuid4(),
+        epoch=1,
+        sender=DeviceKeyPair.generate(),
         payload={"body": "x" * body_length},
     )
     assert (len(sealed.ciphertext) - 16) % 64 == 0
@@ -174,7 +195,10 @@ def test_ciphertext_length_reveals_only_a_64_byte_bucket(body_length: int) -> No
 def test_message_encrypt_refuses_payloads_that_are_not_portable_json(payload: dict[Any, Any]) -> None:
     with pytest.raises((ValueError, TypeError)):
         message_encrypt(
-            chat_key=bytes(32), conversation_id=uuid.uuid4(), epoch=1, sender=DeviceKeyPair.generate(),
+            chat_key=bytes(32),
+            conversation_id=uuid.uuid4(),
+            epoch=1,
+            sender=DeviceKeyPair.generate(),
             payload=payload,
         )
 
@@ -183,7 +207,10 @@ def test_message_encrypt_refuses_payloads_that_are_not_portable_json(payload: di
 def test_message_encrypt_refuses_epochs_outside_1_to_u32_max(epoch: int) -> None:
     with pytest.raises(ValueError):
         message_encrypt(
-            chat_key=bytes(32), conversation_id=uuid.uuid4(), epoch=epoch, sender=DeviceKeyPair.generate(),
+            chat_key=bytes(32),
+            conversation_id=uuid.uuid4(),
+            epoch=epoch,
+            sender=DeviceKeyPair.generate(),
             payload={},
         )
 
@@ -224,8 +251,10 @@ def test_any_flipped_bit_in_a_header_field_fails_signature_and_aead(sent: Sent, 
 
 def _relabelled(sent: Sent, **fields: Any) -> bytes:
     values: dict[str, Any] = {
-        "conversation_id": sent.conversation_id, "epoch": sent.epoch,
-        "sender_device_id": sent.sender.device_id, "client_message_id": sent.sealed.client_message_id,
+        "conversation_id": sent.conversation_id,
+        "epoch": sent.epoch,
+        "sender_device_id": sent.sender.device_id,
+        "client_message_id": sent.sealed.client_message_id,
     }
     values.update(fields)
     return message_header(**values)

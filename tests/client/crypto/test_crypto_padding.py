@@ -1,4 +1,5 @@
 """Payload padding (protocol.md 2.3): 0x80 then zeros to a multiple of 64, strictly undone."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Passphrase sealing of the key store (protocol.md 2.5), without files. scrypt n=2**10 here."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """The crypto core stays pure: no network, files or clock, and no imports outside its allowance."""
+
 from __future__ import annotations
 
 import ast
@@ -12,9 +13,28 @@ import client.crypto
 CRYPTO_DIR = Path(client.crypto.__file__).parent
 # Standard-library modules that would let the core do I/O or read the clock.
 FORBIDDEN_STDLIB = {
-    "socket", "ssl", "http", "urllib", "asyncio", "select", "selectors", "subprocess", "io", "pathlib",
-    "tempfile", "shutil", "glob", "time", "datetime", "random", "secrets", "threading", "multiprocessing",
-    "logging", "sqlite3", "pickle",
+    "socket",
+    "ssl",
+    "http",
+    "urllib",
+    "asyncio",
+    "select",
+    "selectors",
+    "subprocess",
+    "io",
+    "pathlib",
+    "tempfile",
+    "shutil",
+    "glob",
+    "time",
+    "datetime",
+    "random",
+    "secrets",
+    "threading",
+    "multiprocessing",
+    "logging",
+    "sqlite3",
+    "pickle",
 }
 FORBIDDEN_CALLS = {"open", "print", "input", "eval", "exec", "__import__"}
 

@@ -1,4 +1,5 @@
 """Safety numbers (protocol.md 2.4)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +63,7 @@ def test_format_safety_number_makes_12_groups_of_5() -> None:
     assert [len(group) for group in formatted.split(" ")] == [5] * 12
 
 
-@pytest.mark.parametrize("number", ["1" * 59, "1" * 61, "1" * 59 + "a", "１" * 60])
+@pytest.mark.parametrize("number", ["1" * 59, "1" * 61, "1" * 59 + "a", "１" * 60])  # noqa: RUF001 - a non-ASCII digit on purpose
 def test_format_safety_number_refuses_anything_but_60_ascii_digits(number: str) -> None:
     with pytest.raises(ValueError):
         format_safety_number(number)

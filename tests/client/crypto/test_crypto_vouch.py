@@ -1,4 +1,5 @@
 """Device vouches (protocol.md 2.1)."""
+
 from __future__ import annotations
 
 import uuid
@@ -53,8 +54,16 @@ def test_a_genuine_vouch_verifies() -> None:
         {"signature": vouch_sign(IDENTITY, OTHER_DEVICE, "alice")},
         {"signature": vouch_sign(IDENTITY, DEVICE, "bob")},
     ],
-    ids=["username", "username-trailing-space", "device-id", "x25519", "ed25519", "identity", "other-device-sig",
-         "other-user-sig"],
+    ids=[
+        "username",
+        "username-trailing-space",
+        "device-id",
+        "x25519",
+        "ed25519",
+        "identity",
+        "other-device-sig",
+        "other-user-sig",
+    ],
 )
 def test_a_vouch_over_anything_else_fails(overrides: dict[str, Any]) -> None:
     assert not _verify(**overrides)

@@ -1,4 +1,5 @@
 """ChatKey wrapping (protocol.md 2.2): round trip, and every way of moving or altering a wrap."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,16 +53,24 @@ class Setup:
         arguments.update(overrides)
         return chatkey_unwrap(**arguments)
 
-    def resign(self, wrapped_key: bytes, *, conversation_id: uuid.UUID | None = None, epoch: int | None = None,
-               recipient_device_id: uuid.UUID | None = None) -> bytes:
+    def resign(
+        self,
+        wrapped_key: bytes,
+        *,
+        conversation_id: uuid.UUID | None = None,
+        epoch: int | None = None,
+        recipient_device_id: uuid.UUID | None = None,
+    ) -> bytes:
         """What a vouched wrapper that turned malicious could sign: any bytes, any context."""
-        return self.wrapper.sign(wrap_signature_message(
-            conversation_id=self.conversation_id if conversation_id is None else conversation_id,
-            epoch=self.epoch if epoch is None else epoch,
-            recipient_device_id=self.recipient.device_id if recipient_device_id is None else recipient_device_id,
-            wrapper_device_id=self.wrapper.device_id,
-            wrapped_key=wrapped_key,
-        ))
+        return self.wrapper.sign(
+            wrap_signature_message(
+                conversation_id=self.conversation_id if conversation_id is None else conversation_id,
+                epoch=self.epoch if epoch is None else epoch,
+                recipient_device_id=self.recipient.device_id if recipient_device_id is None else recipient_device_id,
+                wrapper_device_id=self.wrapper.device_id,
+                wrapped_key=wrapped_key,
+            )
+        )
 
 
 @pytest.fixture
@@ -70,8 +79,11 @@ def setup(make_rng: RngFactory) -> Setup:
     wrapper, recipient, other = (DeviceKeyPair.generate(rng) for _ in range(3))
     conversation_id, epoch, chat_key = uuid.UUID(bytes=rng(16), version=4), 5, chatkey_generate(rng)
     wrapped = chatkey_wrap(
-        chat_key=chat_key, conversation_id=conversation_id, epoch=epoch,
-        recipient_device_id=recipient.device_id, recipient_x25519_public_key=recipient.x25519_public_key,
+        chat_key=chat_key,
+        conversation_id=conversation_id,
+        epoch=epoch,
+        recipient_device_id=recipient.device_id,
+        recipient_x25519_public_key=recipient.x25519_public_key,
         wrapper=wrapper,
     )
     return Setup(wrapper, recipient, other, conversation_id, epoch, chat_key, wrapped)
@@ -98,9 +110,12 @@ def test_chatkey_generate_returns_32_bytes_from_the_injected_rng() -> None:
 def test_two_wraps_of_the_same_key_differ(setup: Setup) -> None:
     """Fresh HPKE ephemeral key per wrap: the server cannot tell that two wraps hold one key."""
     again = chatkey_wrap(
-        chat_key=setup.chat_key, conversation_id=setup.conversation_id, epoch=setup.epoch,
+        chat_key=setup.chat_key,
+        conversation_id=setup.conversation_id,
+        epoch=setup.epoch,
         recipient_device_id=setup.recipient.device_id,
-        recipient_x25519_public_key=setup.recipient.x25519_public_key, wrapper=setup.wrapper,
+        recipient_x25519_public_key=setup.recipient.x25519_public_key,
+        wrapper=setup.wrapper,
     )
     assert again.wrapped_key[:32] != setup.wrapped.wrapped_key[:32]
 
@@ -181,9 +196,12 @@ def test_wrap_attributed_to_another_wrapper_fails(setup: Setup) -> None:
 def test_chatkey_wrap_refuses_epochs_outside_1_to_u32_max(setup: Setup, epoch: int) -> None:
     with pytest.raises(ValueError):
         chatkey_wrap(
-            chat_key=setup.chat_key, conversation_id=setup.conversation_id, epoch=epoch,
+            chat_key=setup.chat_key,
+            conversation_id=setup.conversation_id,
+            epoch=epoch,
             recipient_device_id=setup.recipient.device_id,
-            recipient_x25519_public_key=setup.recipient.x25519_public_key, wrapper=setup.wrapper,
+            recipient_x25519_public_key=setup.recipient.x25519_public_key,
+            wrapper=setup.wrapper,
         )
 
 
@@ -192,7 +210,9 @@ def test_chatkey_wrap_refuses_malformed_keys(setup: Setup, chat_key: bytes | Non
     with pytest.raises(ValueError):
         chatkey_wrap(
             chat_key=chat_key if chat_key is not None else setup.chat_key,
-            conversation_id=setup.conversation_id, epoch=1, recipient_device_id=setup.recipient.device_id,
+            conversation_id=setup.conversation_id,
+            epoch=1,
+            recipient_device_id=setup.recipient.device_id,
             recipient_x25519_public_key=public_key if public_key is not None else setup.recipient.x25519_public_key,
             wrapper=setup.wrapper,
         )

@@ -3,6 +3,7 @@
 Every test counts the cases it ran and asserts the count, so a vector file that was silently
 read as empty, or a filter that matched nothing, fails instead of passing vacuously.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -127,9 +128,7 @@ def test_x25519_vectors(wycheproof: Loader) -> None:
 
 def test_chatkey_wrap_refuses_every_public_key_giving_a_zero_shared_secret(wycheproof: Loader) -> None:
     """RFC 9180 7.1.4: a DH result of all zeros must abort; wrapping to such a key must fail."""
-    low_order = {
-        test["public"] for _, test in _cases(wycheproof("x25519_test")) if "ZeroSharedSecret" in test["flags"]
-    }
+    low_order = {test["public"] for _, test in _cases(wycheproof("x25519_test")) if "ZeroSharedSecret" in test["flags"]}
     assert len(low_order) == 14  # distinct encodings of low-order points among the 31 cases
     wrapper = DeviceKeyPair.generate()
     for public_hex in sorted(low_order):

@@ -1,4 +1,5 @@
 """The key store file: sealed, 0600, atomically replaced, and refusing anything altered."""
+
 from __future__ import annotations
 
 import json
@@ -93,7 +94,7 @@ def test_every_single_flipped_byte_in_the_file_is_refused(saved: Path) -> None:
 
 def test_missing_file_raises_keystore_error_naming_the_path(tmp_path: Path) -> None:
     path = tmp_path / "absent.json"
-    with pytest.raises(KeystoreError, match="absent.json"):
+    with pytest.raises(KeystoreError, match=r"absent\.json"):
         keystore.load(path, "passphrase")
 
 
