@@ -24,6 +24,17 @@ class ApiError(Exception):
         super().__init__(self.message)
 
 
+class RequestTooLargeError(ApiError):
+    """The body is larger than the server reads at all (DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+
+    status = 413
+    code = "request_too_large"
+    message = "The request body is too large."
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(extra={"max_bytes": max_bytes})
+
+
 class InvalidRequestError(ApiError):
     """A field is missing, ill-typed or out of range; `extra.fields` maps field to messages."""
 

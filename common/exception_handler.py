@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from common.errors import ApiError
+from common.errors import ApiError, RequestTooLargeError
 
 # DRF exception class -> (our code, message). Codes are protocol.md section 3.1.
 _FIXED_CODES: dict[type[exceptions.APIException], tuple[str, str]] = {
@@ -73,6 +75,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django refuses to read such a body at all; say so instead of a bare 400.
+        exc = RequestTooLargeError(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
 
     if isinstance(exc, ApiError):
         set_rollback()

@@ -169,6 +169,9 @@ REST_FRAMEWORK = {
 # --- E2EE limits ------------------------------------------------------------------------------
 
 E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
+# The largest body read at all: an epoch upload for a full group (256 members with several
+# devices each) stays far below it; anything larger is refused with 413 request_too_large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("E2EE_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
 
 # --- I18N, time, static --------------------------------------------------------------------------

@@ -224,3 +224,19 @@ def test_garbage_history_queries_are_json_4xx(query: str) -> None:
     conversation = make_conversation(alice)
     url = f"/api/v1/conversations/{conversation.pk}/messages?{query}"
     assert _check(alice.client().get(url), query, must_refuse=True) is None
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_body_above_the_request_limit_is_413_request_too_large(endpoint: str, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
+    client, url, body = ENDPOINTS[endpoint]()
+    padded = json.dumps({**body, "padding": "x" * (64 * 1024)})
+
+    response = client.generic("POST", url, padded, content_type="application/json")
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "code": "request_too_large",
+        "message": "The request body is too large.",
+        "extra": {"max_bytes": 64 * 1024},
+    }
