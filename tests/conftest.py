@@ -9,12 +9,31 @@ import pytest
 from rest_framework.test import APIClient
 
 from common.testing import PublishedEvent, capture_published_events
+from conversations.models import Conversation
+from tests.builders import Dev, make_conversation, make_dev
 
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:
     # The real hasher costs ~0.5 s per call by design; the tests are not about hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def alice() -> Dev:
+    """An active device of a fresh account, with an API client authenticated as it."""
+    return make_dev()
+
+
+@pytest.fixture
+def bob() -> Dev:
+    return make_dev()
+
+
+@pytest.fixture
+def conversation(alice: Dev, bob: Dev) -> Conversation:
+    """A group of alice and bob with epoch 1 wrapped for their devices (modules may override)."""
+    return make_conversation(alice, bob.user)
 
 
 @pytest.fixture

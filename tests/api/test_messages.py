@@ -8,24 +8,9 @@ from django.test import override_settings
 
 from conversations.models import Conversation
 from messaging.models import Message
-from tests.builders import Dev, b64, envelope_json, make_conversation, make_dev
+from tests.builders import Dev, b64, envelope_json
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice() -> Dev:
-    return make_dev()
-
-
-@pytest.fixture
-def bob() -> Dev:
-    return make_dev()
-
-
-@pytest.fixture
-def conversation(alice: Dev, bob: Dev) -> Conversation:
-    return make_conversation(alice, bob.user)
 
 
 def _url(conversation: Conversation) -> str:

@@ -13,11 +13,6 @@ from tests.builders import Dev, envelope_content, make_conversation, make_dev
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice() -> Dev:
-    return make_dev()
-
-
 def _fill(dev: Dev, conversation: Conversation, count: int) -> None:
     for _ in range(count):
         envelope_send(device=dev.device, sender_device_id=dev.device.id, content=envelope_content(conversation))

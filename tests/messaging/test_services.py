@@ -32,21 +32,6 @@ from tests.devices.factories import DeviceFactory
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice() -> Dev:
-    return make_dev()
-
-
-@pytest.fixture
-def bob() -> Dev:
-    return make_dev()
-
-
-@pytest.fixture
-def conversation(alice: Dev, bob: Dev) -> Conversation:
-    return make_conversation(alice, bob.user)
-
-
 def _send(dev: Dev, conversation: Conversation, **kwargs: Any) -> Any:
     return envelope_send(
         device=dev.device, sender_device_id=dev.device.id, content=envelope_content(conversation, **kwargs)
