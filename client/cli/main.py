@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from client.crypto.errors import KeystoreError
+from client.crypto.fingerprint import device_fingerprint
 from client.errors import SdkError, ServerUnreachableError
 from client.protocol import ApiError
 from client.session import DeviceSecrets, ReceivedMessage, Session
@@ -121,8 +122,6 @@ def cmd_whoami(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_devices(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    from client.crypto.fingerprint import device_fingerprint
-
     for d in session.own_devices():
         mark = "*" if d.device_id == session.device_id else " "
         fp = device_fingerprint(d.x25519_public_key, d.ed25519_public_key)
