@@ -33,7 +33,13 @@ class DaphneServer:
     """A daphne subprocess on 127.0.0.1, started on enter and stopped (only it) on exit."""
 
     def __init__(
-        self, *, database_url: str, log_path: Path, port: int = 0, settings_module: str = "config.settings"
+        self,
+        *,
+        database_url: str,
+        log_path: Path,
+        port: int = 0,
+        settings_module: str = "config.settings",
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,6 +51,7 @@ class DaphneServer:
             "DATABASE_URL": database_url,
             "DJANGO_SETTINGS_MODULE": settings_module,
             "PYTHONPATH": python_path,
+            **(extra_env or {}),
         }
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -79,6 +86,13 @@ class DaphneServer:
         """A fresh process on the same port (the clients' keep-alive connections reconnect)."""
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown code runs, sockets drop without a close frame."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=15)
 
     def stop(self) -> None:
         process, self._process = self._process, None
