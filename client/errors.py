@@ -51,3 +51,42 @@ class FingerprintMismatchError(SdkError):
 
 class DeviceNotFoundError(SdkError):
     code = "device_not_found"
+
+
+class RealtimeAuthError(SdkError):
+    """The WebSocket gateway refused this device (close 4401 bad or revoked token, 4403 device not
+    active): reconnecting cannot help, so the realtime client stops."""
+
+    code = "realtime_auth_failed"
+
+    def __init__(self, close_code: int, error_code: str, message: str) -> None:
+        super().__init__(f"the server refused this device ({close_code} {error_code}): {message}")
+        self.close_code = close_code
+        self.error_code = error_code
+
+
+class RealtimeDisconnectedError(ServerUnreachableError):
+    """The WebSocket connection ended (server restart, server error, network): reconnect."""
+
+    code = "realtime_disconnected"
+
+    def __init__(self, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+
+
+class RealtimeNotConnectedError(SdkError):
+    """A request that needs a live connection (a presence query) was made while disconnected."""
+
+    code = "realtime_not_connected"
+
+
+class SendFailedError(SdkError):
+    """The server definitively refused a queued message (§6.3); it is removed from the outbox."""
+
+    code = "send_failed"
+
+    def __init__(self, error_code: str, message: str, extra: dict[str, object] | None = None) -> None:
+        super().__init__(f"{error_code}: {message}")
+        self.error_code = error_code
+        self.extra = extra or {}

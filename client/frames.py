@@ -1,0 +1,383 @@
+"""The realtime frame protocol (docs/protocol.md §6): builders and parsers, with no I/O.
+
+Client frames are built as plain JSON objects (`dict`); server frames are parsed into typed,
+frozen dataclasses. Unknown members are ignored (§6.2, forward compatibility); a server frame whose
+`type` this SDK does not know parses as `UnknownFrame` so a newer server cannot break an older
+client. A known frame with a missing or ill-typed member raises `FrameError`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from client.crypto.encoding import b64d
+from client.protocol import PROTOCOL_VERSION, Envelope
+
+SUBPROTOCOL = "e2ee.v1"
+WS_PATH = "/ws/v1/"
+TYPING_STATES = ("start", "stop")
+MAX_FETCH_LIMIT = 500
+MAX_PRESENCE_USERNAMES = 256
+
+# Close codes of §6.2.
+CLOSE_INVALID_TOKEN = 4401
+CLOSE_DEVICE_NOT_ACTIVE = 4403
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_FRAME_TOO_LARGE = 1009
+CLOSE_SERVER_ERROR = 1011
+CLOSE_SERVER_RESTARTING = 1012
+
+
+class FrameError(ValueError):
+    """A server frame that is not what §6.2 describes (not JSON, not an object, bad member)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Client to server
+
+
+def hello_frame(token: str) -> dict[str, Any]:
+    return {"type": "hello", "v": PROTOCOL_VERSION, "token": token}
+
+
+def send_frame(*, frame_id: str, conversation_id: uuid.UUID, envelope: dict[str, Any]) -> dict[str, Any]:
+    """`envelope` is exactly the REST send body of §4.4 (`protocol.send_request(...).json`)."""
+    return {"type": "send", "id": frame_id, "conversation_id": str(conversation_id), "envelope": envelope}
+
+
+def ack_frame(conversation_id: uuid.UUID, seq: int) -> dict[str, Any]:
+    return {"type": "ack", "conversation_id": str(conversation_id), "seq": _non_negative(seq)}
+
+
+def read_frame(conversation_id: uuid.UUID, seq: int) -> dict[str, Any]:
+    return {"type": "read", "conversation_id": str(conversation_id), "seq": _non_negative(seq)}
+
+
+def fetch_frame(*, frame_id: str, conversation_id: uuid.UUID, after: int, limit: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "fetch",
+        "id": frame_id,
+        "conversation_id": str(conversation_id),
+        "after": _non_negative(after),
+    }
+    if limit is not None:
+        if not 1 <= limit <= MAX_FETCH_LIMIT:
+            raise ValueError(f"a fetch limit is 1 to {MAX_FETCH_LIMIT}")
+        frame["limit"] = limit
+    return frame
+
+
+def typing_frame(conversation_id: uuid.UUID, *, active: bool) -> dict[str, Any]:
+    return {"type": "typing", "conversation_id": str(conversation_id), "state": "start" if active else "stop"}
+
+
+def presence_query_frame(*, frame_id: str, usernames: list[str]) -> dict[str, Any]:
+    if not 1 <= len(usernames) <= MAX_PRESENCE_USERNAMES:
+        raise ValueError(f"a presence query names 1 to {MAX_PRESENCE_USERNAMES} users")
+    return {"type": "presence", "id": frame_id, "usernames": list(usernames)}
+
+
+def ping_frame(frame_id: str) -> dict[str, Any]:
+    return {"type": "ping", "id": frame_id}
+
+
+def encode_frame(frame: dict[str, Any]) -> str:
+    """One text message (§6.2): compact JSON, no NaN."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _non_negative(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a sequence number is a non-negative integer")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Server to client
+
+
+@dataclass(frozen=True)
+class Welcome:
+    device_id: uuid.UUID
+    username: str
+    heartbeat_s: int
+
+
+@dataclass(frozen=True)
+class MessageFrame:
+    conversation_id: uuid.UUID
+    envelope: Envelope
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: str
+    conversation_id: uuid.UUID
+    seq: int
+    client_message_id: bytes
+    created: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    id: str
+    conversation_id: uuid.UUID
+    next_after: int
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class CaughtUp:
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceReceipt:
+    username: str
+    device_id: uuid.UUID
+    delivered_seq: int
+    read_seq: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    conversation_id: uuid.UUID
+    receipts: tuple[DeviceReceipt, ...]
+
+
+@dataclass(frozen=True)
+class Typing:
+    conversation_id: uuid.UUID
+    username: str
+    device_id: uuid.UUID
+    active: bool
+    expires_in_ms: int
+
+
+@dataclass(frozen=True)
+class Presence:
+    users: dict[str, bool]  # username -> online
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationJoined:
+    conversation: dict[str, Any]  # the Conversation object of §3.2, parse with protocol.Conversation
+
+
+@dataclass(frozen=True)
+class Pong:
+    id: str
+
+
+@dataclass(frozen=True)
+class ErrorFrame:
+    code: str
+    message: str
+    extra: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class UnknownFrame:
+    type: str
+    data: dict[str, Any]
+
+
+ServerFrame = (
+    Welcome
+    | MessageFrame
+    | Sent
+    | Fetched
+    | CaughtUp
+    | Receipt
+    | Typing
+    | Presence
+    | ConversationJoined
+    | Pong
+    | ErrorFrame
+    | UnknownFrame
+)
+
+
+def decode_frame(text: str | bytes) -> ServerFrame:
+    """Parse one WebSocket message of the server. Binary messages are not frames (§6.2)."""
+    if not isinstance(text, str):
+        raise FrameError("binary WebSocket messages are not frames")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise FrameError(f"not JSON: {exc}") from None
+    return parse_frame(data)
+
+
+def parse_frame(data: Any) -> ServerFrame:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise FrameError("a frame is a JSON object with a string member 'type'")
+    kind = data["type"]
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return UnknownFrame(kind, data)
+    try:
+        return parser(data)
+    except FrameError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FrameError(f"malformed {kind!r} frame: {exc!r}") from None
+
+
+def _str(data: dict[str, Any], key: str) -> str:
+    value = data[key]
+    if not isinstance(value, str):
+        raise FrameError(f"{key!r} must be a string")
+    return value
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FrameError(f"{key!r} must be an integer")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool:
+    value = data[key]
+    if not isinstance(value, bool):
+        raise FrameError(f"{key!r} must be a boolean")
+    return value
+
+
+def _uuid(data: dict[str, Any], key: str) -> uuid.UUID:
+    return uuid.UUID(_str(data, key))
+
+
+def _optional_id(data: dict[str, Any]) -> str | None:
+    value = data.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _welcome(data: dict[str, Any]) -> Welcome:
+    return Welcome(
+        device_id=_uuid(data, "device_id"), username=_str(data, "username"), heartbeat_s=_int(data, "heartbeat_s")
+    )
+
+
+def _message(data: dict[str, Any]) -> MessageFrame:
+    envelope = data["envelope"]
+    if not isinstance(envelope, dict):
+        raise FrameError("'envelope' must be an object")
+    conversation_id = _uuid(data, "conversation_id")
+    parsed = Envelope.parse(envelope)
+    if parsed.conversation_id != conversation_id:
+        raise FrameError("the envelope names another conversation than the frame")
+    return MessageFrame(conversation_id=conversation_id, envelope=parsed)
+
+
+def _sent(data: dict[str, Any]) -> Sent:
+    return Sent(
+        id=_str(data, "id"),
+        conversation_id=_uuid(data, "conversation_id"),
+        seq=_int(data, "seq"),
+        client_message_id=b64d(_str(data, "client_message_id"), length=16),
+        created=_bool(data, "created"),
+        created_at=_str(data, "created_at"),
+    )
+
+
+def _fetched(data: dict[str, Any]) -> Fetched:
+    return Fetched(
+        id=_str(data, "id"),
+        conversation_id=_uuid(data, "conversation_id"),
+        next_after=_int(data, "next_after"),
+        has_more=_bool(data, "has_more"),
+    )
+
+
+def _caught_up(data: dict[str, Any]) -> CaughtUp:
+    return CaughtUp()
+
+
+def _receipt(data: dict[str, Any]) -> Receipt:
+    rows = data["receipts"]
+    if not isinstance(rows, list):
+        raise FrameError("'receipts' must be a list")
+    receipts = []
+    for row in rows:
+        if not isinstance(row, dict):
+            raise FrameError("a receipt is an object")
+        receipts.append(
+            DeviceReceipt(
+                username=_str(row, "username"),
+                device_id=_uuid(row, "device_id"),
+                delivered_seq=_int(row, "delivered_seq"),
+                read_seq=_int(row, "read_seq"),
+            )
+        )
+    return Receipt(conversation_id=_uuid(data, "conversation_id"), receipts=tuple(receipts))
+
+
+def _typing(data: dict[str, Any]) -> Typing:
+    state = _str(data, "state")
+    if state not in TYPING_STATES:
+        raise FrameError(f"'state' must be one of {TYPING_STATES}")
+    return Typing(
+        conversation_id=_uuid(data, "conversation_id"),
+        username=_str(data, "username"),
+        device_id=_uuid(data, "device_id"),
+        active=state == "start",
+        expires_in_ms=_int(data, "expires_in_ms"),
+    )
+
+
+def _presence(data: dict[str, Any]) -> Presence:
+    users = data["users"]
+    if not isinstance(users, dict):
+        raise FrameError("'users' must be an object")
+    online: dict[str, bool] = {}
+    for username, state in users.items():
+        if not isinstance(state, dict):
+            raise FrameError("a presence entry is an object")
+        online[username] = _bool(state, "online")
+    return Presence(users=online, id=_optional_id(data))
+
+
+def _conversation(data: dict[str, Any]) -> ConversationJoined:
+    conversation = data["conversation"]
+    if not isinstance(conversation, dict):
+        raise FrameError("'conversation' must be an object")
+    return ConversationJoined(conversation=conversation)
+
+
+def _pong(data: dict[str, Any]) -> Pong:
+    return Pong(id=_str(data, "id"))
+
+
+def _error(data: dict[str, Any]) -> ErrorFrame:
+    extra = data.get("extra")
+    message = data.get("message")
+    return ErrorFrame(
+        code=_str(data, "code"),
+        message=message if isinstance(message, str) else "",
+        extra=extra if isinstance(extra, dict) else {},
+        id=_optional_id(data),
+    )
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ServerFrame]] = {
+    "welcome": _welcome,
+    "message": _message,
+    "sent": _sent,
+    "fetched": _fetched,
+    "caught_up": _caught_up,
+    "receipt": _receipt,
+    "typing": _typing,
+    "presence": _presence,
+    "conversation": _conversation,
+    "pong": _pong,
+    "error": _error,
+}
