@@ -1,0 +1,682 @@
+"""The asynchronous realtime client (docs/protocol.md §6).
+
+`RealtimeClient` keeps one WebSocket connection open for a `Session`, reconnecting with
+exponential backoff and jitter, and turns the frame protocol into a small API:
+
+    client = RealtimeClient(session, MessageStore.open_in(home))
+    client.on_message(lambda m: print(m.seq, m.sender_username, m.text))
+    await client.start()
+    pending = await client.send_text(conversation_id, "hello")
+    seq = await pending.wait()
+    await client.close()
+
+Guarantees, each from §6:
+
+* Sends go through the persistent outbox (ciphertext only) and are replayed in order after every
+  (re)connect until a `sent` frame gives their seq; the server's idempotency makes a resend harmless.
+* Every pushed message is decrypted (or its failure reason recorded) and stored before the
+  cumulative `ack` of the contiguous seq is sent; a duplicate (same position or same message id)
+  is not stored twice and only acknowledged again.
+* A gap (seq n + 2 held without n + 1) that lasts `gap_fetch_after_s` is filled with `fetch`.
+* The sending device's own messages are stored from their `sent` frame (decrypting its own
+  envelope), so the contiguous cursor passes over them.
+
+Session calls may do blocking HTTP (keys, directory) and run in a worker thread, one at a time.
+The message store is used from the event loop's thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from client import frames as fr
+from client import protocol as proto
+from client.crypto.errors import DecryptFailure
+from client.crypto.message import message_encrypt
+from client.errors import (
+    RealtimeAuthError,
+    RealtimeDisconnectedError,
+    RealtimeNotConnectedError,
+    SdkError,
+    SendFailedError,
+)
+from client.session import ReceivedMessage, Session
+from client.store.messages import MessageStore
+from client.transport.websocket import WebSocketConnection, connect
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Rng = Callable[[int], bytes]
+Callback = Callable[[T], Awaitable[None] | None]
+
+# Errors about one send that a later resend can cure; any other error code is definitive (§6.2-6.3).
+TRANSIENT_SEND_ERRORS = frozenset({"too_many_in_flight", "rate_limited", "internal_error"})
+FETCH_ANSWER_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message this device has just stored: decrypted (`payload`) or failed (`failure`)."""
+
+    conversation_id: uuid.UUID
+    seq: int
+    sender_username: str
+    sender_device_id: uuid.UUID
+    client_message_id: bytes
+    payload: dict[str, Any] | None
+    failure: DecryptFailure | None
+    failure_detail: str | None
+    created_at: str
+
+    @property
+    def text(self) -> str:
+        if self.payload is None:
+            return f"[undecryptable: {self.failure}]"
+        if self.payload.get("type") == "text" and isinstance(self.payload.get("body"), str):
+            return str(self.payload["body"])
+        return f"[unsupported message type {self.payload.get('type')!r}]"
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: `initial * factor**attempt`, capped, with "equal jitter" (half fixed,
+    half random), so a fleet of clients does not reconnect in lockstep after a server restart."""
+
+    initial: float = 0.5
+    cap: float = 10.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rand: random.Random) -> float:
+        ceiling = min(self.cap, self.initial * self.factor ** min(attempt, 32))
+        return ceiling / 2 + rand.uniform(0, ceiling / 2)
+
+
+@dataclass
+class PendingSend:
+    """A queued message. `await pending.wait()` gives its seq once the server stored it."""
+
+    conversation_id: uuid.UUID
+    client_message_id: bytes
+    position: int
+    _future: asyncio.Future[int] = field(repr=False)
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """The seq; `SendFailedError` if the server refused it for good."""
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._future)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+
+class _Callbacks(Generic[T]):
+    def __init__(self) -> None:
+        self._callbacks: list[Callback[T]] = []
+
+    def add(self, callback: Callback[T]) -> Callback[T]:
+        self._callbacks.append(callback)
+        return callback
+
+    async def emit(self, value: T) -> None:
+        for callback in list(self._callbacks):
+            try:
+                result = callback(value)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # an application callback must not break delivery or acks
+                logger.exception("a realtime callback failed")
+
+
+class RealtimeClient:
+    def __init__(
+        self,
+        session: Session,
+        store: MessageStore,
+        *,
+        server_url: str | None = None,
+        backoff: Backoff | None = None,
+        gap_fetch_after_s: float = 1.0,
+        open_timeout: float = 10.0,
+        rng: Rng = os.urandom,
+        jitter: random.Random | None = None,
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.server_url = server_url or session.secrets.server_url
+        self.backoff = backoff or Backoff()
+        self.gap_fetch_after_s = gap_fetch_after_s
+        self.open_timeout = open_timeout
+        self._rng = rng
+        self._jitter = jitter or random.Random()
+        self._messages: _Callbacks[IncomingMessage] = _Callbacks()
+        self._receipts: _Callbacks[fr.Receipt] = _Callbacks()
+        self._presence: _Callbacks[fr.Presence] = _Callbacks()
+        self._typing: _Callbacks[fr.Typing] = _Callbacks()
+        self._conversations: _Callbacks[fr.ConversationJoined] = _Callbacks()
+        self._send_failures: _Callbacks[tuple[PendingSend | None, SendFailedError]] = _Callbacks()
+        self._errors: _Callbacks[fr.ErrorFrame] = _Callbacks()
+        self._conn: WebSocketConnection | None = None
+        self._connected = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._session_lock = asyncio.Lock()
+        self._outbox_lock = asyncio.Lock()
+        self._sent_upto = 0  # outbox position last sent on the current connection
+        self._pending: dict[int, PendingSend] = {}
+        self._acked: dict[uuid.UUID, int] = {}
+        self._gaps: dict[uuid.UUID, float] = {}  # conversation -> when the gap was first seen
+        self._fetching: dict[uuid.UUID, tuple[str, float]] = {}
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._background: set[asyncio.Task[Any]] = set()
+        self.auth_error: RealtimeAuthError | None = None
+        self.connections = 0  # successful connections so far (tests and diagnostics)
+
+    # -- callbacks -------------------------------------------------------------------------------
+
+    def on_message(self, callback: Callback[IncomingMessage]) -> Callback[IncomingMessage]:
+        """Called once per message stored from another device (or another device of this account)."""
+        return self._messages.add(callback)
+
+    def on_receipt(self, callback: Callback[fr.Receipt]) -> Callback[fr.Receipt]:
+        return self._receipts.add(callback)
+
+    def on_presence(self, callback: Callback[fr.Presence]) -> Callback[fr.Presence]:
+        return self._presence.add(callback)
+
+    def on_typing(self, callback: Callback[fr.Typing]) -> Callback[fr.Typing]:
+        return self._typing.add(callback)
+
+    def on_conversation(self, callback: Callback[fr.ConversationJoined]) -> Callback[fr.ConversationJoined]:
+        return self._conversations.add(callback)
+
+    def on_send_failed(
+        self, callback: Callback[tuple[PendingSend | None, SendFailedError]]
+    ) -> Callback[tuple[PendingSend | None, SendFailedError]]:
+        """Called when the server refuses a queued message for good (it leaves the outbox)."""
+        return self._send_failures.add(callback)
+
+    def on_error(self, callback: Callback[fr.ErrorFrame]) -> Callback[fr.ErrorFrame]:
+        """Error frames that answer no request of this client."""
+        return self._errors.add(callback)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    async def start(self) -> None:
+        """Run the connection loop in the background (see `run`)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="e2ee-realtime")
+            self._task.add_done_callback(_retrieve)
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff, until `close()`; raise `RealtimeAuthError` if the
+        server refuses this device (reconnecting would not help)."""
+        attempt = 0
+        while not self._closed.is_set():
+            token = self.session.secrets.token
+            if not token:
+                self.auth_error = RealtimeAuthError(0, "not_authenticated", "this device has no token; log in first")
+                raise self.auth_error
+            try:
+                conn = await connect(self.server_url, token, open_timeout=self.open_timeout)
+            except RealtimeAuthError as exc:
+                self.auth_error = exc
+                raise
+            except RealtimeDisconnectedError as exc:
+                logger.info("realtime connection failed: %s", exc)
+                await self._pause(attempt)
+                attempt += 1
+                continue
+            attempt = 0
+            try:
+                await self._serve(conn)
+            except RealtimeAuthError as exc:
+                self.auth_error = exc
+                raise
+            except RealtimeDisconnectedError as exc:
+                logger.info("realtime connection lost: %s", exc)
+            finally:
+                await self._disconnected(conn)
+            await self._pause(attempt)
+            attempt += 1
+
+    async def close(self) -> None:
+        """Stop: close the connection, end the loop. Queued messages stay in the outbox."""
+        self._closed.set()
+        conn = self._conn
+        if conn is not None:
+            await conn.close()
+        if self._task is not None:
+            try:
+                await self._task
+            except RealtimeAuthError:
+                pass  # already recorded in self.auth_error
+            self._task = None
+        for task in list(self._background):
+            task.cancel()
+        for pending in self._pending.values():
+            pending._future.cancel()
+        self._pending.clear()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Until a connection is authenticated; `RealtimeAuthError` if the device was refused."""
+        async with asyncio.timeout(timeout):
+            while not self._connected.is_set():
+                self._raise_if_stopped()
+                waiter = asyncio.ensure_future(self._connected.wait())
+                watched: set[asyncio.Future[Any]] = {waiter}
+                if self._task is not None:
+                    watched.add(self._task)
+                try:
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            self._raise_if_stopped()
+
+    async def wait_caught_up(self, timeout: float | None = None) -> None:
+        """Until the current connection's `caught_up` frame (§6.4)."""
+        async with asyncio.timeout(timeout):
+            await self._caught_up.wait()
+
+    def _raise_if_stopped(self) -> None:
+        if self.auth_error is not None:
+            raise self.auth_error
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            exc = self._task.exception()
+            if exc is not None:
+                raise exc
+
+    async def _pause(self, attempt: int) -> None:
+        delay = self.backoff.delay(attempt, self._jitter)
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def _serve(self, conn: WebSocketConnection) -> None:
+        self._conn = conn
+        self._sent_upto = 0
+        self._acked = {}
+        self._fetching = {}
+        self._caught_up.clear()
+        self.connections += 1
+        self._connected.set()
+        self._spawn(self._flush_outbox(conn))
+        self._spawn(self._report_reads(conn))
+        watcher = asyncio.create_task(self._watch_gaps(conn))
+        try:
+            async for frame in conn.frames():
+                await self._handle(conn, frame)
+        finally:
+            watcher.cancel()
+
+    async def _disconnected(self, conn: WebSocketConnection) -> None:
+        self._conn = None
+        self._connected.clear()
+        for frame_id, waiter in list(self._waiters.items()):
+            if not waiter.done():
+                waiter.set_exception(RealtimeNotConnectedError("the connection ended before the answer"))
+                waiter.exception()  # retrieved here: the asker may have timed out already
+            self._waiters.pop(frame_id, None)
+        await conn.close()
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send(self, conn: WebSocketConnection, frame: dict[str, Any]) -> bool:
+        """Send on `conn`; False (and nothing else) if it is gone: the reader will reconnect."""
+        try:
+            await conn.send(frame)
+            return True
+        except (RealtimeDisconnectedError, RealtimeAuthError):
+            return False
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids)}"
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def send_text(self, conversation_id: uuid.UUID, text: str, *, now_ms: int | None = None) -> PendingSend:
+        sent_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        return await self.send_payload(conversation_id, {"type": "text", "body": text, "sent_at_ms": sent_at})
+
+    async def send_payload(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> PendingSend:
+        """Encrypt, queue in the outbox (ciphertext only), send now if connected."""
+        envelope, client_message_id = await self._in_session(self._seal, conversation_id, payload)
+        entry = self.store.outbox_add(
+            conversation_id=conversation_id, client_message_id=client_message_id, envelope=envelope
+        )
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        pending = PendingSend(conversation_id, client_message_id, entry.position, future)
+        self._pending[entry.position] = pending
+        conn = self._conn
+        if conn is not None:
+            await self._flush_outbox(conn)
+        return pending
+
+    def _seal(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
+        session = self.session
+        conversation = session.conversation(conversation_id)
+        epoch = conversation.current_epoch
+        sealed = message_encrypt(
+            chat_key=session.chat_key(conversation, epoch),
+            conversation_id=conversation_id,
+            epoch=epoch,
+            sender=session.secrets.device,
+            payload=payload,
+            rng=self._rng,
+        )
+        body = proto.send_request(
+            conversation_id=conversation_id,
+            epoch=epoch,
+            sender_device_id=session.device_id,
+            client_message_id=sealed.client_message_id,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+            signature=sealed.signature,
+        ).json
+        assert body is not None
+        return body, sealed.client_message_id
+
+    async def _flush_outbox(self, conn: WebSocketConnection) -> None:
+        """Send every outbox entry not yet sent on `conn`, in queue order (one sender at a time)."""
+        async with self._outbox_lock:
+            while self._conn is conn:
+                entries = self.store.outbox(after_position=self._sent_upto)
+                if not entries:
+                    return
+                for entry in entries:
+                    frame = fr.send_frame(
+                        frame_id=f"o{entry.position}", conversation_id=entry.conversation_id, envelope=entry.envelope
+                    )
+                    if not await self._send(conn, frame) or self._conn is not conn:
+                        return  # gone; a new connection replays from its own start
+                    self._sent_upto = entry.position
+
+    async def _on_sent(self, conn: WebSocketConnection, frame: fr.Sent) -> None:
+        position = _position(frame.id)
+        entry = self.store.outbox_get(position) if position is not None else None
+        if entry is None or entry.client_message_id != frame.client_message_id:
+            return  # a second answer to a resend already handled
+        envelope = proto.Envelope.parse(
+            {
+                **entry.envelope,
+                "seq": frame.seq,
+                "conversation_id": str(entry.conversation_id),
+                "sender_username": self.session.username,
+                "created_at": frame.created_at,
+            }
+        )
+        await self._take_in(conn, envelope)
+        self.store.outbox_remove(entry.position)
+        pending = self._pending.pop(entry.position, None)
+        if pending is not None and not pending._future.done():
+            pending._future.set_result(frame.seq)
+
+    async def _on_send_error(self, conn: WebSocketConnection, position: int, frame: fr.ErrorFrame) -> None:
+        entry = self.store.outbox_get(position)
+        if entry is None:
+            return
+        if frame.code in TRANSIENT_SEND_ERRORS:
+            retry_after = frame.extra.get("retry_after_s")
+            delay = float(retry_after) if isinstance(retry_after, int | float) else 1.0
+            self._spawn(self._resend_from(conn, position, delay))
+            return
+        self.store.outbox_remove(position)
+        error = SendFailedError(frame.code, frame.message, frame.extra)
+        pending = self._pending.pop(position, None)
+        if pending is not None and not pending._future.done():
+            pending._future.set_exception(error)
+            pending._future.exception()  # marked retrieved: the failure also goes to on_send_failed
+        await self._send_failures.emit((pending, error))
+
+    async def _resend_from(self, conn: WebSocketConnection, position: int, delay: float) -> None:
+        await asyncio.sleep(min(delay, self.backoff.cap))
+        async with self._outbox_lock:
+            if self._conn is not conn:
+                return  # the next connection replays the whole outbox anyway
+            self._sent_upto = min(self._sent_upto, position - 1)
+        await self._flush_outbox(conn)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def _handle(self, conn: WebSocketConnection, frame: fr.ServerFrame) -> None:
+        if isinstance(frame, fr.MessageFrame):
+            await self._take_in(conn, frame.envelope)
+        elif isinstance(frame, fr.Sent):
+            await self._on_sent(conn, frame)
+        elif isinstance(frame, fr.Fetched):
+            await self._on_fetched(frame)
+        elif isinstance(frame, fr.CaughtUp):
+            self._caught_up.set()
+        elif isinstance(frame, fr.Receipt):
+            for row in frame.receipts:
+                self.store.record_receipt(
+                    conversation_id=frame.conversation_id,
+                    username=row.username,
+                    device_id=row.device_id,
+                    delivered_seq=row.delivered_seq,
+                    read_seq=row.read_seq,
+                )
+            await self._receipts.emit(frame)
+        elif isinstance(frame, fr.Typing):
+            await self._typing.emit(frame)
+        elif isinstance(frame, fr.Presence):
+            if not self._answer(frame.id, frame.users):
+                await self._presence.emit(frame)
+        elif isinstance(frame, fr.ConversationJoined):
+            await self._conversations.emit(frame)
+        elif isinstance(frame, fr.Pong):
+            self._answer(frame.id, None)
+        elif isinstance(frame, fr.ErrorFrame):
+            await self._on_error(conn, frame)
+        # Welcome (repeated) and unknown frame types are ignored (§6.2 forward compatibility).
+
+    def _answer(self, frame_id: str | None, value: Any) -> bool:
+        waiter = self._waiters.pop(frame_id, None) if frame_id else None
+        if waiter is None:
+            return False
+        if not waiter.done():
+            waiter.set_result(value)
+        return True
+
+    async def _on_error(self, conn: WebSocketConnection, frame: fr.ErrorFrame) -> None:
+        position = _position(frame.id)
+        if position is not None:
+            await self._on_send_error(conn, position, frame)
+            return
+        if frame.id is not None:
+            for cid, (fetch_id, _) in list(self._fetching.items()):
+                if fetch_id == frame.id:
+                    del self._fetching[cid]
+            waiter = self._waiters.pop(frame.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(SendFailedError(frame.code, frame.message, frame.extra))
+                return
+        logger.warning("realtime error frame: %s", frame.code)
+        await self._errors.emit(frame)
+
+    async def _take_in(self, conn: WebSocketConnection, envelope: proto.Envelope) -> None:
+        """Store one message (decrypted or with its failure), then acknowledge (§6.4)."""
+        cid, seq = envelope.conversation_id, envelope.seq
+        accepted = self.store.accepted_position(envelope.sender_device_id, envelope.client_message_id)
+        if self.store.has_position(cid, seq) or accepted == (cid, seq):
+            await self._ack(conn, cid, force=True)  # a duplicate: the server did not see our ack
+            return
+        payload: dict[str, Any] | None = None
+        failure: DecryptFailure | None = None
+        detail: str | None = None
+        if accepted is not None:
+            failure = DecryptFailure.REPLAYED
+            detail = f"already received as message {accepted[1]} of conversation {accepted[0]}"
+        else:
+            try:
+                result = await self._in_session(self.session.receive, envelope)
+            except (proto.ApiError, SdkError) as exc:
+                # Not a verdict on the message (the server or network failed while fetching keys):
+                # leave it unacknowledged, the server pushes it again.
+                logger.warning("cannot process message %s of %s yet: %s", seq, cid, exc)
+                return
+            if isinstance(result, ReceivedMessage):
+                payload = result.payload
+            else:
+                failure, detail = result.reason, result.detail
+        stored, contiguous = self.store.store_message(
+            conversation_id=cid,
+            seq=seq,
+            sender_username=envelope.sender_username,
+            sender_device_id=envelope.sender_device_id,
+            client_message_id=envelope.client_message_id,
+            epoch=envelope.epoch,
+            created_at=envelope.created_at,
+            payload=payload,
+            failure=failure.value if failure is not None else None,
+            failure_detail=detail,
+        )
+        await self._ack(conn, cid, contiguous=contiguous, force=not stored)
+        if self.store.highest_seq(cid) > contiguous:
+            self._gaps.setdefault(cid, time.monotonic())
+        else:
+            self._gaps.pop(cid, None)
+        if stored and envelope.sender_device_id != self.session.device_id:
+            await self._messages.emit(
+                IncomingMessage(
+                    conversation_id=cid,
+                    seq=seq,
+                    sender_username=envelope.sender_username,
+                    sender_device_id=envelope.sender_device_id,
+                    client_message_id=envelope.client_message_id,
+                    payload=payload,
+                    failure=failure,
+                    failure_detail=detail,
+                    created_at=envelope.created_at,
+                )
+            )
+
+    async def _ack(
+        self, conn: WebSocketConnection, conversation_id: uuid.UUID, *, contiguous: int | None = None, force: bool
+    ) -> None:
+        seq = contiguous if contiguous is not None else self.store.contiguous_seq(conversation_id)
+        if seq <= 0 or (not force and seq <= self._acked.get(conversation_id, 0)):
+            return
+        if await self._send(conn, fr.ack_frame(conversation_id, seq)):
+            self._acked[conversation_id] = max(seq, self._acked.get(conversation_id, 0))
+
+    async def _watch_gaps(self, conn: WebSocketConnection) -> None:
+        """Fetch the missing range of a conversation whose gap outlived `gap_fetch_after_s`."""
+        tick = max(0.01, min(0.25, self.gap_fetch_after_s / 4))
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for cid, since in list(self._gaps.items()):
+                fetching = self._fetching.get(cid)
+                if fetching is not None and now - fetching[1] < FETCH_ANSWER_TIMEOUT_S:
+                    continue
+                if now - since < self.gap_fetch_after_s:
+                    continue
+                after = self.store.contiguous_seq(cid)
+                missing = self.store.highest_seq(cid) - after
+                if missing <= 0:
+                    self._gaps.pop(cid, None)
+                    continue
+                frame_id = self._next_id("f")
+                self._fetching[cid] = (frame_id, now)
+                limit = min(missing, fr.MAX_FETCH_LIMIT)
+                await self._send(conn, fr.fetch_frame(frame_id=frame_id, conversation_id=cid, after=after, limit=limit))
+
+    async def _on_fetched(self, frame: fr.Fetched) -> None:
+        fetching = self._fetching.get(frame.conversation_id)
+        if fetching is not None and fetching[0] == frame.id:
+            del self._fetching[frame.conversation_id]
+        if frame.conversation_id in self._gaps:
+            # Still a gap (more than one page missing): ask again at once.
+            self._gaps[frame.conversation_id] = time.monotonic() - self.gap_fetch_after_s
+
+    async def _in_session(self, function: Callable[..., T], *args: Any) -> T:
+        async with self._session_lock:
+            return await asyncio.to_thread(function, *args)
+
+    # -- receipts, typing, presence --------------------------------------------------------------
+
+    async def mark_read(self, conversation_id: uuid.UUID, seq: int) -> None:
+        """Raise this device's read cursor (a cumulative read receipt, §6.5); sent now if connected,
+        else after the next connect."""
+        cursor = self.store.mark_read(conversation_id, seq)
+        conn = self._conn
+        if conn is not None and await self._send(conn, fr.read_frame(conversation_id, cursor)):
+            self.store.read_reported(conversation_id, cursor)
+
+    async def _report_reads(self, conn: WebSocketConnection) -> None:
+        for conversation_id, seq in self.store.unreported_reads():
+            if not await self._send(conn, fr.read_frame(conversation_id, seq)):
+                return
+            self.store.read_reported(conversation_id, seq)
+
+    async def typing(self, conversation_id: uuid.UUID, active: bool) -> bool:
+        """Tell the other members this device is (or stopped) typing; False if not connected
+        (typing is ephemeral and never queued)."""
+        conn = self._conn
+        return conn is not None and await self._send(conn, fr.typing_frame(conversation_id, active=active))
+
+    async def presence(self, usernames: list[str], *, timeout: float = 10.0) -> dict[str, bool]:
+        """Which of `usernames` are online (§6.6); users sharing no conversation read as offline."""
+        users: dict[str, bool] = await self._request(
+            lambda frame_id: fr.presence_query_frame(frame_id=frame_id, usernames=usernames), "p", timeout
+        )
+        return users
+
+    async def ping(self, *, timeout: float = 10.0) -> None:
+        await self._request(fr.ping_frame, "q", timeout)
+
+    async def _request(self, build: Callable[[str], dict[str, Any]], prefix: str, timeout: float) -> Any:
+        conn = self._conn
+        if conn is None:
+            raise RealtimeNotConnectedError("not connected")
+        frame_id = self._next_id(prefix)
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[frame_id] = waiter
+        try:
+            if not await self._send(conn, build(frame_id)):
+                raise RealtimeNotConnectedError("the connection ended")
+            async with asyncio.timeout(timeout):
+                return await waiter
+        finally:
+            self._waiters.pop(frame_id, None)
+
+    # -- local reads ---------------------------------------------------------------------------
+
+    def pending_sends(self) -> list[PendingSend]:
+        return list(self._pending.values())
+
+
+def _position(frame_id: str | None) -> int | None:
+    """The outbox position in a send frame id `o<position>`."""
+    if frame_id is None or not frame_id.startswith("o") or not frame_id[1:].isdigit():
+        return None
+    return int(frame_id[1:])
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark the loop's outcome as seen: an auth failure is kept in `auth_error` and re-raised by
+    `wait_connected`, and must not also be logged as "never retrieved"."""
+    if not task.cancelled():
+        task.exception()

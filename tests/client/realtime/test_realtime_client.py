@@ -1,0 +1,498 @@
+"""RealtimeClient against a scripted fake gateway (websockets.serve on loopback) that speaks §6.
+
+The session is a stub: messages pushed by the fake carry their payload JSON as "ciphertext"
+(b"bad" means undecryptable); the client's own sends are sealed and opened with the real crypto.
+Everything waits on conditions with timeouts, never on bare sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from client import protocol as proto
+from client.crypto.encoding import b64e
+from client.crypto.errors import DecryptFailure
+from client.crypto.keys import DeviceKeyPair
+from client.crypto.message import message_header, message_open
+from client.errors import RealtimeAuthError, SendFailedError
+from client.realtime import Backoff, IncomingMessage, RealtimeClient
+from client.session import ReceivedMessage, Session, UndecryptableMessage
+from client.store.messages import MessageStore
+
+CID = uuid.UUID("6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a")
+BOB_DEV = uuid.UUID("0b0b0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2b")
+CHAT_KEY = b"k" * 32
+FAST = Backoff(initial=0.02, cap=0.1)
+TIMEOUT = 10.0
+
+
+def run(coroutine: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class StubSession:
+    """What RealtimeClient needs of a Session, without a server."""
+
+    def __init__(self) -> None:
+        self.device = DeviceKeyPair.generate()
+        self.secrets = SimpleNamespace(server_url="", token="tok", device=self.device)
+        self.username = "alice"
+        self.device_id = self.device.device_id
+        self.fail_transiently = False
+
+    def conversation(self, conversation_id: uuid.UUID) -> proto.Conversation:
+        return proto.Conversation(conversation_id, "group", ["alice", "bob"], 1, 0, "t")
+
+    def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
+        return CHAT_KEY
+
+    def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
+        if self.fail_transiently:
+            raise proto.ApiError(503, "unavailable", "the directory is down")
+        if envelope.sender_device_id == self.device_id:
+            header = message_header(
+                conversation_id=envelope.conversation_id,
+                epoch=envelope.epoch,
+                sender_device_id=envelope.sender_device_id,
+                client_message_id=envelope.client_message_id,
+            )
+            payload = message_open(
+                chat_key=CHAT_KEY, header=header, nonce=envelope.nonce, ciphertext=envelope.ciphertext
+            )
+        elif envelope.ciphertext == b"bad":
+            return UndecryptableMessage(
+                envelope.seq, envelope.conversation_id, envelope.sender_username, envelope.sender_device_id,
+                DecryptFailure.BAD_SIGNATURE, "forged",
+            )  # fmt: skip
+        else:
+            payload = json.loads(envelope.ciphertext)
+        return ReceivedMessage(
+            envelope.seq, envelope.conversation_id, envelope.sender_username, envelope.sender_device_id,
+            envelope.epoch, payload, envelope.created_at,
+        )  # fmt: skip
+
+
+def pushed(seq: int, text: str = "", *, mid: bytes | None = None, ciphertext: bytes | None = None) -> dict[str, Any]:
+    """A `message` frame from bob."""
+    body = ciphertext if ciphertext is not None else json.dumps({"type": "text", "body": text or f"m{seq}"}).encode()
+    return {
+        "type": "message",
+        "conversation_id": str(CID),
+        "envelope": {
+            "seq": seq,
+            "conversation_id": str(CID),
+            "version": 1,
+            "epoch": 1,
+            "sender_device_id": str(BOB_DEV),
+            "sender_username": "bob",
+            "client_message_id": b64e(mid or seq.to_bytes(16, "big")),
+            "nonce": b64e(b"n" * 12),
+            "ciphertext": b64e(body),
+            "signature": b64e(b"s" * 64),
+            "created_at": "2026-11-25T19:00:00Z",
+        },
+    }
+
+
+class FakeGateway:
+    """Accepts `hello`, answers `welcome`, records every frame; optionally answers sends itself."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, dict[str, Any]]] = []  # (connection number, frame)
+        self.connections: list[ServerConnection] = []
+        self.answer_sends = True
+        self.refuse: tuple[int, str] | None = None
+        self.seqs: dict[str, int] = {}  # client_message_id -> seq (idempotent like the server)
+        self.last_seq = 0
+        self.on_frame: Callable[[ServerConnection, dict[str, Any]], Awaitable[None]] | None = None
+        self._server: Server | None = None
+
+    async def __aenter__(self) -> FakeGateway:
+        self._server = await serve(
+            self._handle, "127.0.0.1", 0, subprotocols=[Subprotocol("e2ee.v1")], ping_interval=None
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    @property
+    def live(self) -> ServerConnection:
+        return self.connections[-1]
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        await self.live.send(json.dumps(frame))
+
+    def of_type(self, kind: str, connection: int | None = None) -> list[dict[str, Any]]:
+        return [f for n, f in self.frames if f["type"] == kind and (connection is None or n == connection)]
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        hello = json.loads(await ws.recv())
+        assert hello == {"type": "hello", "v": 1, "token": "tok"}
+        if self.refuse is not None:
+            code, error = self.refuse
+            self.connections.append(ws)
+            await ws.send(json.dumps({"type": "error", "code": error, "message": "no"}))
+            await ws.close(code)
+            return
+        self.connections.append(ws)
+        number = len(self.connections)
+        await ws.send(json.dumps({"type": "welcome", "v": 1, "device_id": str(uuid.uuid4()), "username": "alice",
+                                  "heartbeat_s": 30}))  # fmt: skip
+        try:
+            async for raw in ws:
+                frame = json.loads(raw)
+                self.frames.append((number, frame))
+                if frame["type"] == "ping":
+                    await ws.send(json.dumps({"type": "pong", "id": frame["id"]}))
+                elif self.on_frame is not None:
+                    await self.on_frame(ws, frame)
+                elif frame["type"] == "send" and self.answer_sends:
+                    await ws.send(json.dumps(self.sent_for(frame)))
+        except ConnectionClosed:
+            pass
+
+    def sent_for(self, frame: dict[str, Any]) -> dict[str, Any]:
+        mid = frame["envelope"]["client_message_id"]
+        created = mid not in self.seqs
+        if created:
+            self.last_seq += 1
+            self.seqs[mid] = self.last_seq
+        return {"type": "sent", "id": frame["id"], "conversation_id": frame["conversation_id"],
+                "seq": self.seqs[mid], "client_message_id": mid, "created": created, "created_at": "t"}  # fmt: skip
+
+
+def make_client(
+    gw: FakeGateway, store: MessageStore, session: StubSession | None = None, **kwargs: Any
+) -> RealtimeClient:
+    return RealtimeClient(cast(Session, session or StubSession()), store, server_url=gw.url, backoff=FAST, **kwargs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MessageStore:
+    return MessageStore.open_in(tmp_path)
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    backoff, rand = Backoff(initial=0.5, cap=10.0), random.Random(7)
+    for attempt, ceiling in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (60, 10.0)]:
+        delays = [backoff.delay(attempt, rand) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+
+
+def test_queued_sends_are_replayed_in_order_after_a_reconnect(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            gw.answer_sends = False  # the first connection "loses" every answer
+            client = make_client(gw, store)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            pending = [await client.send_text(CID, f"hello {i}") for i in range(3)]
+            await until(lambda: len(gw.of_type("send", 1)) == 3)
+            gw.answer_sends = True
+            await gw.live.close(1012)  # server restarting
+            seqs = [await p.wait(TIMEOUT) for p in pending]
+            resent = gw.of_type("send", 2)
+            assert [f["id"] for f in resent] == [f["id"] for f in gw.of_type("send", 1)]
+            assert seqs == [1, 2, 3]
+            assert store.outbox() == []
+            assert client.connections == 2
+            await client.close()
+
+    run(scenario())
+
+
+def test_the_outbox_survives_a_restart_and_is_delivered_once_in_order(tmp_path: Path) -> None:
+    session = StubSession()
+
+    async def offline_then_online() -> None:
+        async with FakeGateway() as gw:
+            url = gw.url
+        # Nothing listens on `url` now: the client keeps retrying while messages queue up.
+        first = RealtimeClient(cast(Session, session), MessageStore.open_in(tmp_path), server_url=url, backoff=FAST)
+        await first.start()
+        for i in range(3):
+            await first.send_text(CID, f"queued {i}")
+        await first.close()
+        first.store.close()
+
+        async with FakeGateway() as gw:
+            store = MessageStore.open_in(tmp_path)
+            assert len(store.outbox()) == 3
+            second = RealtimeClient(cast(Session, session), store, server_url=gw.url, backoff=FAST)
+            await second.start()
+            await until(lambda: store.outbox() == [])
+            sends = gw.of_type("send")
+            assert len(sends) == 3 and len(gw.seqs) == 3
+            bodies = [store.messages(CID)[i].text for i in range(3)]
+            assert bodies == ["queued 0", "queued 1", "queued 2"]
+            await second.close()
+
+    run(offline_then_online())
+
+
+def test_an_auth_refusal_stops_the_client_without_reconnecting(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            gw.refuse = (4401, "invalid_token")
+            client = make_client(gw, store)
+            await client.start()
+            with pytest.raises(RealtimeAuthError) as caught:
+                await client.wait_connected(TIMEOUT)
+            assert caught.value.close_code == 4401 and caught.value.error_code == "invalid_token"
+            assert len(gw.connections) == 1
+            await client.close()
+            assert client.auth_error is caught.value
+
+    run(scenario())
+
+
+def test_messages_are_stored_then_acknowledged_and_duplicates_dropped(store: MessageStore) -> None:
+    acks: list[tuple[int, bool]] = []  # (acknowledged seq, was it in the store when the ack arrived)
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def record_acks(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] == "ack":
+                    acks.append((frame["seq"], store.has_position(CID, frame["seq"])))
+
+            gw.on_frame = record_acks
+            client = make_client(gw, store)
+            seen: list[IncomingMessage] = []
+            client.on_message(seen.append)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            await gw.push(pushed(1, "one"))
+            await gw.push(pushed(2, "two"))
+            await gw.push(pushed(2, "two"))  # the server pushes again (our ack was lost)
+            await until(lambda: len(acks) == 3)
+            assert acks == [(1, True), (2, True), (2, True)]
+            assert [(m.seq, m.sender_username, m.text) for m in seen] == [(1, "bob", "one"), (2, "bob", "two")]
+            assert [m.text for m in store.messages(CID)] == ["one", "two"]
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_message_that_cannot_be_processed_yet_is_neither_stored_nor_acknowledged(store: MessageStore) -> None:
+    session = StubSession()
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            client = make_client(gw, store, session)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            session.fail_transiently = True
+            await gw.push(pushed(1))
+            await client.ping()  # the push has been handled once the pong is back
+            assert store.messages(CID) == [] and gw.of_type("ack") == []
+            session.fail_transiently = False
+            await gw.push(pushed(1))  # the server's retry
+            await until(lambda: len(gw.of_type("ack")) == 1)
+            assert gw.of_type("ack")[0]["seq"] == 1
+            await client.close()
+
+    run(scenario())
+
+
+def test_undecryptable_messages_are_stored_with_their_reason_and_acknowledged(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            client = make_client(gw, store)
+            seen: list[IncomingMessage] = []
+            client.on_message(seen.append)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            await gw.push(pushed(1, ciphertext=b"bad"))
+            await until(lambda: len(gw.of_type("ack")) == 1)
+            [stored] = store.messages(CID)
+            assert stored.failure == "bad_signature" and stored.payload is None
+            assert seen[0].failure is DecryptFailure.BAD_SIGNATURE
+            await client.close()
+
+    run(scenario())
+
+
+def test_the_same_message_id_at_another_position_is_a_replay(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            client = make_client(gw, store)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            await gw.push(pushed(1, "original", mid=b"r" * 16))
+            await gw.push(pushed(2, "original", mid=b"r" * 16))
+            await until(lambda: [f["seq"] for f in gw.of_type("ack")] == [1, 2])
+            first, second = store.messages(CID)
+            assert first.text == "original" and second.failure == "replayed"
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_lasting_gap_is_fetched_and_then_acknowledged_cumulatively(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def answer_fetch(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] == "fetch":
+                    await ws.send(json.dumps(pushed(2)))
+                    await ws.send(json.dumps({"type": "fetched", "id": frame["id"], "conversation_id": str(CID),
+                                              "next_after": 2, "has_more": False}))  # fmt: skip
+
+            gw.on_frame = answer_fetch
+            client = make_client(gw, store, gap_fetch_after_s=0.2)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            await gw.push(pushed(1))
+            await gw.push(pushed(3))
+            await until(lambda: any(f["seq"] == 3 for f in gw.of_type("ack")))
+            [fetch] = gw.of_type("fetch")
+            assert (fetch["after"], fetch["limit"]) == (1, 2)
+            assert [f["seq"] for f in gw.of_type("ack")] == [1, 3]
+            assert store.contiguous_seq(CID) == 3
+            await client.close()
+
+    run(scenario())
+
+
+def test_own_sent_messages_move_the_contiguous_cursor(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            gw.last_seq = 1  # bob's message 1 exists
+            client = make_client(gw, store)
+            seen: list[IncomingMessage] = []
+            client.on_message(seen.append)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            await gw.push(pushed(1))
+            assert await (await client.send_text(CID, "mine")).wait(TIMEOUT) == 2
+            await gw.push(pushed(3))
+            await until(lambda: any(f["seq"] == 3 for f in gw.of_type("ack")))
+            assert [m.text for m in store.messages(CID)] == ["m1", "mine", "m3"]
+            assert [m.seq for m in seen] == [1, 3]  # no callback for this device's own sends
+            assert gw.of_type("fetch") == []
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_refused_send_fails_and_leaves_the_outbox_a_rate_limited_one_is_retried(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            attempts: dict[str, int] = {}
+
+            async def refuse_then_accept(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] != "send":
+                    return
+                attempts[frame["id"]] = attempts.get(frame["id"], 0) + 1
+                first_message = frame["id"] == min(attempts)
+                code = None
+                if first_message and attempts[frame["id"]] == 1:
+                    code = "rate_limited"
+                elif not first_message:
+                    code = "conversation_not_found"
+                if code is None:
+                    await ws.send(json.dumps(gw.sent_for(frame)))
+                else:
+                    extra = {"retry_after_s": 0} if code == "rate_limited" else {}
+                    await ws.send(json.dumps({"type": "error", "id": frame["id"], "code": code, "message": code,
+                                              "extra": extra}))  # fmt: skip
+
+            gw.on_frame = refuse_then_accept
+            client = make_client(gw, store)
+            failures: list[SendFailedError] = []
+            client.on_send_failed(lambda item: failures.append(item[1]))
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            retried = await client.send_text(CID, "first")
+            assert await retried.wait(TIMEOUT) == 1  # rate limited once, then resent and stored
+            refused = await client.send_text(CID, "second")
+            with pytest.raises(SendFailedError) as caught:
+                await refused.wait(TIMEOUT)
+            assert caught.value.error_code == "conversation_not_found"
+            assert [f.error_code for f in failures] == ["conversation_not_found"]
+            assert store.outbox() == []
+            await client.close()
+
+    run(scenario())
+
+
+def test_receipts_typing_and_presence_reach_the_callbacks_and_queries(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def answer_presence(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] == "presence":
+                    users = {u: {"online": u == "bob"} for u in frame["usernames"]}
+                    await ws.send(json.dumps({"type": "presence", "id": frame["id"], "users": users}))
+
+            gw.on_frame = answer_presence
+            client = make_client(gw, store)
+            events: list[object] = []
+            client.on_receipt(events.append)
+            client.on_typing(events.append)
+            client.on_presence(events.append)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            assert await client.presence(["bob", "carol"]) == {"bob": True, "carol": False}
+            await gw.push({"type": "receipt", "conversation_id": str(CID), "receipts": [
+                {"username": "bob", "device_id": str(BOB_DEV), "delivered_seq": 4, "read_seq": 3}]})  # fmt: skip
+            await gw.push({"type": "typing", "conversation_id": str(CID), "username": "bob",
+                           "device_id": str(BOB_DEV), "state": "start", "expires_in_ms": 6000})  # fmt: skip
+            await gw.push({"type": "presence", "users": {"bob": {"online": False}}})
+            await until(lambda: len(events) == 3)
+            assert [type(e).__name__ for e in events] == ["Receipt", "Typing", "Presence"]
+            assert [(r.delivered_seq, r.read_seq) for r in store.receipts(CID)] == [(4, 3)]
+            assert await client.typing(CID, True)
+            await client.mark_read(CID, 3)
+            await until(lambda: len(gw.of_type("read")) == 1)
+            assert gw.of_type("typing")[0]["state"] == "start"
+            assert gw.of_type("read")[0]["seq"] == 3
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_read_receipt_made_offline_is_sent_on_the_next_connection(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            client = make_client(gw, store)
+            await client.mark_read(CID, 7)  # not started: nothing to send it on
+            await client.start()
+            await until(lambda: len(gw.of_type("read")) == 1)
+            assert gw.of_type("read")[0] == {"type": "read", "conversation_id": str(CID), "seq": 7}
+            assert store.unreported_reads() == []
+            await client.close()
+
+    run(scenario())
