@@ -11,6 +11,9 @@ import os
 
 import pytest
 
+# Live daphne processes for WebSocket tests, available to every test module.
+pytest_plugins = ["tests.integration.daphne"]
+
 
 def _services_problems() -> list[str]:
     problems: list[str] = []

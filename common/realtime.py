@@ -25,6 +25,12 @@ def device_group(device_id: uuid.UUID) -> str:
     return f"device.{device_id.hex}"
 
 
+def conversation_group(conversation_id: uuid.UUID) -> str:
+    """The group every connection of every member device of the conversation joins: one
+    publish reaches them all, whichever server process holds their sockets."""
+    return f"conv.{conversation_id.hex}"
+
+
 def publish_on_commit(group: str, event: Mapping[str, Any]) -> None:
     """Send `event` (with a `type` such as "message.new") to `group` after commit."""
     publish_to_groups_on_commit([group], event)
@@ -35,6 +41,11 @@ def publish_to_groups_on_commit(groups: Iterable[str], event: Mapping[str, Any])
     group_list = list(groups)
     if group_list:
         transaction.on_commit(partial(_deliver, group_list, dict(event)))
+
+
+async def group_send_all(groups: list[str], event: dict[str, Any]) -> None:
+    """Publish now, from async code that has already committed (the realtime send batcher)."""
+    await _group_send_all(groups, event)
 
 
 async def _group_send_all(groups: list[str], event: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP now, WebSocket routing later.
+"""ASGI entry point: HTTP, and the realtime WebSocket gateway at /ws/v1/.
 
 `get_asgi_application()` must run before anything imports models (consumers will), because it
 sets Django up; keep it first.
@@ -14,12 +14,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402  (after Django setup, see above)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django setup, see above)
+from django.urls import path  # noqa: E402
+
+from messaging.consumers import RealtimeConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # "websocket": the realtime issue adds its authenticated URLRouter of consumers here
-        # (devices join the `device.<uuid hex>` group that common.realtime publishes to).
+        # No session or origin middleware: the socket authenticates with the device token in its
+        # first frame (protocol.md 6.1), never with a cookie, so a foreign page gains nothing.
+        "websocket": URLRouter([path("ws/v1/", RealtimeConsumer.as_asgi())]),
     }
 )

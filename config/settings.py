@@ -128,9 +128,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
+    # The pub/sub layer: one PUBLISH per event and no per-message bookkeeping in Redis, about twice
+    # the throughput of the list-based core layer. It is at-most-once, which is all a doorbell
+    # needs: the database and the delivery cursors make up for anything lost (protocol.md 6.4).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
@@ -141,7 +144,9 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Capacity well above the delivery window: a full channel drops events, which the gateway
+    # repairs from the database, but that costs queries.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
@@ -182,6 +187,17 @@ E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
 # devices each) stays far below it; anything larger is refused with 413 request_too_large.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("E2EE_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
+
+# --- Realtime gateway (protocol.md section 6) -------------------------------------------------
+
+E2EE_WS_HEARTBEAT_S = _env_int("E2EE_WS_HEARTBEAT_S", 30)
+E2EE_WS_AUTH_TIMEOUT_S = _env_int("E2EE_WS_AUTH_TIMEOUT_S", 10)
+# A send frame holds base64 of up to E2EE_MAX_CIPHERTEXT_BYTES plus about 300 bytes of fields.
+E2EE_WS_MAX_FRAME_BYTES = _env_int("E2EE_WS_MAX_FRAME_BYTES", 131072)
+E2EE_WS_MAX_IN_FLIGHT = _env_int("E2EE_WS_MAX_IN_FLIGHT", 1000)
+E2EE_WS_WINDOW = _env_int("E2EE_WS_WINDOW", 512)
+E2EE_WS_RETRY_S = float(os.environ.get("E2EE_WS_RETRY_S", "5"))
+E2EE_RECEIPT_FLUSH_MS = _env_int("E2EE_RECEIPT_FLUSH_MS", 250)
 
 # --- I18N, time, static --------------------------------------------------------------------------
 

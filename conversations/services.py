@@ -13,6 +13,7 @@ from django.db.models import Q
 from accounts.errors import UserNotFoundError
 from accounts.locks import users_lock
 from accounts.models import User
+from common.realtime import device_group, publish_to_groups_on_commit
 from conversations.errors import (
     ConversationIdTakenError,
     ConversationTooManyMembersError,
@@ -23,6 +24,7 @@ from conversations.errors import (
     UnexpectedDevicesError,
     WrappedKeysDuplicateDeviceError,
 )
+from conversations.events import conversation_joined_event
 from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
 from conversations.selectors import access_conversation, conversation_member_ids
 from devices.models import Device
@@ -122,6 +124,11 @@ def conversation_create(
             )
             Membership.objects.bulk_create(Membership(conversation=conversation, user=user) for user in users)
             _epoch_write(conversation=conversation, number=1, device=device, wrapped_keys=wrapped_keys)
+            # Every device that received a wrapped key is exactly the set of member devices.
+            publish_to_groups_on_commit(
+                [device_group(upload.device_id) for upload in wrapped_keys],
+                conversation_joined_event(conversation, users),
+            )
     except IntegrityError:
         # Creators with no member in common do not share a user lock; if they race for the
         # same conversation id, the primary key catches it.

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from accounts.models import User
 from devices.models import Device, DeviceToken
+from devices.tokens import token_hash, token_is_well_formed
 
 
 def device_token_get_live(*, token_hash: str) -> DeviceToken | None:
@@ -34,3 +35,10 @@ def device_list_active_of_users(*, user_ids: Iterable[int]) -> list[Device]:
         .filter(user_id__in=list(user_ids), status=Device.Status.ACTIVE)
         .order_by("user_id", "created_at", "id")
     )
+
+
+def device_token_get_live_by_token(*, token: str) -> DeviceToken | None:
+    """Like `device_token_get_live` from the token itself; None when it is malformed."""
+    if not token_is_well_formed(token):
+        return None
+    return device_token_get_live(token_hash=token_hash(token))

@@ -19,7 +19,9 @@ from django.utils import timezone
 from accounts.errors import InvalidCredentialsError
 from accounts.locks import users_lock
 from accounts.models import User
+from common.realtime import device_group, publish_on_commit
 from devices.errors import DeviceIdTakenError, DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError
+from devices.events import token_revoked_event
 from devices.models import Device, DeviceToken
 from devices.tokens import token_generate, token_hash
 
@@ -108,6 +110,8 @@ def device_token_revoke(*, token: DeviceToken) -> None:
     """Log out: the token stops working at once."""
     with transaction.atomic(durable=True):
         DeviceToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        # Sockets opened with this token close (protocol.md 6.1).
+        publish_on_commit(device_group(token.device_id), token_revoked_event(token))
 
 
 def device_vouch(*, voucher: Device, device_id: uuid.UUID, vouch_signature: bytes) -> Device:

@@ -1,20 +1,43 @@
-"""Typed payloads of the realtime events this app publishes (to `device.<uuid hex>` groups)."""
+"""Typed payloads of the realtime events this app publishes.
+
+Channels dispatches an event's `type` (dots become underscores) to the consumer method of that
+name: "conv.messages" reaches `RealtimeConsumer.conv_messages`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
-
-from messaging.models import Message
-from messaging.serializers import EnvelopeSerializer
+import uuid
+from typing import Literal, TypedDict
 
 
-class MessageNewEvent(TypedDict):
-    """A message was stored; carries the envelope inline so a connected device needs no fetch.
-    Channels dispatches `type` "message.new" to a consumer's `message_new` handler."""
+class ConversationMessagesEvent(TypedDict):
+    """New messages of one conversation, published to `conv.<id hex>` after they committed.
 
-    type: Literal["message.new"]
-    envelope: dict[str, Any]  # the Envelope object, exactly as the API returns it
+    `messages` holds `[seq, origin, frame]` in seq order: `origin` is the channel name of the
+    connection that sent it ("" for REST), `frame` the ready-to-send `message` frame text.
+    The channel layer may drop this; the database still has the messages (protocol.md 6.4).
+    """
+
+    type: Literal["conv.messages"]
+    conversation_id: str
+    messages: list[tuple[int, str, str]]
 
 
-def message_new_event(message: Message) -> MessageNewEvent:
-    return {"type": "message.new", "envelope": dict(EnvelopeSerializer(message).data)}
+def conversation_messages_event(
+    conversation_id: uuid.UUID, rows: list[tuple[int, str, str]]
+) -> ConversationMessagesEvent:
+    return {"type": "conv.messages", "conversation_id": str(conversation_id), "messages": rows}
+
+
+class ConversationReceiptsEvent(TypedDict):
+    """Cursor moves of member devices (protocol.md 6.5), batched per flush."""
+
+    type: Literal["conv.receipts"]
+    conversation_id: str
+    receipts: list[dict[str, object]]
+
+
+def conversation_receipts_event(
+    conversation_id: uuid.UUID, receipts: list[dict[str, object]]
+) -> ConversationReceiptsEvent:
+    return {"type": "conv.receipts", "conversation_id": str(conversation_id), "receipts": receipts}

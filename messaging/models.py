@@ -33,3 +33,27 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"message {self.seq} of {self.conversation_id}"
+
+
+class DeliveryCursor(models.Model):
+    """How far one device has got in one conversation: the receipts, and where catch-up resumes.
+
+    `delivered_seq` is the highest seq the device acknowledged (cumulative: it holds every message
+    up to it); `read_seq` the highest it reported read. Both only ever move forward. One row per
+    (device, conversation), written in batches by the realtime gateway (messaging/cursors.py).
+    """
+
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="+", db_index=False)
+    conversation = models.ForeignKey("conversations.Conversation", on_delete=models.CASCADE, related_name="+")
+    delivered_seq = models.PositiveBigIntegerField(default=0)
+    read_seq = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # Also the index of "this device's cursors" (catch-up on connect).
+            models.UniqueConstraint(fields=["device", "conversation"], name="deliverycursor_unique_pair"),
+        ]
+
+    def __str__(self) -> str:
+        return f"cursor {self.delivered_seq}/{self.read_seq} of {self.device_id} in {self.conversation_id}"

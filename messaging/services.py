@@ -1,16 +1,21 @@
-"""Writes on the message log."""
+"""Writes on the message log: sends (one or a batch per transaction) and delivery cursors."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from common.realtime import device_group, publish_to_groups_on_commit
-from conversations.models import Conversation
-from conversations.selectors import access_conversation, conversation_active_device_ids
+from common.errors import ApiError
+from common.realtime import conversation_group, publish_on_commit
+from conversations.errors import ConversationNotFoundError
+from conversations.models import Conversation, Membership
+from devices.errors import DeviceNotActiveError
 from devices.models import Device
 from messaging.errors import (
     ClientMessageIdReusedError,
@@ -19,11 +24,13 @@ from messaging.errors import (
     EnvelopeTooLargeError,
     EnvelopeUnsupportedVersionError,
 )
-from messaging.events import message_new_event
-from messaging.models import Message
-from messaging.selectors import message_get_by_client_id
+from messaging.events import ConversationMessagesEvent, conversation_messages_event
+from messaging.models import DeliveryCursor, Message
+from messaging.wire import message_frame_json
 
 PROTOCOL_VERSION = 1
+# An idempotency-key race with another process rolls the whole batch back; retried this often.
+_BATCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -50,73 +57,244 @@ class EnvelopeContent:
 
 
 @dataclass(frozen=True)
+class SendRequest:
+    """One send. `device` is the authenticated device with `user` loaded; `origin` names the
+    connection it came from (a channel name, "" for REST), so that connection is not pushed its
+    own message."""
+
+    device: Device
+    sender_device_id: uuid.UUID
+    content: EnvelopeContent
+    origin: str = ""
+
+
+@dataclass(frozen=True)
 class EnvelopeSendResult:
     message: Message
     created: bool  # False: an identical resend, answered with the original
 
 
-def _replay(existing: Message, content: EnvelopeContent) -> EnvelopeSendResult:
-    if not content.matches(existing):
-        raise ClientMessageIdReusedError()
-    return EnvelopeSendResult(message=existing, created=False)
+@dataclass
+class SendBatchOutcome:
+    """Per request (same order) a result or the error to answer it with, plus the fan-out events
+    that must be published once the batch has committed (already done when `publish=True`)."""
+
+    results: list[EnvelopeSendResult | ApiError]
+    events: list[tuple[str, ConversationMessagesEvent]] = field(default_factory=list)
 
 
 def envelope_send(*, device: Device, sender_device_id: uuid.UUID, content: EnvelopeContent) -> EnvelopeSendResult:
-    """Append an envelope to the conversation's log and push it to every member device.
+    """Append one envelope to its conversation's log and push it to every member device (REST)."""
+    outcome = envelope_send_batch([SendRequest(device, sender_device_id, content)], publish=True)
+    result = outcome.results[0]
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
-    `seq` is strictly increasing and gap-free in commit order: it is taken from the
-    conversation row while holding that row's lock until commit, so a rollback gives the number
-    back and no two transactions can interleave. The work is O(1) in the history's size.
+
+def envelope_send_batch(requests: Sequence[SendRequest], *, publish: bool) -> SendBatchOutcome:
+    """Store many sends in one transaction (group commit): the realtime gateway's hot path.
+
+    Each request is judged on its own, exactly as a single send is (same checks, same errors,
+    same idempotency); one refused request does not affect the others. Requests to the same
+    conversation get increasing `seq` in list order. `seq` is gap-free in commit order: it comes
+    from the conversation row, locked until commit. The work is a fixed number of queries per
+    batch (plus one cheap UPDATE per conversation touched), independent of history size.
+
+    With `publish=True` the fan-out is registered to run after commit; otherwise the caller gets
+    the events in the outcome and publishes them itself after this function has returned.
     """
+    for attempt in range(_BATCH_ATTEMPTS):
+        try:
+            return _send_batch_once(requests, publish=publish)
+        except IntegrityError:
+            # A concurrent send of the same (device, client_message_id) committed between our
+            # lookup and our insert; the retry's lookup sees it and answers it as a resend.
+            if attempt == _BATCH_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _precheck(request: SendRequest, *, is_member: bool, is_active: bool) -> ApiError | None:
     # Membership first: a non-member learns nothing, not even which of its fields are wrong.
-    conversation = access_conversation(user=device.user, conversation_id=content.conversation_id)
+    if not is_member:
+        return ConversationNotFoundError()
+    if not is_active:
+        return DeviceNotActiveError()
+    content = request.content
     if content.version != PROTOCOL_VERSION:
-        raise EnvelopeUnsupportedVersionError()
-    if sender_device_id != device.id:
-        raise EnvelopeSenderMismatchError()
+        return EnvelopeUnsupportedVersionError()
+    if request.sender_device_id != request.device.pk:
+        return EnvelopeSenderMismatchError()
     if len(content.ciphertext) > settings.E2EE_MAX_CIPHERTEXT_BYTES:
-        raise EnvelopeTooLargeError(settings.E2EE_MAX_CIPHERTEXT_BYTES)
+        return EnvelopeTooLargeError(settings.E2EE_MAX_CIPHERTEXT_BYTES)
+    return None
 
-    # Fast path for retries, without taking any lock.
-    existing = message_get_by_client_id(sender_device=device, client_message_id=content.client_message_id)
-    if existing is not None:
-        return _replay(existing, content)
 
-    # Fan-out list read before the lock, keeping the lock short; pushes are an optimisation and a
-    # device activated meanwhile catches up from history.
-    recipients = [
-        device_group(device_id) for device_id in conversation_active_device_ids(conversation_id=conversation.pk)
+def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendBatchOutcome:
+    results: list[EnvelopeSendResult | ApiError | None] = [None] * len(requests)
+    conversation_ids = {r.content.conversation_id for r in requests}
+    device_ids = {r.device.pk for r in requests}
+    user_ids = {r.device.user_id for r in requests}
+    with transaction.atomic(durable=True):
+        members = set(
+            Membership.objects.filter(conversation_id__in=conversation_ids, user_id__in=user_ids).values_list(
+                "conversation_id", "user_id"
+            )
+        )
+        active = set(
+            Device.objects.filter(pk__in=device_ids, status=Device.Status.ACTIVE, user__is_active=True).values_list(
+                "pk", flat=True
+            )
+        )
+        # Resends: both IN lists together use the (sender_device, client_message_id) index.
+        existing = {
+            (m.sender_device_id, bytes(m.client_message_id)): m
+            for m in Message.objects.select_related("sender_device__user").filter(
+                sender_device_id__in=device_ids,
+                client_message_id__in=[r.content.client_message_id for r in requests],
+            )
+        }
+        fresh: list[int] = []
+        for index, request in enumerate(requests):
+            error = _precheck(
+                request,
+                is_member=(request.content.conversation_id, request.device.user_id) in members,
+                is_active=request.device.pk in active,
+            )
+            if error is not None:
+                results[index] = error
+                continue
+            previous = existing.get((request.device.pk, request.content.client_message_id))
+            if previous is not None:
+                results[index] = (
+                    EnvelopeSendResult(previous, created=False)
+                    if request.content.matches(previous)
+                    else ClientMessageIdReusedError()
+                )
+                continue
+            fresh.append(index)
+
+        to_insert: list[Message] = []
+        if fresh:
+            # Lock every conversation written to, in id order (no deadlock between batches).
+            locked = {
+                pk: [epoch, last_seq]
+                for pk, epoch, last_seq in Conversation.objects.select_for_update()
+                .filter(pk__in={requests[i].content.conversation_id for i in fresh})
+                .order_by("pk")
+                .values_list("pk", "current_epoch", "last_seq")
+            }
+            now = timezone.now()
+            in_batch: dict[tuple[uuid.UUID, bytes], Message] = {}
+            for index in fresh:
+                request = requests[index]
+                content = request.content
+                key = (request.device.pk, content.client_message_id)
+                twin = in_batch.get(key)
+                if twin is not None:  # the same send twice in one batch: the second is a resend
+                    results[index] = (
+                        EnvelopeSendResult(twin, created=False)
+                        if content.matches(twin)
+                        else ClientMessageIdReusedError()
+                    )
+                    continue
+                epoch, last_seq = locked[content.conversation_id]
+                if content.epoch != epoch:
+                    results[index] = EnvelopeStaleEpochError(epoch)
+                    continue
+                locked[content.conversation_id][1] = last_seq + 1
+                message = Message(
+                    conversation_id=content.conversation_id,
+                    seq=last_seq + 1,
+                    version=content.version,
+                    epoch=content.epoch,
+                    sender_device=request.device,
+                    client_message_id=content.client_message_id,
+                    nonce=content.nonce,
+                    ciphertext=content.ciphertext,
+                    signature=content.signature,
+                    created_at=now,
+                )
+                in_batch[key] = message
+                to_insert.append(message)
+                results[index] = EnvelopeSendResult(message, created=True)
+            if to_insert:
+                touched = {m.conversation_id for m in to_insert}
+                with connection.cursor() as cursor:
+                    cursor.executemany(
+                        f"UPDATE {Conversation._meta.db_table} SET last_seq = %s WHERE id = %s",  # noqa: S608 (our table name)
+                        [(locked[pk][1], _db_uuid(pk)) for pk in sorted(touched)],
+                    )
+                Message.objects.bulk_create(to_insert)
+
+        events = _fanout_events(requests, results, to_insert)
+        if publish:
+            for group, event in events:
+                publish_on_commit(group, event)
+    final = [r for r in results if r is not None]
+    assert len(final) == len(requests)
+    return SendBatchOutcome(results=final, events=[] if publish else events)
+
+
+def _db_uuid(value: uuid.UUID) -> Any:
+    # Raw SQL needs the backend's UUID form: a uuid column on PostgreSQL, char(32) on SQLite.
+    return value if connection.vendor == "postgresql" else value.hex
+
+
+def _fanout_events(
+    requests: Sequence[SendRequest],
+    results: Sequence[EnvelopeSendResult | ApiError | None],
+    inserted: list[Message],
+) -> list[tuple[str, ConversationMessagesEvent]]:
+    """One event per conversation, its new messages in seq order, each pre-rendered as the
+    `message` frame (encoded once here, not once per receiving connection)."""
+    if not inserted:
+        return []
+    origin_of = {
+        id(result.message): request.origin
+        for request, result in zip(requests, results, strict=True)
+        if isinstance(result, EnvelopeSendResult) and result.created
+    }
+    by_conversation: dict[uuid.UUID, list[tuple[int, str, str]]] = {}
+    for message in inserted:
+        by_conversation.setdefault(message.conversation_id, []).append(
+            (message.seq, origin_of.get(id(message), ""), message_frame_json(message))
+        )
+    return [(conversation_group(pk), conversation_messages_event(pk, rows)) for pk, rows in by_conversation.items()]
+
+
+@dataclass(frozen=True)
+class CursorAdvance:
+    device_id: uuid.UUID
+    conversation_id: uuid.UUID
+    delivered_seq: int
+    read_seq: int
+
+
+def delivery_cursors_advance(advances: Sequence[CursorAdvance]) -> None:
+    """Move many (device, conversation) cursors forward in one statement; never backwards.
+
+    Callers (messaging/cursors.py) have checked membership; a cursor above the conversation's
+    last seq is harmless (it only means "nothing older to catch up on").
+    """
+    if not advances:
+        return
+    table = DeliveryCursor._meta.db_table
+    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+    stamp = connection.ops.adapt_datetimefield_value(timezone.now())
+    # Table names come from the models and every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} (device_id, conversation_id, delivered_seq, read_seq, updated_at) "  # noqa: S608
+        "VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (device_id, conversation_id) DO UPDATE SET "
+        f"delivered_seq = {greatest}({table}.delivered_seq, excluded.delivered_seq), "
+        f"read_seq = {greatest}({table}.read_seq, excluded.read_seq), "
+        "updated_at = excluded.updated_at"
+    )
+    rows = [
+        (_db_uuid(a.device_id), _db_uuid(a.conversation_id), a.delivered_seq, a.read_seq, stamp)
+        for a in sorted(advances, key=lambda a: (a.device_id, a.conversation_id))  # lock order
     ]
-    try:
-        with transaction.atomic(durable=True):
-            locked = (
-                Conversation.objects.select_for_update().only("id", "current_epoch", "last_seq").get(pk=conversation.pk)
-            )
-            # A concurrent retry of the same send may have committed while we waited.
-            existing = message_get_by_client_id(sender_device=device, client_message_id=content.client_message_id)
-            if existing is not None:
-                return _replay(existing, content)
-            if content.epoch != locked.current_epoch:
-                raise EnvelopeStaleEpochError(locked.current_epoch)
-            seq = locked.last_seq + 1
-            Conversation.objects.filter(pk=locked.pk).update(last_seq=seq)
-            message = Message.objects.create(
-                conversation_id=locked.pk,
-                seq=seq,
-                version=content.version,
-                epoch=content.epoch,
-                sender_device=device,
-                client_message_id=content.client_message_id,
-                nonce=content.nonce,
-                ciphertext=content.ciphertext,
-                signature=content.signature,
-            )
-            publish_to_groups_on_commit(recipients, message_new_event(message))
-    except IntegrityError:
-        # The same (device, client_message_id) sent concurrently into another conversation:
-        # the other conversation's lock does not serialise with ours; the constraint does.
-        existing = message_get_by_client_id(sender_device=device, client_message_id=content.client_message_id)
-        if existing is not None:
-            return _replay(existing, content)
-        raise
-    return EnvelopeSendResult(message=message, created=True)
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)

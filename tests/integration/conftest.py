@@ -9,7 +9,6 @@ import pytest
 
 from client.session import Session
 from client.transport.http import HttpTransport
-from tests.integration.daphne import daphne_factory, daphne_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

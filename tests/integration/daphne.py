@@ -1,5 +1,7 @@
 """Live daphne processes serving the test database: the only way to test WebSockets for real.
 
+Loaded as a pytest plugin by the root conftest.py, so its fixtures are available everywhere.
+
 pytest-django's `live_server` is a WSGI thread and cannot speak WebSocket, so realtime tests run
 `config.asgi:application` in daphne subprocesses, exactly as production does. They share the
 test database (SQLite file or PostgreSQL test database) with the test process and, when

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import replace
@@ -10,12 +11,11 @@ from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from common.realtime import device_group
+from common.realtime import conversation_group
 from common.testing import PublishedEvent
 from conversations.errors import ConversationNotFoundError
 from conversations.models import Conversation
 from conversations.services import chat_key_epoch_upload
-from devices.models import Device
 from messaging.errors import (
     ClientMessageIdReusedError,
     EnvelopeSenderMismatchError,
@@ -181,28 +181,25 @@ def test_non_member_cannot_send_and_learns_nothing(conversation: Conversation) -
     assert not Message.objects.exists()
 
 
-def test_send_publishes_envelope_to_every_active_member_device_after_commit(
+def test_send_publishes_one_event_to_the_conversation_group_after_commit(
     alice: Dev,
-    bob: Dev,
     conversation: Conversation,
     published: list[PublishedEvent],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    alices_phone = DeviceFactory.create(user=alice.user)
-    DeviceFactory.create(user=bob.user, status=Device.Status.PENDING)
-    DeviceFactory.create(user=bob.user, status=Device.Status.REVOKED)
-    make_dev()  # a stranger
-
     with django_capture_on_commit_callbacks(execute=True):
         result = _send(alice, conversation)
 
-    expected_groups = {device_group(d.id) for d in (alice.device, alices_phone, bob.device)}
-    assert {p.group for p in published} == expected_groups
-    assert len(published) == len(expected_groups)
+    # One publish reaches every member device's connections, wherever they are (they joined it).
+    assert [p.group for p in published] == [conversation_group(conversation.id)]
+    event = published[0].event
+    assert event["type"] == "conv.messages"
+    assert event["conversation_id"] == str(conversation.id)
+    [(seq, origin, frame)] = event["messages"]
+    assert (seq, origin) == (result.message.seq, "")
+    # The pushed frame carries exactly the Envelope the REST API returns.
     envelope = dict(EnvelopeSerializer(Message.objects.select_related("sender_device__user").get()).data)
-    for event in published:
-        assert event.event == {"type": "message.new", "envelope": envelope}
-    assert envelope["seq"] == result.message.seq
+    assert json.loads(frame) == {"type": "message", "conversation_id": str(conversation.id), "envelope": envelope}
 
 
 @pytest.mark.parametrize("problem", ["stale_epoch", "sender_mismatch", "reused_client_id", "identical_resend"])

@@ -1,0 +1,108 @@
+"""Group commit for sends arriving over WebSockets: one transaction for many messages.
+
+Every server process has one `SendBatcher`. Consumers hand it parsed sends and await the answer.
+While a batch is in the database, the sends that arrive meanwhile queue up and become the next
+batch, so at low load a send is written at once (a batch of one) and under load the cost of a
+transaction, its lock round trips and its commit is shared by everything that arrived during the
+previous one. Fan-out of a committed batch is published while the next batch is being written,
+in commit order (a later batch's publish waits for the earlier one's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+
+from common.errors import ApiError
+from common.realtime import group_send_all
+from messaging.events import ConversationMessagesEvent
+from messaging.services import EnvelopeSendResult, SendBatchOutcome, SendRequest, envelope_send_batch
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+SendAnswer = EnvelopeSendResult | ApiError
+
+
+class InternalSendError(ApiError):
+    status = 500
+    code = "internal_error"
+    message = "The server failed to store the message; resending it is safe."
+
+
+class SendBatcher:
+    def __init__(
+        self,
+        store: Callable[[list[SendRequest]], Awaitable[SendBatchOutcome]] | None = None,
+        *,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self._store = store or _store_in_database
+        self._max_batch = max_batch
+        self._queue: list[tuple[SendRequest, asyncio.Future[SendAnswer]]] = []
+        self._draining = False
+        self._last_publish: asyncio.Task[None] | None = None
+
+    def submit(self, request: SendRequest) -> asyncio.Future[SendAnswer]:
+        """Queue a send (synchronously: sends submitted in order are sequenced in order)."""
+        future: asyncio.Future[SendAnswer] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                try:
+                    outcome = await self._store([request for request, _ in batch])
+                except Exception:  # the database is down or a bug: answer, never hang the senders
+                    logger.exception("send batch failed", extra={"fields": {"batch": len(batch)}})
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(InternalSendError())
+                    continue
+                self._last_publish = asyncio.get_running_loop().create_task(
+                    _publish_after(self._last_publish, outcome.events)
+                )
+                for (_, future), result in zip(batch, outcome.results, strict=True):
+                    if not future.done():  # the sender may have gone (cancelled)
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+
+async def _store_in_database(requests: list[SendRequest]) -> SendBatchOutcome:
+    outcome: SendBatchOutcome = await database_sync_to_async(envelope_send_batch)(requests, publish=False)
+    return outcome
+
+
+async def _publish_after(
+    previous: asyncio.Task[None] | None, events: list[tuple[str, ConversationMessagesEvent]]
+) -> None:
+    if previous is not None:
+        await asyncio.shield(previous)
+    for group, event in events:
+        try:
+            await group_send_all([group], dict(event))
+        except Exception:  # the layer is down: receivers catch up from the database (6.4)
+            logger.exception("realtime publish failed", extra={"fields": {"event_type": event["type"]}})
+
+
+_batchers: dict[int, SendBatcher] = {}
+
+
+def send_batcher() -> SendBatcher:
+    """The batcher of the running event loop (one per process under daphne)."""
+    loop_id = id(asyncio.get_running_loop())
+    batcher = _batchers.get(loop_id)
+    if batcher is None:
+        _batchers.clear()  # a new loop (tests): the old batcher's loop is gone
+        batcher = _batchers[loop_id] = SendBatcher()
+    return batcher

@@ -1,0 +1,574 @@
+"""The realtime gateway: one `RealtimeConsumer` per WebSocket connection (protocol.md 6).
+
+The consumer is a relay with bookkeeping. Writes go through services (sends through the
+process's `SendBatcher`, cursors through the `CursorWriter`), reads through selectors, all via
+`database_sync_to_async`. The database is the source of truth and the channel layer a doorbell:
+per conversation the connection tracks the next seq to push and the last acknowledged one, so a
+live event that is missing, late or out of order is repaired from the database, and a device
+never gets a newer message before an older one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from common.errors import ApiError
+from common.realtime import conversation_group, device_group
+from conversations.errors import ConversationNotFoundError
+from devices.errors import DeviceNotActiveError
+from devices.models import Device
+from devices.presence import TYPING_TTL_S, presence_registry
+from devices.selectors import device_token_get_live_by_token
+from messaging import frames
+from messaging.batching import send_batcher
+from messaging.cursors import cursor_writer
+from messaging.selectors import (
+    ConversationPosition,
+    message_frames_after,
+    realtime_positions,
+    users_sharing_a_conversation,
+)
+from messaging.services import EnvelopeSendResult, SendRequest
+from messaging.wire import envelope_dict
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "e2ee.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "e2ee.token."  # noqa: S105 (a prefix, not a credential)
+CLOSE_INVALID_TOKEN = 4401
+CLOSE_NOT_ACTIVE = 4403
+CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TOO_LARGE = 4413  # autobahn (daphne) lets a server close only with 1000 or 3000-4999
+CLOSE_SERVER_ERROR = 1011
+_PUMP_PAGE = 200
+_RETRY_MAX_S = 60.0
+
+
+class _InvalidTokenError(ApiError):
+    status = 401
+    code = "invalid_token"
+    message = "Unknown or revoked token."
+
+
+class _NotAuthenticatedError(ApiError):
+    status = 401
+    code = "not_authenticated"
+    message = "Send a hello frame with the device token first."
+
+
+class _AuthTimeoutError(ApiError):
+    status = 401
+    code = "auth_timeout"
+    message = "No hello frame in time."
+
+
+class _FrameTooLargeError(ApiError):
+    status = 413
+    code = "frame_too_large"
+    message = "The frame is larger than the server accepts."
+
+
+class _TooManyInFlightError(ApiError):
+    status = 429
+    code = "too_many_in_flight"
+    message = "Too many sends are waiting for an answer on this connection."
+
+
+class _Stream:
+    """One conversation on one connection: everything below `next_seq` has been pushed (or was
+    acknowledged before), everything up to `acked` is acknowledged, `last_known` is the newest
+    seq known to exist."""
+
+    __slots__ = ("acked", "last_known", "next_seq", "read", "typing_at")
+
+    def __init__(self, position: ConversationPosition) -> None:
+        self.acked = position.delivered_seq
+        self.read = position.read_seq
+        self.next_seq = position.delivered_seq + 1
+        self.last_known = position.last_seq
+        self.typing_at = 0.0
+
+
+def _authenticate(token: str) -> tuple[Device, int]:
+    """The active device the token belongs to (user loaded) and the token's id."""
+    live = device_token_get_live_by_token(token=token)
+    if live is None or not live.device.user.is_active:
+        raise _InvalidTokenError()
+    if live.device.status != Device.Status.ACTIVE:
+        raise DeviceNotActiveError()
+    return live.device, live.pk
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=True)
+
+
+def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, "extra": error.extra}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return _dumps(frame)
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
+    device: Device | None = None
+
+    # --- connection lifecycle ------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.device = None
+        self.token_id = 0
+        self.streams: dict[uuid.UUID, _Stream] = {}
+        self.unacked = 0
+        self.in_flight = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.retry_handle: asyncio.TimerHandle | None = None
+        self.retry_interval = float(settings.E2EE_WS_RETRY_S)
+        self.last_progress = time.monotonic()
+        self.catch_up_pending: set[uuid.UUID] = set()
+        self.closing = False
+        # Handlers run one at a time; the retry timer is the one thing that runs beside them.
+        self.stream_lock = asyncio.Lock()
+        offered: list[str] = list(self.scope.get("subprotocols") or [])
+        token = next(
+            (p[len(TOKEN_SUBPROTOCOL_PREFIX) :] for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), None
+        )
+        await self.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if token is not None:
+            await self._login(token)
+        else:
+            loop = asyncio.get_running_loop()
+            self.auth_timer: asyncio.TimerHandle | None = loop.call_later(
+                settings.E2EE_WS_AUTH_TIMEOUT_S, lambda: self._spawn(self._auth_timeout())
+            )
+
+    async def _auth_timeout(self) -> None:
+        if self.device is None and not self.closing:
+            await self._refuse(_AuthTimeoutError(), CLOSE_AUTH_TIMEOUT)
+
+    async def _refuse(self, error: ApiError, code: int) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        await self.send(text_data=_error_frame(error))
+        await self.close(code=code)
+
+    async def _login(self, token: str) -> None:
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        try:
+            device, token_id = await database_sync_to_async(_authenticate)(token)
+        except DeviceNotActiveError as error:
+            await self._refuse(error, CLOSE_NOT_ACTIVE)
+            return
+        except ApiError as error:
+            await self._refuse(error, CLOSE_INVALID_TOKEN)
+            return
+        positions = await database_sync_to_async(realtime_positions)(device=device)
+        self.device = device
+        self.token_id = token_id
+        self.username = device.user.username
+        # Subscribe before reading anything: an event that arrives meanwhile waits in our
+        # channel and is handled after catch-up started, by the seq rules.
+        await self.channel_layer.group_add(device_group(device.pk), self.channel_name)
+        for position in positions:
+            self.streams[position.conversation_id] = _Stream(position)
+            await self.channel_layer.group_add(conversation_group(position.conversation_id), self.channel_name)
+        became_online = await self._presence_connect()
+        await self.send(
+            text_data=_dumps(
+                {
+                    "type": "welcome",
+                    "v": 1,
+                    "device_id": str(device.pk),
+                    "username": self.username,
+                    "heartbeat_s": settings.E2EE_WS_HEARTBEAT_S,
+                }
+            )
+        )
+        if became_online:
+            await self._publish_presence(online=True)
+        async with self.stream_lock:
+            self.catch_up_pending = {pk for pk, s in self.streams.items() if s.next_seq <= s.last_known}
+            for conversation_id in list(self.catch_up_pending):
+                await self._pump(conversation_id)
+            await self._maybe_caught_up()
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        timer = getattr(self, "auth_timer", None)
+        if timer is not None:
+            timer.cancel()
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.device is None:
+            return
+        try:
+            await self.channel_layer.group_discard(device_group(self.device.pk), self.channel_name)
+            for conversation_id in self.streams:
+                await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+        except Exception:  # noqa: BLE001 - the layer is down; its subscriptions die with it
+            logger.warning("group discard failed on disconnect")
+        try:
+            went_offline = await presence_registry().disconnect(self.device.user_id, self.channel_name)
+            if went_offline:
+                await self._publish_presence(online=False)
+        except Exception:  # noqa: BLE001 - Redis down: the presence entry expires on its own
+            logger.warning("presence disconnect failed")
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # --- frames from the client ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if text_data is None:
+            await self.send(text_data=_error_frame(frames.FrameError({"frame": ["Binary frames are not accepted."]})))
+            return
+        if len(text_data) > settings.E2EE_WS_MAX_FRAME_BYTES:
+            self.closing = True
+            await self.send(
+                text_data=_error_frame(_FrameTooLargeError(extra={"max_bytes": settings.E2EE_WS_MAX_FRAME_BYTES}))
+            )
+            await self.close(code=CLOSE_TOO_LARGE)
+            return
+        try:
+            frame = frames.frame_parse(text_data)
+        except frames.FrameError as error:
+            if self.device is None:  # a broken hello (or anything else) before authentication
+                await self._refuse(error, CLOSE_INVALID_TOKEN)
+            else:
+                await self.send(text_data=_error_frame(error, error.frame_id))
+            return
+        except ApiError as error:
+            if self.device is None:
+                await self._refuse(error, CLOSE_INVALID_TOKEN)
+            else:
+                await self.send(text_data=_error_frame(error))
+            return
+        if isinstance(frame, frames.Hello):
+            if self.device is None:
+                await self._login(frame.token)
+            return
+        if self.device is None:
+            await self._refuse(_NotAuthenticatedError(), CLOSE_INVALID_TOKEN)
+            return
+        try:
+            await self._handle(frame)
+        except ApiError as error:
+            await self.send(text_data=_error_frame(error, getattr(frame, "id", None)))
+
+    async def _handle(self, frame: frames.Frame) -> None:
+        if isinstance(frame, frames.Send):
+            self._send_message(frame)
+        elif isinstance(frame, frames.Cursor):
+            async with self.stream_lock:
+                await self._cursor(frame)
+        elif isinstance(frame, frames.Fetch):
+            await self._fetch(frame)
+        elif isinstance(frame, frames.Typing):
+            await self._typing(frame)
+        elif isinstance(frame, frames.PresenceQuery):
+            await self._presence_query(frame)
+        elif isinstance(frame, frames.Ping):
+            await self.send(text_data=_dumps({"type": "pong", "id": frame.id}))
+
+    def _stream(self, conversation_id: uuid.UUID) -> _Stream:
+        stream = self.streams.get(conversation_id)
+        if stream is None:
+            raise ConversationNotFoundError()
+        return stream
+
+    def _send_message(self, frame: frames.Send) -> None:
+        assert self.device is not None
+        if self.in_flight >= settings.E2EE_WS_MAX_IN_FLIGHT:
+            raise _TooManyInFlightError(extra={"max_in_flight": settings.E2EE_WS_MAX_IN_FLIGHT})
+        # Submitted synchronously, before any await: frames are sequenced in arrival order.
+        future = send_batcher().submit(
+            SendRequest(self.device, frame.sender_device_id, frame.content, origin=self.channel_name)
+        )
+        self.in_flight += 1
+        self._spawn(self._answer_send(frame, future))
+
+    async def _answer_send(self, frame: frames.Send, future: asyncio.Future[EnvelopeSendResult | ApiError]) -> None:
+        try:
+            result = await future
+        finally:
+            self.in_flight -= 1
+        if isinstance(result, ApiError):
+            await self.send(text_data=_error_frame(result, frame.id))
+            return
+        message = result.message
+        await self.send(
+            text_data=_dumps(
+                {
+                    "type": "sent",
+                    "id": frame.id,
+                    "conversation_id": str(message.conversation_id),
+                    "seq": message.seq,
+                    "client_message_id": envelope_dict(message)["client_message_id"],
+                    "created": result.created,
+                    "created_at": envelope_dict(message)["created_at"],
+                }
+            )
+        )
+
+    async def _cursor(self, frame: frames.Cursor) -> None:
+        assert self.device is not None
+        stream = self._stream(frame.conversation_id)
+        writer = cursor_writer()
+        if frame.kind == "read":
+            if frame.seq > stream.read:
+                stream.read = frame.seq
+                writer.record(
+                    device_id=self.device.pk,
+                    username=self.username,
+                    conversation_id=frame.conversation_id,
+                    read_seq=frame.seq,
+                )
+            return
+        if frame.seq <= stream.acked:
+            return
+        pushed_unacked_before = stream.next_seq - 1 - stream.acked
+        stream.acked = frame.seq
+        stream.next_seq = max(stream.next_seq, frame.seq + 1)
+        self.unacked -= pushed_unacked_before - (stream.next_seq - 1 - stream.acked)
+        self.last_progress = time.monotonic()
+        self.retry_interval = float(settings.E2EE_WS_RETRY_S)
+        stream.last_known = max(stream.last_known, frame.seq)
+        writer.record(
+            device_id=self.device.pk,
+            username=self.username,
+            conversation_id=frame.conversation_id,
+            delivered_seq=frame.seq,
+        )
+        # The window opened: push what waits in the database, oldest conversation state first.
+        for conversation_id, behind in list(self.streams.items()):
+            if behind.next_seq <= behind.last_known and self._room() > 0:
+                await self._pump(conversation_id)
+        await self._maybe_caught_up()
+
+    async def _fetch(self, frame: frames.Fetch) -> None:
+        self._stream(frame.conversation_id)
+        rows = await database_sync_to_async(message_frames_after)(
+            conversation_id=frame.conversation_id, after=frame.after, limit=frame.limit + 1
+        )
+        for _, text in rows[: frame.limit]:
+            await self.send(text_data=text)
+        shown = rows[: frame.limit]
+        await self.send(
+            text_data=_dumps(
+                {
+                    "type": "fetched",
+                    "id": frame.id,
+                    "conversation_id": str(frame.conversation_id),
+                    "next_after": shown[-1][0] if shown else frame.after,
+                    "has_more": len(rows) > frame.limit,
+                }
+            )
+        )
+
+    async def _typing(self, frame: frames.Typing) -> None:
+        assert self.device is not None
+        stream = self._stream(frame.conversation_id)
+        now = time.monotonic()
+        if frame.started and now - stream.typing_at < 1.0:
+            return  # at most one start per second and conversation
+        stream.typing_at = now if frame.started else 0.0
+        state = "start" if frame.started else "stop"
+        await presence_registry().store.typing(str(frame.conversation_id), str(self.device.pk), frame.started)
+        await self.channel_layer.group_send(
+            conversation_group(frame.conversation_id),
+            {
+                "type": "conv.typing",
+                "conversation_id": str(frame.conversation_id),
+                "username": self.username,
+                "device_id": str(self.device.pk),
+                "state": state,
+            },
+        )
+
+    async def _presence_query(self, frame: frames.PresenceQuery) -> None:
+        assert self.device is not None
+        visible = await database_sync_to_async(users_sharing_a_conversation)(
+            user=self.device.user, usernames=frame.usernames
+        )
+        online = await presence_registry().store.online(visible.values())
+        users = {name: {"online": visible.get(name) in online} for name in frame.usernames}
+        await self.send(text_data=_dumps({"type": "presence", "id": frame.id, "users": users}))
+
+    # --- pushing ---------------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        return int(settings.E2EE_WS_WINDOW) - self.unacked
+
+    async def _pump(self, conversation_id: uuid.UUID) -> None:
+        """Push this conversation's messages from the database, from `next_seq` up, while the
+        window has room."""
+        stream = self.streams[conversation_id]
+        while stream.next_seq <= stream.last_known and self._room() > 0 and not self.closing:
+            limit = min(self._room(), _PUMP_PAGE)
+            rows = await database_sync_to_async(message_frames_after)(
+                conversation_id=conversation_id, after=stream.next_seq - 1, limit=limit
+            )
+            for seq, text in rows:
+                if seq != stream.next_seq:  # a row this connection already pushed meanwhile
+                    continue
+                await self.send(text_data=text)
+                stream.next_seq = seq + 1
+                self._pushed()
+            if len(rows) < limit:  # the database has nothing newer (events bring what commits later)
+                stream.last_known = stream.next_seq - 1
+                break
+
+    def _pushed(self) -> None:
+        self.unacked += 1
+        if self.retry_handle is None:
+            self.last_progress = time.monotonic()
+            self._arm_retry()
+
+    def _arm_retry(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.retry_handle = loop.call_later(self.retry_interval, lambda: self._spawn(self._retry()))
+
+    async def _retry(self) -> None:
+        """Nothing acknowledged for a while: push again from each oldest unacknowledged seq."""
+        async with self.stream_lock:
+            await self._retry_locked()
+
+    async def _retry_locked(self) -> None:
+        self.retry_handle = None
+        if self.closing or self.unacked <= 0:
+            return
+        if time.monotonic() - self.last_progress < self.retry_interval:
+            self._arm_retry()
+            return
+        self.retry_interval = min(self.retry_interval * 2, _RETRY_MAX_S)
+        self.last_progress = time.monotonic()
+        for stream in self.streams.values():
+            if stream.next_seq - 1 > stream.acked:
+                self.unacked -= stream.next_seq - 1 - stream.acked
+                stream.next_seq = stream.acked + 1
+        for conversation_id, stream in list(self.streams.items()):
+            if stream.next_seq <= stream.last_known:
+                await self._pump(conversation_id)
+        if self.unacked > 0 and self.retry_handle is None:
+            self._arm_retry()
+
+    async def _maybe_caught_up(self) -> None:
+        if not self.catch_up_pending:
+            return
+        done = {pk for pk in self.catch_up_pending if self.streams[pk].next_seq > self.streams[pk].last_known}
+        self.catch_up_pending -= done
+        if done and not self.catch_up_pending:
+            await self.send(text_data='{"type":"caught_up"}')
+
+    # --- events from the channel layer -------------------------------------------------------
+
+    async def conv_messages(self, event: dict[str, Any]) -> None:
+        async with self.stream_lock:
+            await self._live_messages(event)
+
+    async def _live_messages(self, event: dict[str, Any]) -> None:
+        conversation_id = uuid.UUID(event["conversation_id"])
+        stream = self.streams.get(conversation_id)
+        if stream is None or self.closing:
+            return
+        stream.last_known = max(stream.last_known, max(row[0] for row in event["messages"]))
+        for seq, origin, text in event["messages"]:
+            if seq < stream.next_seq:
+                continue  # pushed already (catch-up, a gap repair, or a duplicate event)
+            if seq > stream.next_seq or self._room() <= 0:
+                # Missing events (dropped or still on their way) or a full window: the database
+                # has everything; push from there in order, as far as the window allows.
+                await self._pump(conversation_id)
+                break
+            stream.next_seq = seq + 1
+            if origin == self.channel_name:
+                # Our own send: the client has it from the `sent` frame. It still counts as
+                # unacknowledged, so a lost `sent` is repaired by the retry.
+                self._pushed()
+                continue
+            await self.send(text_data=text)
+            self._pushed()
+        await self._maybe_caught_up()
+
+    async def conv_receipts(self, event: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.send(
+                text_data=_dumps(
+                    {"type": "receipt", "conversation_id": event["conversation_id"], "receipts": event["receipts"]}
+                )
+            )
+
+    async def conv_typing(self, event: dict[str, Any]) -> None:
+        if self.closing or event["username"] == self.username:
+            return
+        frame = {key: event[key] for key in ("conversation_id", "username", "device_id", "state")}
+        await self.send(text_data=_dumps({"type": "typing", **frame, "expires_in_ms": int(TYPING_TTL_S * 1000)}))
+
+    async def presence_changed(self, event: dict[str, Any]) -> None:
+        # Sent to every conversation of the user, own devices included: those skip their own.
+        if not self.closing and event["username"] != self.username:
+            await self.send(
+                text_data=_dumps({"type": "presence", "users": {event["username"]: {"online": event["online"]}}})
+            )
+
+    async def conversation_joined(self, event: dict[str, Any]) -> None:
+        async with self.stream_lock:
+            await self._joined(event)
+
+    async def _joined(self, event: dict[str, Any]) -> None:
+        conversation = event["conversation"]
+        conversation_id = uuid.UUID(conversation["conversation_id"])
+        if self.closing or conversation_id in self.streams:
+            return
+        self.streams[conversation_id] = _Stream(
+            ConversationPosition(conversation_id, int(conversation["last_seq"]), 0, 0)
+        )
+        await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
+        await self.send(text_data=_dumps({"type": "conversation", "conversation": conversation}))
+        # Messages may have been sent before we subscribed: look in the database.
+        self.streams[conversation_id].last_known = 2**63 - 1
+        await self._pump(conversation_id)
+
+    async def token_revoked(self, event: dict[str, Any]) -> None:
+        if event.get("token_id") == self.token_id:
+            await self._refuse(_InvalidTokenError(), CLOSE_INVALID_TOKEN)
+
+    async def device_revoked(self, event: dict[str, Any]) -> None:
+        await self._refuse(_InvalidTokenError("This device was revoked."), CLOSE_INVALID_TOKEN)
+
+    # --- presence --------------------------------------------------------------------------------
+
+    async def _presence_connect(self) -> bool:
+        assert self.device is not None
+        try:
+            return await presence_registry().connect(self.device.user_id, self.channel_name)
+        except Exception:  # noqa: BLE001 - Redis down: presence is best effort, messaging is not
+            logger.warning("presence connect failed")
+            return False
+
+    async def _publish_presence(self, *, online: bool) -> None:
+        event = {"type": "presence.changed", "username": self.username, "online": online}
+        try:
+            for conversation_id in self.streams:
+                await self.channel_layer.group_send(conversation_group(conversation_id), event)
+        except Exception:  # noqa: BLE001 - presence is best effort
+            logger.warning("presence publish failed")

@@ -1,0 +1,114 @@
+"""Acknowledgements and read marks, written in batches and announced as receipts.
+
+Connections report cursor moves here; every `E2EE_RECEIPT_FLUSH_MS` one task writes all moves of
+this process in one statement and publishes one `conv.receipts` event per conversation touched.
+Writing an ack per frame would cost a transaction per delivered message, the largest write load
+of the system. A crash loses at most one interval of acknowledgements; those messages are then
+delivered again and dropped as duplicates by the client: at-least-once is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from common.realtime import conversation_group, group_send_all
+from messaging.events import conversation_receipts_event
+from messaging.services import CursorAdvance, delivery_cursors_advance
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Move:
+    username: str
+    delivered_seq: int = 0
+    read_seq: int = 0
+
+
+class CursorWriter:
+    def __init__(self) -> None:
+        self._pending: dict[tuple[uuid.UUID, uuid.UUID], _Move] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self,
+        *,
+        device_id: uuid.UUID,
+        username: str,
+        conversation_id: uuid.UUID,
+        delivered_seq: int = 0,
+        read_seq: int = 0,
+    ) -> None:
+        move = self._pending.get((device_id, conversation_id))
+        if move is None:
+            move = self._pending[(device_id, conversation_id)] = _Move(username)
+        move.delivered_seq = max(move.delivered_seq, delivered_seq)
+        move.read_seq = max(move.read_seq, read_seq)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(settings.E2EE_RECEIPT_FLUSH_MS / 1000)
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        advances = [
+            CursorAdvance(device_id, conversation_id, move.delivered_seq, move.read_seq)
+            for (device_id, conversation_id), move in pending.items()
+        ]
+        try:
+            await database_sync_to_async(delivery_cursors_advance)(advances)
+        except Exception:  # database down: keep the moves for the next flush
+            logger.exception("cursor flush failed", extra={"fields": {"cursors": len(advances)}})
+            for key, move in pending.items():
+                self._merge_back(key, move)
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+            return
+        by_conversation: dict[uuid.UUID, list[dict[str, object]]] = {}
+        for (device_id, conversation_id), move in pending.items():
+            by_conversation.setdefault(conversation_id, []).append(
+                {
+                    "username": move.username,
+                    "device_id": str(device_id),
+                    "delivered_seq": move.delivered_seq,
+                    "read_seq": move.read_seq,
+                }
+            )
+        for conversation_id, receipts in by_conversation.items():
+            try:
+                await group_send_all(
+                    [conversation_group(conversation_id)],
+                    dict(conversation_receipts_event(conversation_id, receipts)),
+                )
+            except Exception:  # receipts are best effort; the cursors are stored
+                logger.exception("receipt publish failed")
+
+    def _merge_back(self, key: tuple[uuid.UUID, uuid.UUID], move: _Move) -> None:
+        current = self._pending.get(key)
+        if current is None:
+            self._pending[key] = move
+        else:
+            current.delivered_seq = max(current.delivered_seq, move.delivered_seq)
+            current.read_seq = max(current.read_seq, move.read_seq)
+
+
+_writers: dict[int, CursorWriter] = {}
+
+
+def cursor_writer() -> CursorWriter:
+    """The writer of the running event loop (one per process under daphne)."""
+    loop_id = id(asyncio.get_running_loop())
+    writer = _writers.get(loop_id)
+    if writer is None:
+        _writers.clear()
+        writer = _writers[loop_id] = CursorWriter()
+    return writer
