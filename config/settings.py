@@ -198,6 +198,8 @@ E2EE_WS_MAX_IN_FLIGHT = _env_int("E2EE_WS_MAX_IN_FLIGHT", 1000)
 E2EE_WS_WINDOW = _env_int("E2EE_WS_WINDOW", 512)
 E2EE_WS_RETRY_S = float(os.environ.get("E2EE_WS_RETRY_S", "5"))
 E2EE_RECEIPT_FLUSH_MS = _env_int("E2EE_RECEIPT_FLUSH_MS", 250)
+# How often each process looks for messages whose push was lost (messaging/sweeper.py).
+E2EE_WS_SWEEP_S = float(os.environ.get("E2EE_WS_SWEEP_S", "5"))
 
 # --- I18N, time, static --------------------------------------------------------------------------
 

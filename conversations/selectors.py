@@ -7,6 +7,7 @@ Access rule: a conversation exists for a user only if the user is a member; anyo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from django.db.models import Prefetch, QuerySet
 
@@ -71,3 +72,12 @@ def wrapped_key_list(*, device: Device, conversation: Conversation) -> list[Wrap
         .filter(recipient_device=device, epoch__conversation=conversation)
         .order_by("epoch__number")
     )
+
+
+def conversation_last_seqs(*, conversation_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The newest seq of each conversation (primary-key lookups, in chunks of 1,000)."""
+    ids = list(conversation_ids)
+    found: dict[uuid.UUID, int] = {}
+    for start in range(0, len(ids), 1000):
+        found.update(Conversation.objects.filter(pk__in=ids[start : start + 1000]).values_list("pk", "last_seq"))
+    return found

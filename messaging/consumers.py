@@ -38,6 +38,7 @@ from messaging.selectors import (
     users_sharing_a_conversation,
 )
 from messaging.services import EnvelopeSendResult, SendRequest
+from messaging.sweeper import sweeper
 from messaging.wire import envelope_dict
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         for position in positions:
             self.streams[position.conversation_id] = _Stream(position)
             await self.channel_layer.group_add(conversation_group(position.conversation_id), self.channel_name)
+        sweeper().register(self)
         became_online = await self._presence_connect()
         await self.send(
             text_data=_dumps(
@@ -215,6 +217,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             task.cancel()
         if self.device is None:
             return
+        sweeper().unregister(self)
         try:
             await self.channel_layer.group_discard(device_group(self.device.pk), self.channel_name)
             for conversation_id in self.streams:
@@ -478,6 +481,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.catch_up_pending -= done
         if done and not self.catch_up_pending:
             await self.send(text_data='{"type":"caught_up"}')
+
+    # --- the sweeper (messaging/sweeper.py) -----------------------------------------------------
+
+    def followed_conversations(self) -> list[uuid.UUID]:
+        return [] if self.closing else list(self.streams)
+
+    async def catch_up_to(self, last_seqs: dict[uuid.UUID, int]) -> None:
+        """Pushes that never came: the database knows newer messages than this connection."""
+        async with self.stream_lock:
+            for conversation_id, stream in list(self.streams.items()):
+                newest = last_seqs.get(conversation_id, 0)
+                if newest > stream.last_known:
+                    stream.last_known = newest
+                    await self._pump(conversation_id)
+            await self._maybe_caught_up()
 
     # --- events from the channel layer -------------------------------------------------------
 

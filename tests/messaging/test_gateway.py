@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from bench.server import DaphneServer
+from common.testing import PublishedEvent
 from conversations.models import Conversation
 from devices.models import Device
 from messaging.models import DeliveryCursor, Message
@@ -435,3 +436,19 @@ def test_presence_is_visible_to_contacts_and_hidden_from_strangers(daphne_url: s
     }
     bobs.close()
     assert alices.expect("presence")["users"] == {bob.user.username: {"online": False}}
+
+
+def test_a_message_whose_push_was_lost_still_reaches_a_connected_device(
+    daphne_factory: Callable[..., DaphneServer], pair: Any, published: list[PublishedEvent]
+) -> None:
+    alice, bob, conversation = pair
+    server = daphne_factory(extra_env={"E2EE_WS_SWEEP_S": "0.5"})
+    bobs = Socket.open(server.url, bob.token)
+    # Sent in this process with the push swallowed (`published` records instead of sending):
+    # exactly what a Redis restart between commit and publish does.
+    response = alice.client().post(
+        f"/api/v1/conversations/{conversation.id}/messages", envelope_json(alice), format="json"
+    )
+    assert response.status_code == 201
+    assert [p.event["type"] for p in published] == ["conv.messages"]
+    assert [e["seq"] for e in bobs.messages(1, timeout=5)] == [1]

@@ -1,0 +1,74 @@
+"""The safety net under the doorbell: find conversations whose newest messages were never rung.
+
+A live push can be lost without anyone noticing: Redis restarts between a commit and its
+publish, or a receiving process's subscription is down for a moment. A later message of the
+conversation would reveal the gap, but the last message before a quiet period would wait until
+the device reconnects. So every `E2EE_WS_SWEEP_S` each server process reads the newest seq of
+every conversation its connections follow (one query for all of them, by primary key; nothing
+that grows with history) and has each connection that is behind pump from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conversations.selectors import conversation_last_seqs
+
+logger = logging.getLogger(__name__)
+
+
+class Sweepable(Protocol):
+    def followed_conversations(self) -> list[uuid.UUID]: ...
+
+    async def catch_up_to(self, last_seqs: dict[uuid.UUID, int]) -> None: ...
+
+
+class Sweeper:
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[Sweepable] = weakref.WeakSet()  # type: ignore[type-var]
+        self._task: asyncio.Task[None] | None = None
+
+    def register(self, connection: Sweepable) -> None:
+        self._connections.add(connection)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def unregister(self, connection: Sweepable) -> None:
+        self._connections.discard(connection)
+
+    async def _run(self) -> None:
+        while self._connections:
+            await asyncio.sleep(settings.E2EE_WS_SWEEP_S)
+            try:
+                await self.sweep()
+            except Exception:  # the database is down: try again next round
+                logger.exception("realtime sweep failed")
+
+    async def sweep(self) -> None:
+        connections = list(self._connections)
+        followed = {pk for connection in connections for pk in connection.followed_conversations()}
+        if not followed:
+            return
+        last_seqs = await database_sync_to_async(conversation_last_seqs)(conversation_ids=followed)
+        for connection in connections:
+            await connection.catch_up_to(last_seqs)
+
+
+_sweepers: dict[int, Sweeper] = {}
+
+
+def sweeper() -> Sweeper:
+    """The sweeper of the running event loop (one per process under daphne)."""
+    loop_id = id(asyncio.get_running_loop())
+    found = _sweepers.get(loop_id)
+    if found is None:
+        _sweepers.clear()
+        found = _sweepers[loop_id] = Sweeper()
+    return found
