@@ -262,12 +262,15 @@ class RealtimeClient:
         conn = self._conn
         if conn is not None:
             await conn.close()
-        if self._task is not None:
-            try:
-                await self._task
-            except RealtimeAuthError:
-                pass  # already recorded in self.auth_error
-            self._task = None
+        task = self._task
+        if task is not None:
+            # The loop ends at once unless it is inside a blocking session call (HTTP for keys):
+            # give that a moment, then abandon it (the message it handled stays unacknowledged).
+            done, _ = await asyncio.wait({task}, timeout=5.0)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task})
+            # Its outcome (an auth failure, a crash) was surfaced by wait_connected / wait_stopped.
         for task in list(self._background):
             task.cancel()
         for pending in self._pending.values():
@@ -288,6 +291,14 @@ class RealtimeClient:
                 finally:
                     waiter.cancel()
             self._raise_if_stopped()
+
+    async def wait_stopped(self) -> None:
+        """Until the connection loop ends for good: after `close()`, or by raising the
+        `RealtimeAuthError` that stopped it."""
+        if self._task is None:
+            return
+        await asyncio.wait({self._task})
+        self._raise_if_stopped()
 
     async def wait_caught_up(self, timeout: float | None = None) -> None:
         """Until the current connection's `caught_up` frame (§6.4)."""

@@ -7,19 +7,23 @@ Account passwords come from E2EE_PASSWORD or a prompt; they are never stored.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
+from client.cli import chat as live
 from client.crypto.errors import KeystoreError
 from client.crypto.fingerprint import device_fingerprint
 from client.errors import SdkError, ServerUnreachableError
 from client.protocol import ApiError
 from client.session import DeviceSecrets, ReceivedMessage, Session
 from client.store import keystore
+from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
 
 
@@ -208,6 +212,30 @@ def cmd_logout(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _live(ctx: Context, run: Callable[[Session, MessageStore], Coroutine[Any, Any, int]]) -> int:
+    """Run a live mode on this device's message store; Ctrl-C ends it cleanly (exit 0)."""
+    session = ctx.open()
+    store = MessageStore.open_in(ctx.home)
+    try:
+        return asyncio.run(run(session, store))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.close()
+        ctx.save(session)
+
+
+def cmd_chat(ctx: Context, args: argparse.Namespace) -> int:
+    def run(session: Session, store: MessageStore) -> Coroutine[Any, Any, int]:
+        return live.chat(session, store, _resolve_conversation(session, args.conversation))
+
+    return _live(ctx, run)
+
+
+def cmd_listen(ctx: Context, args: argparse.Namespace) -> int:
+    return _live(ctx, live.listen)
+
+
 def cmd_demo(ctx: Context, args: argparse.Namespace) -> int:
     from client.demo import run_demo
 
@@ -253,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("history", cmd_history, "read and decrypt a conversation")
     p.add_argument("conversation", help="conversation id or a unique prefix")
     p.add_argument("--after", type=int, default=0, help="only messages after this sequence number")
+    p = add("chat", cmd_chat, "live chat: print messages as they arrive, send the lines you type")
+    p.add_argument("conversation", help="conversation id or a unique prefix")
+    add("listen", cmd_listen, "print incoming messages of every conversation until interrupted")
     p = add("safety-number", cmd_safety_number, "show the safety number shared with a contact")
     p.add_argument("username")
     p.add_argument("--mark-verified", action="store_true", help="record that you compared it in person")
