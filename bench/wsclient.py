@@ -21,12 +21,15 @@ process and a receiver in another can be compared.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import random
+import termios
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -418,8 +421,12 @@ class RealtimeDevice:
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic_ns()
+            # Our own sends are not pushed back live: while one is unanswered, the hole it leaves
+            # in the sequence is expected, not a lost push.
+            own_in_flight = {i.conversation_id for i in self.outbox.values() if i.generation == self._generation}
             for cid, state in self.conversations.items():
-                if not state.held or state.fetch_in_flight is not None:
+                if not state.held or state.fetch_in_flight is not None or cid in own_in_flight:
+                    state.gap_since_ns = None if cid in own_in_flight else state.gap_since_ns
                     continue
                 if min(state.held) == state.contiguous + 1:
                     continue
@@ -437,7 +444,7 @@ class RealtimeDevice:
 
     def _write(self, frame: str) -> None:
         ws = self._ws
-        if ws is None:
+        if ws is None or ws.transport.is_closing():
             return
         # Fire and forget, in call order: websockets writes each message whole and in order; the
         # task only waits for the write buffer to drain.
@@ -673,6 +680,17 @@ class StalledDevice:
         if welcome.get("type") != "welcome":
             raise FatalConnectionError(f"refused: {welcome}")
         return welcome
+
+    def unread_bytes(self) -> int:
+        """Bytes the server has written that sit unread in this socket's kernel receive queue."""
+        if self._ws is None:
+            return 0
+        sock = self._ws.transport.get_extra_info("socket")
+        if sock is None:
+            return 0
+        buffer = array.array("i", [0])
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buffer)
+        return int(buffer[0])
 
     def abort(self) -> None:
         if self._ws is not None:
