@@ -32,7 +32,7 @@ class Sweepable(Protocol):
 
 class Sweeper:
     def __init__(self) -> None:
-        self._connections: weakref.WeakSet[Sweepable] = weakref.WeakSet()  # type: ignore[type-var]
+        self._connections: weakref.WeakSet[Sweepable] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
 
     def register(self, connection: Sweepable) -> None:
