@@ -41,8 +41,8 @@ from typing import Any, Generic, TypeVar
 
 from client import frames as fr
 from client import protocol as proto
-from client.crypto.errors import DecryptFailure
-from client.crypto.message import message_encrypt
+from client.crypto.errors import DecryptError, DecryptFailure
+from client.crypto.message import message_encrypt, message_header, message_open
 from client.errors import (
     RealtimeAuthError,
     RealtimeDisconnectedError,
@@ -51,7 +51,7 @@ from client.errors import (
     SendFailedError,
 )
 from client.session import ReceivedMessage, Session
-from client.store.messages import MessageStore
+from client.store.messages import MessageStore, OutboxEntry
 from client.transport.websocket import WebSocketConnection, connect
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ Callback = Callable[[T], Awaitable[None] | None]
 # Errors about one send that a later resend can cure; any other error code is definitive (§6.2-6.3).
 TRANSIENT_SEND_ERRORS = frozenset({"too_many_in_flight", "rate_limited", "internal_error"})
 FETCH_ANSWER_TIMEOUT_S = 10.0
+MAX_RESEALS = 3  # per queued message: epochs do not rotate that often
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class RealtimeClient:
         self._outbox_lock = asyncio.Lock()
         self._sent_upto = 0  # outbox position last sent on the current connection
         self._pending: dict[int, PendingSend] = {}
+        self._reseals: dict[int, int] = {}  # outbox position -> times sealed again (stale_epoch)
         self._acked: dict[uuid.UUID, int] = {}
         self._gaps: dict[uuid.UUID, float] = {}  # conversation -> when the gap was first seen
         self._fetching: dict[uuid.UUID, tuple[str, float]] = {}
@@ -383,7 +385,9 @@ class RealtimeClient:
             await self._flush_outbox(conn)
         return pending
 
-    def _seal(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    def _seal(
+        self, conversation_id: uuid.UUID, payload: dict[str, Any], *, client_message_id: bytes | None = None
+    ) -> tuple[dict[str, Any], bytes]:
         """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
         session = self.session
         conversation = session.conversation(conversation_id)
@@ -394,6 +398,7 @@ class RealtimeClient:
             epoch=epoch,
             sender=session.secrets.device,
             payload=payload,
+            client_message_id=client_message_id,
             rng=self._rng,
         )
         body = proto.send_request(
@@ -452,6 +457,18 @@ class RealtimeClient:
             delay = float(retry_after) if isinstance(retry_after, int | float) else 1.0
             self._spawn(self._resend_from(conn, position, delay))
             return
+        if frame.code == "stale_epoch" and self._reseals.get(position, 0) < MAX_RESEALS:
+            # The conversation moved to a new epoch while the message was queued: seal it again
+            # for the current epoch, same message id, same place in the outbox.
+            self._reseals[position] = self._reseals.get(position, 0) + 1
+            try:
+                envelope = await self._in_session(self._reseal, entry)
+            except (proto.ApiError, SdkError, DecryptError) as exc:
+                logger.warning("cannot seal queued message %s again: %s", position, exc)
+            else:
+                self.store.outbox_replace(position, envelope)
+                self._spawn(self._resend_from(conn, position, 0))
+                return
         self.store.outbox_remove(position)
         error = SendFailedError(frame.code, frame.message, frame.extra)
         pending = self._pending.pop(position, None)
@@ -459,6 +476,36 @@ class RealtimeClient:
             pending._future.set_exception(error)
             pending._future.exception()  # marked retrieved: the failure also goes to on_send_failed
         await self._send_failures.emit((pending, error))
+
+    def _reseal(self, entry: OutboxEntry) -> dict[str, Any]:
+        """Open this device's own queued envelope with its epoch's ChatKey and seal the payload
+        again for the conversation's current epoch (blocking: fetches the conversation and keys).
+        The plaintext exists only in memory, here."""
+        session = self.session
+        old = proto.Envelope.parse(
+            {
+                **entry.envelope,
+                "seq": 0,
+                "conversation_id": str(entry.conversation_id),
+                "sender_username": session.username,
+                "created_at": "",
+            }
+        )
+        conversation = session.conversation(entry.conversation_id, refresh=True)
+        header = message_header(
+            conversation_id=old.conversation_id,
+            epoch=old.epoch,
+            sender_device_id=old.sender_device_id,
+            client_message_id=old.client_message_id,
+        )
+        payload = message_open(
+            chat_key=session.chat_key(conversation, old.epoch),
+            header=header,
+            nonce=old.nonce,
+            ciphertext=old.ciphertext,
+        )
+        envelope, _ = self._seal(entry.conversation_id, payload, client_message_id=old.client_message_id)
+        return envelope
 
     async def _resend_from(self, conn: WebSocketConnection, position: int, delay: float) -> None:
         await asyncio.sleep(min(delay, self.backoff.cap))

@@ -309,6 +309,12 @@ class MessageStore:
         entries = [e for e in self.outbox(after_position=position - 1) if e.position == position]
         return entries[0] if entries else None
 
+    def outbox_replace(self, position: int, envelope: dict[str, Any]) -> None:
+        """The message sealed again (a new epoch): same id, same place in the queue."""
+        self._db.execute(
+            "UPDATE outbox SET envelope = ? WHERE position = ?", (json.dumps(envelope, sort_keys=True), position)
+        )
+
     def outbox_remove(self, position: int) -> None:
         """The server has the message (a `sent` frame) or refused it for good."""
         self._db.execute("DELETE FROM outbox WHERE position = ?", (position,))

@@ -22,11 +22,23 @@ import pytest
 from bench.server import DaphneServer
 from client.cli.main import main as cli_main
 from client.errors import RealtimeAuthError
-from client.frames import Receipt, Typing
+from client.frames import (
+    Fetched,
+    MessageFrame,
+    Pong,
+    Presence,
+    Receipt,
+    Typing,
+    ack_frame,
+    fetch_frame,
+    ping_frame,
+    presence_query_frame,
+)
 from client.realtime import Backoff, IncomingMessage, RealtimeClient
 from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
+from client.transport.websocket import connect
 from tests.integration.conftest import PASSWORD, restart
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -297,6 +309,71 @@ def test_a_logged_out_device_is_refused_and_not_retried(
         assert caught.value.close_code == 4401
         assert b.connections == 0
         await stop(b)
+
+    run(scenario())
+
+
+def test_a_message_queued_before_an_epoch_rotation_is_sealed_again_and_delivered(
+    rt_register: Callable[[str], Session], names: Callable[[str], str], tmp_path: Path
+) -> None:
+    alice, bob = rt_register(names("alice")), rt_register(names("bob"))
+    cid = alice.create_conversation([bob.username]).conversation_id
+    assert bob.rotate_epoch(cid) == 2  # alice's session still believes the conversation is at epoch 1
+
+    async def scenario() -> None:
+        a = client_for(alice, tmp_path / "a")
+        await a.start()
+        await a.wait_connected(TIMEOUT)
+        seq = await (await a.send_text(cid, "sealed twice")).wait(TIMEOUT)
+        assert seq == 1 and a.store.outbox() == []
+        await stop(a)
+
+    run(scenario())
+    [received] = bob.history(cid)
+    assert isinstance(received, ReceivedMessage)
+    assert (received.epoch, received.text) == (2, "sealed twice")
+
+
+def test_fetch_presence_and_ping_answer_as_the_document_says(
+    rt_register: Callable[[str], Session], names: Callable[[str], str]
+) -> None:
+    alice, bob = rt_register(names("alice")), rt_register(names("bob"))
+    stranger = rt_register(names("carol"))
+    cid = alice.create_conversation([bob.username]).conversation_id
+    for i in range(5):
+        alice.send_text(cid, f"m{i}")
+    token = bob.secrets.token
+    assert token is not None
+
+    async def scenario() -> None:
+        conn = await connect(bob.secrets.server_url, token)
+        assert conn.welcome.username == bob.username and conn.welcome.device_id == bob.device_id
+        frames = conn.frames()
+
+        async def next_of(kind: type[T]) -> T:
+            async with asyncio.timeout(TIMEOUT):
+                async for frame in frames:
+                    if isinstance(frame, kind):
+                        return frame
+            raise AssertionError("the connection ended")
+
+        # Catch-up pushes 1..5; acknowledge them so that only the fetch answers below.
+        pushed = [await next_of(MessageFrame) for _ in range(5)]
+        assert [m.envelope.seq for m in pushed] == [1, 2, 3, 4, 5]
+        await conn.send(ack_frame(cid, 5))
+        await conn.send(fetch_frame(frame_id="f1", conversation_id=cid, after=1, limit=3))
+        fetched = [await next_of(MessageFrame) for _ in range(3)]
+        assert [m.envelope.seq for m in fetched] == [2, 3, 4]
+        done = await next_of(Fetched)
+        assert (done.id, done.conversation_id, done.next_after, done.has_more) == ("f1", cid, 4, True)
+
+        await conn.send(presence_query_frame(frame_id="p1", usernames=[alice.username, stranger.username]))
+        presence = await next_of(Presence)
+        # alice is not connected; carol shares no conversation with bob: both read as offline.
+        assert presence == Presence({alice.username: False, stranger.username: False}, "p1")
+        await conn.send(ping_frame("q1"))
+        assert await next_of(Pong) == Pong("q1")
+        await conn.close()
 
     run(scenario())
 

@@ -127,3 +127,11 @@ def test_receipts_merge_and_never_move_backwards(store: MessageStore) -> None:
     merged = store.record_receipt(conversation_id=CID, username="bob", device_id=bob, delivered_seq=4, read_seq=3)
     assert (merged.delivered_seq, merged.read_seq) == (5, 3)
     assert [(r.username, r.delivered_seq, r.read_seq) for r in store.receipts(CID)] == [("bob", 5, 3)]
+
+
+def test_a_resealed_envelope_keeps_its_place_in_the_outbox(store: MessageStore) -> None:
+    first = store.outbox_add(conversation_id=CID, client_message_id=b"\x01" * 16, envelope={"epoch": 1})
+    store.outbox_add(conversation_id=CID, client_message_id=b"\x02" * 16, envelope={"epoch": 1})
+    store.outbox_replace(first.position, {"epoch": 2})
+    assert [e.envelope for e in store.outbox()] == [{"epoch": 2}, {"epoch": 1}]
+    assert store.outbox()[0].client_message_id == b"\x01" * 16
