@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -378,13 +379,33 @@ def test_fetch_presence_and_ping_answer_as_the_document_says(
     run(scenario())
 
 
-class ChatProcess:
-    """`python -m client chat` in a subprocess, its stdout lines collected by a thread."""
+def test_a_pending_device_is_refused_as_not_active(
+    rt_register: Callable[[str], Session], names: Callable[[str], str], daphne_url: str, tmp_path: Path
+) -> None:
+    bob = rt_register(names("bob"))
+    pending = Session.login(
+        HttpTransport(daphne_url), server_url=daphne_url, username=bob.username, password=PASSWORD, device_name="new"
+    )
 
-    def __init__(self, home: Path, conversation: str) -> None:
+    async def scenario() -> None:
+        p = client_for(pending, tmp_path / "p")
+        await p.start()
+        with pytest.raises(RealtimeAuthError) as caught:
+            await p.wait_connected(TIMEOUT)
+        assert (caught.value.close_code, caught.value.error_code) == (4403, "device_not_active")
+        await stop(p)
+
+    run(scenario())
+
+
+class ChatProcess:
+    """`python -m client chat` (or another live command) in a subprocess, its output lines
+    collected by threads."""
+
+    def __init__(self, home: Path, *command: str) -> None:
         env = {**os.environ, "E2EE_PASSPHRASE": "chat passphrase", "PYTHONPATH": str(REPO)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "client", "--home", str(home), "chat", conversation],
+            [sys.executable, "-m", "client", "--home", str(home), *command],
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -452,7 +473,7 @@ def test_cli_live_chat_end_to_end(
     assert cli_main(["--home", str(a_home), "create", "--direct", bob]) == 0
     conversation = capsys.readouterr().out.strip()
 
-    a_chat, b_chat = ChatProcess(a_home, conversation[:8]), ChatProcess(b_home, conversation)
+    a_chat, b_chat = ChatProcess(a_home, "chat", conversation[:8]), ChatProcess(b_home, "chat", conversation)
     try:
         a_chat.expect(lambda line: line == "* connected", stream="err")
         b_chat.expect(lambda line: line == "* connected", stream="err")
@@ -473,3 +494,16 @@ def test_cli_live_chat_end_to_end(
     assert cli_main(["--home", str(b_home), "history", conversation]) == 0
     out = capsys.readouterr().out
     assert "hello bob" in out and "hi alice, live" in out
+    # bob's store kept the conversation: `listen` shows only what is new, and Ctrl-C ends it cleanly.
+    listener = ChatProcess(b_home, "listen")
+    try:
+        listener.expect(lambda line: line == "* connected", stream="err")
+        assert cli_main(["--home", str(a_home), "send", conversation, "are you listening?"]) == 0
+        line = listener.expect(lambda line: "are you listening?" in line)
+        assert line == f"{conversation[:8]} [3] {alice}: are you listening?"
+        assert not any("hello bob" in seen for seen in listener.seen)
+        listener.process.send_signal(signal.SIGINT)
+        assert listener.process.wait(timeout=TIMEOUT) == 0
+        assert not any("Traceback" in err for err in listener.errors + list(listener.err_lines.queue))
+    finally:
+        listener.kill()
