@@ -245,7 +245,7 @@ class RealtimeClient:
                 await self._pause(attempt)
                 attempt += 1
                 continue
-            attempt = 0
+            connected_at = time.monotonic()
             try:
                 await self._serve(conn)
             except RealtimeAuthError as exc:
@@ -255,6 +255,8 @@ class RealtimeClient:
                 logger.info("realtime connection lost: %s", exc)
             finally:
                 await self._disconnected(conn)
+            if time.monotonic() - connected_at >= self.backoff.cap:
+                attempt = 0  # it was a working connection: retry soon; else keep backing off
             await self._pause(attempt)
             attempt += 1
 
@@ -276,7 +278,11 @@ class RealtimeClient:
         for task in list(self._background):
             task.cancel()
         for pending in self._pending.values():
-            pending._future.cancel()
+            if not pending._future.done():
+                pending._future.set_exception(
+                    RealtimeNotConnectedError("the client closed; the message stays in the outbox for the next run")
+                )
+                pending._future.exception()  # retrieved: nobody may be waiting
         self._pending.clear()
 
     async def wait_connected(self, timeout: float | None = None) -> None:

@@ -20,7 +20,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from client import frames as fr
-from client.errors import RealtimeAuthError, SendFailedError
+from client.crypto.errors import DecryptError
+from client.errors import RealtimeAuthError, RealtimeNotConnectedError, SdkError, SendFailedError
+from client.protocol import ApiError
 from client.realtime import IncomingMessage, PendingSend, RealtimeClient
 from client.session import Session
 from client.store.messages import MessageStore, StoredMessage
@@ -118,7 +120,7 @@ async def chat(session: Session, store: MessageStore, conversation_id: uuid.UUID
         status(f"* {len(queued)} queued message(s) from before will be sent")
 
     async def announce(pending: PendingSend, text: str) -> None:
-        with contextlib.suppress(SendFailedError, asyncio.CancelledError):
+        with contextlib.suppress(SendFailedError, RealtimeNotConnectedError):
             say(message_line(await pending.wait(), session.username, text))
 
     async def body(lines: _Lines | None) -> None:
@@ -141,7 +143,11 @@ async def _chat_loop(
             break
         if not line.strip():
             continue
-        pending = await client.send_text(conversation_id, line)
+        try:
+            pending = await client.send_text(conversation_id, line)
+        except (ApiError, SdkError, DecryptError) as exc:  # not sealed, not queued: say so, go on
+            status(f"error: not sent: {exc}")
+            continue
         announcements.append(asyncio.ensure_future(announce(pending, line)))
     waiting = [p for p in client.pending_sends() if not p.done()]
     if waiting:
@@ -150,6 +156,8 @@ async def _chat_loop(
                 await asyncio.gather(*(p.wait() for p in waiting), return_exceptions=True)
         except TimeoutError:
             status(f"* {sum(not p.done() for p in waiting)} message(s) stay queued; they go out next time")
+    for task in announcements:
+        task.cancel()  # a queued line's own echo is not awaited past the drain
     await asyncio.gather(*announcements, return_exceptions=True)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from client.cli import chat as live
-from client.crypto.errors import KeystoreError
+from client.crypto.errors import DecryptError, KeystoreError
 from client.crypto.fingerprint import device_fingerprint
 from client.errors import SdkError, ServerUnreachableError
 from client.protocol import ApiError
@@ -227,7 +227,15 @@ def _live(ctx: Context, run: Callable[[Session, MessageStore], Coroutine[Any, An
 
 def cmd_chat(ctx: Context, args: argparse.Namespace) -> int:
     def run(session: Session, store: MessageStore) -> Coroutine[Any, Any, int]:
-        return live.chat(session, store, _resolve_conversation(session, args.conversation))
+        conversation_id = _resolve_conversation(session, args.conversation)
+        # Learn the conversation and its current ChatKey now, so lines typed while the server is
+        # unreachable can still be sealed and queued.
+        conversation = session.conversation(conversation_id)
+        try:
+            session.chat_key(conversation, conversation.current_epoch)
+        except DecryptError as exc:
+            print(f"warning: this device cannot write here yet: {exc}", file=sys.stderr)
+        return live.chat(session, store, conversation_id)
 
     return _live(ctx, run)
 
