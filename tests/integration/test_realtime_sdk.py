@@ -223,6 +223,43 @@ def test_the_outbox_outlives_a_restart_and_is_delivered_once_in_order(
     assert [m.seq for m in history] == [1, 2, 3, 4]
 
 
+def test_clients_reconnect_by_themselves_after_the_server_crashes(
+    daphne_factory: Callable[..., DaphneServer], names: Callable[[str], str], tmp_path: Path
+) -> None:
+    server = daphne_factory()
+
+    def register(name: str) -> Session:
+        return Session.register(
+            HttpTransport(server.url), server_url=server.url, username=name, password=PASSWORD, device_name="d"
+        )
+
+    alice, bob = register(names("alice")), register(names("bob"))
+    cid = alice.create_conversation([bob.username]).conversation_id
+
+    async def scenario() -> None:
+        a, b = client_for(alice, tmp_path / "a"), client_for(bob, tmp_path / "b")
+        got: list[IncomingMessage] = []
+        b.on_message(got.append)
+        for client in (a, b):
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+        assert await (await a.send_text(cid, "before the crash")).wait(TIMEOUT) == 1
+        await until(lambda: len(got) == 1)
+
+        await asyncio.to_thread(server.kill)  # no close frames: the sockets just drop
+        await until(lambda: not a.connected and not b.connected)
+        queued = await a.send_text(cid, "typed while the server was down")
+        await asyncio.to_thread(server.start)
+
+        assert await queued.wait(TIMEOUT) == 2
+        await until(lambda: len(got) == 2)
+        assert [m.text for m in got] == ["before the crash", "typed while the server was down"]
+        assert a.connections == 2 and b.connections == 2
+        await stop(a, b)
+
+    run(scenario())
+
+
 def test_a_repushed_message_is_stored_and_shown_once(
     daphne_factory: Callable[..., DaphneServer], names: Callable[[str], str], tmp_path: Path
 ) -> None:
