@@ -14,8 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from channels.db import database_sync_to_async
-
+from common.asyncdb import db_call
 from common.errors import ApiError
 from common.realtime import group_send_all
 from messaging.events import ConversationMessagesEvent
@@ -79,7 +78,7 @@ class SendBatcher:
 
 
 async def _store_in_database(requests: list[SendRequest]) -> SendBatchOutcome:
-    outcome: SendBatchOutcome = await database_sync_to_async(envelope_send_batch)(requests, publish=False)
+    outcome: SendBatchOutcome = await db_call(envelope_send_batch)(requests, publish=False)
     return outcome
 
 

@@ -17,10 +17,11 @@ import time
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.conf import settings
 
+from common.asyncdb import db_call
 from common.errors import ApiError
 from common.realtime import conversation_group, device_group
 from conversations.errors import ConversationNotFoundError
@@ -123,6 +124,15 @@ def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     device: Device | None = None
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch minus its `aclose_old_connections()`: a thread hop per frame and per
+        event, for connections this consumer never opens in the event-loop thread (all its
+        database work goes through `db_call`)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     # --- connection lifecycle ------------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -136,6 +146,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.retry_interval = float(settings.E2EE_WS_RETRY_S)
         self.last_progress = time.monotonic()
         self.catch_up_pending: set[uuid.UUID] = set()
+        self.caught_up_sent = False
         self.closing = False
         # Handlers run one at a time; the retry timer is the one thing that runs beside them.
         self.stream_lock = asyncio.Lock()
@@ -168,14 +179,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if timer is not None:
             timer.cancel()
         try:
-            device, token_id = await database_sync_to_async(_authenticate)(token)
+            device, token_id = await db_call(_authenticate)(token)
         except DeviceNotActiveError as error:
             await self._refuse(error, CLOSE_NOT_ACTIVE)
             return
         except ApiError as error:
             await self._refuse(error, CLOSE_INVALID_TOKEN)
             return
-        positions = await database_sync_to_async(realtime_positions)(device=device)
+        positions = await db_call(realtime_positions)(device=device)
         self.device = device
         self.token_id = token_id
         self.username = device.user.username
@@ -369,7 +380,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def _fetch(self, frame: frames.Fetch) -> None:
         self._stream(frame.conversation_id)
-        rows = await database_sync_to_async(message_frames_after)(
+        rows = await db_call(message_frames_after)(
             conversation_id=frame.conversation_id, after=frame.after, limit=frame.limit + 1
         )
         for _, text in rows[: frame.limit]:
@@ -409,9 +420,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def _presence_query(self, frame: frames.PresenceQuery) -> None:
         assert self.device is not None
-        visible = await database_sync_to_async(users_sharing_a_conversation)(
-            user=self.device.user, usernames=frame.usernames
-        )
+        visible = await db_call(users_sharing_a_conversation)(user=self.device.user, usernames=frame.usernames)
         online = await presence_registry().store.online(visible.values())
         users = {name: {"online": visible.get(name) in online} for name in frame.usernames}
         await self.send(text_data=_dumps({"type": "presence", "id": frame.id, "users": users}))
@@ -427,7 +436,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         stream = self.streams[conversation_id]
         while stream.next_seq <= stream.last_known and self._room() > 0 and not self.closing:
             limit = min(self._room(), _PUMP_PAGE)
-            rows = await database_sync_to_async(message_frames_after)(
+            rows = await db_call(message_frames_after)(
                 conversation_id=conversation_id, after=stream.next_seq - 1, limit=limit
             )
             for seq, text in rows:
@@ -475,11 +484,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             self._arm_retry()
 
     async def _maybe_caught_up(self) -> None:
-        if not self.catch_up_pending:
+        """Send `caught_up` once, when no conversation that was behind at login still is."""
+        if self.caught_up_sent:
             return
-        done = {pk for pk in self.catch_up_pending if self.streams[pk].next_seq > self.streams[pk].last_known}
-        self.catch_up_pending -= done
-        if done and not self.catch_up_pending:
+        self.catch_up_pending = {
+            pk for pk in self.catch_up_pending if self.streams[pk].next_seq <= self.streams[pk].last_known
+        }
+        if not self.catch_up_pending:
+            self.caught_up_sent = True
             await self.send(text_data='{"type":"caught_up"}')
 
     # --- the sweeper (messaging/sweeper.py) -----------------------------------------------------

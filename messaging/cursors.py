@@ -14,9 +14,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from common.asyncdb import db_call
 from common.realtime import conversation_group, group_send_all
 from messaging.events import conversation_receipts_event
 from messaging.services import CursorAdvance, delivery_cursors_advance
@@ -66,7 +66,7 @@ class CursorWriter:
             for (device_id, conversation_id), move in pending.items()
         ]
         try:
-            await database_sync_to_async(delivery_cursors_advance)(advances)
+            await db_call(delivery_cursors_advance)(advances)
         except Exception:  # database down: keep the moves for the next flush
             logger.exception("cursor flush failed", extra={"fields": {"cursors": len(advances)}})
             for key, move in pending.items():

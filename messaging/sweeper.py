@@ -16,9 +16,9 @@ import uuid
 import weakref
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from common.asyncdb import db_call
 from conversations.selectors import conversation_last_seqs
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Sweeper:
         followed = {pk for connection in connections for pk in connection.followed_conversations()}
         if not followed:
             return
-        last_seqs = await database_sync_to_async(conversation_last_seqs)(conversation_ids=followed)
+        last_seqs = await db_call(conversation_last_seqs)(conversation_ids=followed)
         for connection in connections:
             await connection.catch_up_to(last_seqs)
 

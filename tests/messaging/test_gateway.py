@@ -452,3 +452,9 @@ def test_a_message_whose_push_was_lost_still_reaches_a_connected_device(
     assert response.status_code == 201
     assert [p.event["type"] for p in published] == ["conv.messages"]
     assert [e["seq"] for e in bobs.messages(1, timeout=5)] == [1]
+
+
+def test_an_up_to_date_device_hears_caught_up_at_once(daphne_url: str, pair: Any) -> None:
+    alice, _, _ = pair
+    socket = Socket.open(daphne_url, alice.token)
+    socket.expect("caught_up", timeout=5)
