@@ -71,7 +71,7 @@ from bench.realtime_metrics import percentile
 from bench.realtime_provision import DeviceProfile, population_create, user_register
 from bench.realtime_redis import redis_local_pid
 from bench.server import REPO, DaphneServer
-from bench.wsclient import SUBPROTOCOL, RealtimeDevice, ws_url
+from bench.wsclient import SUBPROTOCOL, DeviceStats, RealtimeDevice, ws_url
 
 log = logging.getLogger("bench.realtime")
 
@@ -79,6 +79,7 @@ SETTINGS_MODULE = "bench.realtime_settings"
 # An ordinary short text: two 64-byte padding blocks once in its JSON payload.
 MESSAGE_TEXT = "realtime benchmark message {n}: the quick brown fox jumps over the lazy dog"
 SEND_TICK_S = 0.005
+MAX_BACKLOG_S = 2.0  # seconds' worth of offered sends a worker lets wait unanswered
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,14 +125,22 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
         # Offer `rate` messages/s from `start_ns` for `seconds`, evenly.
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
-        offered = 0
+        offered = shed = 0
         end_ns = start_ns + int(seconds * 1e9)
+        # Past saturation an open-loop generator would queue without bound (and drain for minutes
+        # afterwards): beyond `backlog` unanswered sends in this worker, new ones are shed, counted.
+        backlog = max(200, int(rate * MAX_BACKLOG_S))
         while (now := time.monotonic_ns()) < end_ns:
             due = int((now - start_ns) / 1e9 * rate) - offered
+            outstanding = sum(len(d.outbox) for d in devices)
             for _ in range(max(0, due)):
+                if outstanding >= backlog:
+                    shed += 1
+                    continue
                 device, cid = pairs[rng.randrange(len(pairs))]
                 counter += 1
                 device.send_text(cid, MESSAGE_TEXT.format(n=counter))
+                outstanding += 1
             offered += max(0, due)
             await asyncio.sleep(SEND_TICK_S)
         del loop
@@ -163,6 +172,7 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
             for r in c.released
         ]
         stats = Counter[str]()
+        stats["shed"] = shed
         for d in devices:
             for name in ("reconnects", "duplicates", "own_echoes", "out_of_order", "fetches", "resends"):
                 stats[name] += getattr(d.stats, name)
@@ -171,6 +181,7 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
             for code in d.stats.errors:
                 stats[f"error:{code}"] += 1
             d.sent.clear()
+            d.stats = DeviceStats()  # per-run counts
             for c in d.conversations.values():
                 c.released.clear()
         results.put(("result", plan.index, sent, received, dict(stats), complete))
@@ -662,10 +673,12 @@ def render(report: Report) -> str:
     if report.runs:
         lines.append("")
         lines.append(
-            "| offered msg/s | run | accepted msg/s | delivered/s (x3) | p50 ms | p95 ms | p99 ms | max ms | lost "
-            "| daphne CPU s/1k | PostgreSQL CPU s/1k | Redis CPU s/1k | load gen CPU s/1k |"
+            "| offered msg/s | run | accepted msg/s | delivered/s (x3) | p50 ms | p95 ms | p99 ms | max ms | shed "
+            "| lost | daphne CPU s/1k | PostgreSQL CPU s/1k | Redis CPU s/1k | load gen CPU s/1k |"
         )
-        lines.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append(
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
         for rate in sorted({r.rate for r in report.runs}):
             runs = [r for r in report.runs if r.rate == rate]
             for r in runs:
@@ -708,7 +721,8 @@ def _row(rate: str, run: str, r: LoadRun) -> str:
     lat = r.latency_ms
     return (
         f"| {rate} | {run} | {_fmt(r.accepted_per_s, 0)} | {_fmt(r.delivered_per_s, 0)} | {_fmt(lat['p50'])} "
-        f"| {_fmt(lat['p95'])} | {_fmt(lat['p99'])} | {_fmt(lat['max'])} | {r.lost} | {_fmt(r.cpu['daphne'])} "
+        f"| {_fmt(lat['p95'])} | {_fmt(lat['p99'])} | {_fmt(lat['max'])} | {r.stats.get('shed', 0)} | {r.lost} "
+        f"| {_fmt(r.cpu['daphne'])} "
         f"| {_fmt(r.cpu['postgres'])} | {_fmt(r.cpu['redis'])} | {_fmt(r.cpu['loadgen'])} |"
     )
 
@@ -726,7 +740,8 @@ def _median_row(rate: int, runs: list[LoadRun]) -> str:
         f"| **{rate}** | median | {_fmt(_median([r.accepted_per_s for r in runs]), 0)} "
         f"| {_fmt(_median([r.delivered_per_s for r in runs]), 0)} | {med(lambda r: r.latency_ms['p50'])} "
         f"| {med(lambda r: r.latency_ms['p95'])} | {med(lambda r: r.latency_ms['p99'])} "
-        f"| {med(lambda r: r.latency_ms['max'])} | {sum(r.lost for r in runs)} | {med(lambda r: r.cpu['daphne'])} "
+        f"| {med(lambda r: r.latency_ms['max'])} | {sum(r.stats.get('shed', 0) for r in runs)} "
+        f"| {sum(r.lost for r in runs)} | {med(lambda r: r.cpu['daphne'])} "
         f"| {med(lambda r: r.cpu['postgres'])} | {med(lambda r: r.cpu['redis'])} | {med(lambda r: r.cpu['loadgen'])} |"
     )
 
