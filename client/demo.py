@@ -6,12 +6,18 @@ devices' key stores on disk so a newcomer can carry on with the CLI.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
+import uuid
 from pathlib import Path
 
+from client import frames as fr
 from client.crypto.encoding import b64e
+from client.realtime import IncomingMessage, RealtimeClient
 from client.session import ReceivedMessage, Session, UndecryptableMessage
 from client.store import keystore
+from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
 
 DEMO_PASSPHRASE = "demo passphrase"  # noqa: S105 - printed for the newcomer; guards demo keys only
@@ -28,6 +34,67 @@ def _view(label: str, session: Session, conversation_id: object) -> None:
             print(f"    #{result.seq} {result.sender_username}: {result.text}")
         else:
             print(f"    #{result.seq} UNDECRYPTABLE ({result.reason.value})")
+
+
+LIVE_TEXT = "Anyone up for a call tonight?"
+
+
+async def _live(home: Path, sender: Session, readers: list[tuple[str, Session]], conversation_id: uuid.UUID) -> None:
+    """Realtime: connected devices get the message as it is stored and send receipts back.
+
+    Each device's local message store goes into its demo directory (beside its key store), so
+    `python -m client chat` there later shows what it received here.
+    """
+    directory = {"sender": "alice-phone", readers[0][0]: "bob", readers[1][0]: "carol"}
+    clients: dict[str, RealtimeClient] = {}
+    arrived: dict[str, asyncio.Future[IncomingMessage]] = {}
+    receipts: dict[str, tuple[int, int]] = {}
+    all_receipts = asyncio.Event()
+    live_seq = [0]  # set once the server answered the send
+    loop = asyncio.get_running_loop()
+    for name, session in [("sender", sender), *readers]:
+        (home / directory[name]).mkdir(parents=True, exist_ok=True, mode=0o700)
+        clients[name] = RealtimeClient(session, MessageStore.open_in(home / directory[name]))
+        arrived[name] = loop.create_future()
+    for name, _ in readers:
+        client = clients[name]
+
+        async def on_message(message: IncomingMessage, name: str = name, client: RealtimeClient = client) -> None:
+            if message.text == LIVE_TEXT and not arrived[name].done():
+                arrived[name].set_result(message)
+                await client.mark_read(conversation_id, message.seq)
+
+        client.on_message(on_message)
+
+    def check_receipts() -> None:
+        if len(receipts) == len(readers) and all(read >= live_seq[0] > 0 for _, read in receipts.values()):
+            all_receipts.set()
+
+    def on_receipt(receipt: fr.Receipt) -> None:
+        for entry in receipt.receipts:
+            if entry.username != sender.username:
+                old = receipts.get(entry.username, (0, 0))
+                receipts[entry.username] = (max(old[0], entry.delivered_seq), max(old[1], entry.read_seq))
+        check_receipts()
+
+    clients["sender"].on_receipt(on_receipt)
+    for client in clients.values():
+        await client.start()
+        await client.wait_caught_up(timeout=30)
+    started = time.monotonic()
+    pending = await clients["sender"].send_text(conversation_id, LIVE_TEXT)
+    seq = await pending.wait(timeout=30)
+    live_seq[0] = seq
+    check_receipts()
+    print(f"  sent: the server stored it as seq {seq} ({(time.monotonic() - started) * 1000:.0f} ms)")
+    for name, _ in readers:
+        message = await asyncio.wait_for(arrived[name], timeout=30)
+        print(f"  {name} received live: #{message.seq} {message.sender_username}: {message.text}")
+    await asyncio.wait_for(all_receipts.wait(), timeout=30)
+    for name, (delivered, read) in sorted(receipts.items()):
+        print(f"  receipt at the sender: {name} delivered up to #{delivered}, read up to #{read}")
+    for client in clients.values():
+        await client.close()
 
 
 def run_demo(server: str, *, home: Path, suffix: str = "") -> int:
@@ -97,6 +164,9 @@ def run_demo(server: str, *, home: Path, suffix: str = "") -> int:
         _view(f"{label}, direct", session, direct.conversation_id)
     for label, session in ((f"{alice_name} phone", phone), (bob_name, bob), (carol_name, carol)):
         _view(f"{label}, group", session, group.conversation_id)
+
+    _say("live over WebSockets: Bob and Carol are online; Alice's phone writes to the group")
+    asyncio.run(_live(home, phone, [(bob_name, bob), (carol_name, carol)], group.conversation_id))
 
     _say("what the server stored (it has no key to any of it)")
     sample = bob.envelopes(direct.conversation_id)[0]

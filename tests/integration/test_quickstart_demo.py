@@ -40,5 +40,11 @@ def test_demo_script_runs_end_to_end_and_every_device_decrypts() -> None:
     assert out.count("alice: Hi bob, this is alice on my laptop.") == 3
     assert out.count("carol: Glad to be here.") == 3
     assert out.count("alice: Lunch on Friday?") == 3
+    # Live over WebSockets: both online members get the phone's message, and their delivery and
+    # read receipts come back to the sender.
+    live = out.split("live over WebSockets")[1].split("what the server stored")[0]
+    assert live.count("received live: #4 alice: Anyone up for a call tonight?") == 2
+    assert "bob delivered up to #4, read up to #4" in live
+    assert "carol delivered up to #4, read up to #4" in live
     assert "ciphertext " in out and "result: bad_signature" in out
     assert "Hi bob" not in out.split("what the server stored")[1].split("a tampered envelope")[0]
