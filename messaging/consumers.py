@@ -40,7 +40,7 @@ from messaging.selectors import (
 )
 from messaging.services import EnvelopeSendResult, SendRequest
 from messaging.sweeper import sweeper
-from messaging.wire import envelope_dict
+from messaging.wire import iso_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -336,9 +336,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                     "id": frame.id,
                     "conversation_id": str(message.conversation_id),
                     "seq": message.seq,
-                    "client_message_id": envelope_dict(message)["client_message_id"],
+                    "client_message_id": frame.content_client_message_id_b64,
                     "created": result.created,
-                    "created_at": envelope_dict(message)["created_at"],
+                    "created_at": iso_timestamp(message.created_at),
                 }
             )
         )

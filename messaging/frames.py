@@ -52,6 +52,7 @@ class Send:
     id: str
     sender_device_id: uuid.UUID
     content: EnvelopeContent
+    content_client_message_id_b64: str  # as received: echoed in the `sent` frame
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,13 @@ def _send(f: _Fields) -> Send:
     )
     for name, messages in sub.errors.items():
         f.errors[f"envelope.{name}"] = messages
-    return Send(id=frame_id, sender_device_id=sender, content=content)
+    cmid = envelope.get("client_message_id")
+    return Send(
+        id=frame_id,
+        sender_device_id=sender,
+        content=content,
+        content_client_message_id_b64=cmid if isinstance(cmid, str) else "",
+    )
 
 
 def _cursor(f: _Fields) -> Cursor:

@@ -19,7 +19,7 @@ def _b64(value: bytes | memoryview) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-def _iso(value: dt.datetime) -> str:
+def iso_timestamp(value: dt.datetime) -> str:
     # DRF's DateTimeField output for an aware UTC datetime: ISO 8601 with "Z".
     text = value.astimezone(dt.UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
@@ -38,7 +38,7 @@ def envelope_dict(message: Message) -> dict[str, Any]:
         "nonce": _b64(message.nonce),
         "ciphertext": _b64(message.ciphertext),
         "signature": _b64(message.signature),
-        "created_at": _iso(message.created_at),
+        "created_at": iso_timestamp(message.created_at),
     }
 
 
