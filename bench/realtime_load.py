@@ -241,6 +241,7 @@ class IdleStep:
     rss_mib: float  # sum over the daphne processes
     per_connection_kib: float
     open_seconds: float
+    idle_cpu_percent: float  # of one core, all daphne processes, while the connections idle
 
 
 @dataclass
@@ -607,6 +608,10 @@ async def idle_measure(
             )
         took = time.monotonic() - started
         await asyncio.sleep(settle_s)  # let the servers finish catch-up and presence work
+        # CPU the servers spend on connections that do nothing (heartbeats, presence, sweeps).
+        cpu_before, cpu_started = sum(process_cpu_seconds(s.pid) for s in servers), time.monotonic()
+        await asyncio.sleep(settle_s)
+        idle_cpu = (sum(process_cpu_seconds(s.pid) for s in servers) - cpu_before) / (time.monotonic() - cpu_started)
         rss = sum(process_rss_mib(s.pid) for s in servers)
         result.append(
             IdleStep(
@@ -614,6 +619,7 @@ async def idle_measure(
                 rss_mib=rss,
                 per_connection_kib=(rss - baseline) * 1024 / target,
                 open_seconds=took,
+                idle_cpu_percent=100 * idle_cpu,
             )
         )
         log.info(
@@ -694,12 +700,14 @@ def render(report: Report) -> str:
         lines.append("")
         lines.append(f"Idle connections (daphne RSS before: {_fmt(report.idle_baseline_mib, 1)} MiB, all processes):")
         lines.append("")
-        lines.append("| idle connections | daphne RSS MiB | growth per connection KiB | seconds to open |")
-        lines.append("| ---: | ---: | ---: | ---: |")
+        lines.append(
+            "| idle connections | daphne RSS MiB | growth per connection KiB | seconds to open | daphne CPU % idle |"
+        )
+        lines.append("| ---: | ---: | ---: | ---: | ---: |")
         for step in report.idle:
             lines.append(
                 f"| {step.connections:,} | {_fmt(step.rss_mib, 1)} | {_fmt(step.per_connection_kib, 1)} "
-                f"| {_fmt(step.open_seconds, 1)} |"
+                f"| {_fmt(step.open_seconds, 1)} | {_fmt(step.idle_cpu_percent, 1)} |"
             )
     if report.profile and report.profile.get("samples"):
         lines.append("")
