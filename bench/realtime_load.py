@@ -106,7 +106,12 @@ def _worker_main(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[An
 async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[Any]) -> None:
     devices = [
         RealtimeDevice(
-            DeviceProfile.from_dict(p), [url], rng=random.Random(plan.seed + i), keep_bodies=False, max_in_flight=1000
+            DeviceProfile.from_dict(p),
+            [url],
+            rng=random.Random(plan.seed + i),
+            keep_bodies=False,
+            max_in_flight=1000,
+            resend_after_s=60,  # past saturation `sent` takes seconds: do not add load by resending
         )
         for i, (p, url) in enumerate(zip(plan.profiles, plan.urls, strict=True))
     ]
