@@ -15,7 +15,7 @@ from devices.authentication import request_device
 from devices.permissions import IsAuthenticatedDevice
 from devices.selectors import device_list_own
 from devices.serializers import OwnDeviceSerializer
-from devices.services import device_vouch
+from devices.services import device_revoke_own, device_vouch
 
 
 class DeviceListApi(APIView):
@@ -39,4 +39,12 @@ class DeviceVouchApi(APIView):
             device_id=device_id,
             vouch_signature=payload.validated_data["vouch_signature"],
         )
+        return Response(OwnDeviceSerializer(device).data)
+
+
+class DeviceRevokeApi(APIView):
+    """An active device revokes a device of its own account (itself included)."""
+
+    def post(self, request: Request, device_id: uuid.UUID) -> Response:
+        device = device_revoke_own(revoker=request_device(request), device_id=device_id)
         return Response(OwnDeviceSerializer(device).data)
