@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from rest_framework import serializers, status
@@ -14,6 +15,7 @@ from accounts.selectors import user_directory_get
 from accounts.serializers import UsernameField
 from accounts.services import user_register
 from common.fields import Base64Field, StrictCharField
+from common.ratelimit import client_ip, ratelimit_hit
 from devices.authentication import request_device, request_token
 from devices.permissions import IsAuthenticatedDevice
 from devices.serializers import DeviceKeysInputSerializer, OwnDeviceSerializer, PublicDeviceSerializer
@@ -47,6 +49,7 @@ class RegisterApi(APIView):
         token = serializers.CharField()
 
     def post(self, request: Request) -> Response:
+        ratelimit_hit("register_ip", client_ip(request))
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -77,9 +80,12 @@ class LoginApi(APIView):
         token = serializers.CharField()
 
     def post(self, request: Request) -> Response:
+        ratelimit_hit("login_ip", client_ip(request))
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
+        # Hashed: any string may be sent as a username, and the cache needs no copy of names.
+        ratelimit_hit("login_account", hashlib.sha256(data["username"].encode()).hexdigest()[:32])
         issued = device_login(username=data["username"], password=data["password"], keys=DeviceKeys(**data["device"]))
         return Response(self.OutputSerializer(issued).data, status=status.HTTP_201_CREATED)
 

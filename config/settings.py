@@ -183,6 +183,36 @@ E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("E2EE_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
 
+# --- Rate limits (common/ratelimit.py, docs/operations.md) -------------------------------------------
+# "count/period_seconds" per key. E2EE_RATE_LIMITS overrides some of them from the environment:
+# "login_ip=30/60,send_device=1200/60".
+E2EE_RATE_LIMIT_DEFAULTS = {
+    "login_ip": "30/60",  # log-ins from one address
+    "login_account": "10/300",  # log-ins naming one account (brute force on its password)
+    "register_ip": "10/3600",  # registrations from one address
+    "send_device": "1200/60",  # message sends by one device (REST and WebSocket)
+    "link_account": "30/3600",  # vouch and revoke attempts by one account
+    "upload_device": "120/60",  # conversation creations and epoch uploads by one device
+    "ws_frame": "600/60",  # frames received on one WebSocket connection (the gateway)
+}
+
+
+def _env_rate_limits(name: str, defaults: dict[str, str]) -> dict[str, str]:
+    limits = dict(defaults)
+    for item in _env_list(name, ""):
+        key, _, value = item.partition("=")
+        if key.strip() not in defaults:
+            raise ValueError(f"{name}: unknown rate limit {key.strip()!r}")
+        limits[key.strip()] = value.strip()
+    return limits
+
+
+E2EE_RATE_LIMITS = _env_rate_limits("E2EE_RATE_LIMITS", E2EE_RATE_LIMIT_DEFAULTS)
+E2EE_RATE_LIMIT_ENABLED = os.environ.get("E2EE_RATE_LIMIT_ENABLED", "1") == "1"
+E2EE_RATE_LIMIT_PREFIX = "rl"
+# How many reverse proxies that append to X-Forwarded-For stand in front (0: use REMOTE_ADDR).
+E2EE_TRUSTED_PROXY_HOPS = _env_int("E2EE_TRUSTED_PROXY_HOPS", 0)
+
 # --- I18N, time, static --------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"

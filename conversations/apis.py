@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from accounts.serializers import UsernameField
 from common.fields import CanonicalUUIDField
+from common.ratelimit import ratelimit_hit
 from conversations.models import Conversation
 from conversations.selectors import access_conversation, conversation_get, conversation_list, wrapped_key_list
 from conversations.serializers import ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
@@ -31,6 +32,7 @@ class ConversationListCreateApi(APIView):
         return Response({"conversations": ConversationSerializer(conversations, many=True).data})
 
     def post(self, request: Request) -> Response:
+        ratelimit_hit("upload_device", request_device(request).id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -60,6 +62,7 @@ class ChatKeyEpochUploadApi(APIView):
         created_at = serializers.DateTimeField()
 
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        ratelimit_hit("upload_device", request_device(request).id)
         payload = EpochInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         epoch = chat_key_epoch_upload(

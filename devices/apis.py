@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import Base64Field
+from common.ratelimit import ratelimit_hit
 from devices.authentication import request_device
 from devices.permissions import IsAuthenticatedDevice
 from devices.selectors import device_list_own
@@ -32,6 +33,7 @@ class DeviceVouchApi(APIView):
         vouch_signature = Base64Field(length=64)
 
     def post(self, request: Request, device_id: uuid.UUID) -> Response:
+        ratelimit_hit("link_account", request_device(request).user_id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         device = device_vouch(
@@ -46,5 +48,6 @@ class DeviceRevokeApi(APIView):
     """An active device revokes a device of its own account (itself included)."""
 
     def post(self, request: Request, device_id: uuid.UUID) -> Response:
+        ratelimit_hit("link_account", request_device(request).user_id)
         device = device_revoke_own(revoker=request_device(request), device_id=device_id)
         return Response(OwnDeviceSerializer(device).data)

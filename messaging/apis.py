@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from common.ratelimit import ratelimit_hit
 from conversations.selectors import access_conversation
 from conversations.serializers import MAX_EPOCH
 from devices.authentication import request_device
@@ -44,6 +45,7 @@ class MessageListCreateApi(APIView):
         next_after = serializers.IntegerField()
 
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        ratelimit_hit("send_device", request_device(request).id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = dict(payload.validated_data)
