@@ -99,6 +99,9 @@ def ratelimit_hit(name: str, key: object, *, now: float | None = None) -> None:
     # The key outlives its window by a little, so a slow clock step does not reset it early.
     if _cache_incr(cache_key, rate.period_s + 1) > rate.count:
         retry_after = max(1, math.ceil((window + 1) * rate.period_s - now))
+        from common.metrics import rate_limited_inc  # metrics imports this module
+
+        rate_limited_inc(name)
         raise RateLimitedError(retry_after)
 
 

@@ -61,6 +61,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so the logged duration and status cover everything below it.
     "common.logs.RequestLogMiddleware",
+    "common.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -212,6 +213,12 @@ E2EE_RATE_LIMIT_ENABLED = os.environ.get("E2EE_RATE_LIMIT_ENABLED", "1") == "1"
 E2EE_RATE_LIMIT_PREFIX = "rl"
 # How many reverse proxies that append to X-Forwarded-For stand in front (0: use REMOTE_ADDR).
 E2EE_TRUSTED_PROXY_HOPS = _env_int("E2EE_TRUSTED_PROXY_HOPS", 0)
+
+# --- Metrics (common/metrics.py) -----------------------------------------------------------------------
+# /metrics answers a request with `Authorization: Bearer <E2EE_METRICS_TOKEN>` (when set), or from
+# an address in E2EE_METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty: none); else 404.
+E2EE_METRICS_TOKEN = os.environ.get("E2EE_METRICS_TOKEN", "")
+E2EE_METRICS_ALLOWED_NETWORKS = _env_list("E2EE_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
 
 # --- I18N, time, static --------------------------------------------------------------------------
 

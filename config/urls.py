@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from common.metrics import metrics_view
+
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("devices.urls")),
@@ -15,6 +17,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 # A client must never get an HTML page from the API, even for an unknown URL or a crash.

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from common.metrics import messages_sent_inc
 from common.ratelimit import ratelimit_hit
 from conversations.selectors import access_conversation
 from conversations.serializers import MAX_EPOCH
@@ -55,6 +56,8 @@ class MessageListCreateApi(APIView):
             sender_device_id=sender_device_id,
             content=EnvelopeContent(conversation_id=conversation_id, **data),
         )
+        if result.created:  # committed: envelope_send owns its transaction
+            messages_sent_inc()
         return Response(
             EnvelopeSerializer(result.message).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
