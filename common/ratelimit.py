@@ -78,6 +78,10 @@ def _cache_incr(key: str, period_s: int) -> int:
         return 1
 
 
+def _now() -> float:
+    return time.time()
+
+
 _SAFE_KEY = re.compile(r"[A-Za-z0-9._:\[\]-]{1,64}")
 
 
@@ -93,7 +97,7 @@ def ratelimit_hit(name: str, key: object, *, now: float | None = None) -> None:
     if not settings.E2EE_RATE_LIMIT_ENABLED:
         return
     rate = rate_get(name)
-    now = time.time() if now is None else now
+    now = _now() if now is None else now
     window = int(now // rate.period_s)
     cache_key = f"{settings.E2EE_RATE_LIMIT_PREFIX}:{name}:{_key_part(key)}:{window}"
     # The key outlives its window by a little, so a slow clock step does not reset it early.

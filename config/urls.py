@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from common.health import live_view, ready_view
 from common.metrics import metrics_view
 
 api_v1 = [
@@ -18,6 +19,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("metrics", metrics_view, name="metrics"),
+    path("health/live", live_view, name="health-live"),
+    path("health/ready", ready_view, name="health-ready"),
 ]
 
 # A client must never get an HTML page from the API, even for an unknown URL or a crash.

@@ -47,13 +47,17 @@ def test_ten_messages_sent_count_exactly_ten(
     assert client.post(url, envelope_json(alice, epoch=7), format="json").status_code == 409
     after = scrape()
 
-    assert value(after, "e2ee_messages_sent_total", transport="rest") - value(
-        before, "e2ee_messages_sent_total", transport="rest"
-    ) == 10
+    assert (
+        value(after, "e2ee_messages_sent_total", transport="rest")
+        - value(before, "e2ee_messages_sent_total", transport="rest")
+        == 10
+    )
     route = "/api/v1/conversations/<uuid:conversation_id>/messages"
     for status, count in (("201", 10), ("200", 3), ("409", 1)):
         key = {"method": "POST", "route": route, "status": status}
-        assert value(after, "e2ee_http_requests_total", **key) - value(before, "e2ee_http_requests_total", **key) == count
+        assert (
+            value(after, "e2ee_http_requests_total", **key) - value(before, "e2ee_http_requests_total", **key) == count
+        )
     # Each stored message was handed to the channel layer once, after commit.
     assert value(after, "e2ee_fanout_latency_seconds_count") - value(before, "e2ee_fanout_latency_seconds_count") == 10
 

@@ -12,7 +12,6 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from common import ratelimit
 from common.ratelimit import RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
@@ -33,7 +32,7 @@ def limits(**overrides: str) -> Any:
 def clock() -> Any:
     """Freeze the limiter's clock at T0; `clock.now` moves it."""
     state = {"now": T0}
-    with mock.patch.object(ratelimit.time, "time", lambda: state["now"]):
+    with mock.patch("common.ratelimit._now", lambda: state["now"]):
         yield state
 
 
