@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
     "accounts",
     "devices",
     "conversations",
@@ -63,6 +65,8 @@ MIDDLEWARE = [
     "common.logs.RequestLogMiddleware",
     "common.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, Swagger UI's) straight from the apps: no collectstatic step.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -174,6 +178,21 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "common.exception_handler.api_exception_handler",
     # No OPTIONS introspection: answer 405 like any other unsupported method.
     "DEFAULT_METADATA_CLASS": None,
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "e2ee-msg API",
+    "DESCRIPTION": "The REST API of docs/protocol.md section 4. Every error is the `Error` object.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- E2EE limits ------------------------------------------------------------------------------
@@ -228,7 +247,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `collectstatic` target. Not needed to serve: whitenoise finds the apps' files itself (the
+# admin's, Swagger UI's from drf-spectacular-sidecar), so a fresh clone serves them as is.
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
 
 # --- Logging --------------------------------------------------------------------------------------
 

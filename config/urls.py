@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
+from common.apis import SchemaApi, SchemaDocsApi
 from common.health import live_view, ready_view
 from common.metrics import metrics_view
 
-api_v1 = [
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("accounts.urls")),
     path("", include("devices.urls")),
     path("", include("conversations.urls")),
     path("", include("messaging.urls")),
+    path("schema", SchemaApi.as_view(), name="schema"),
+    path("docs", SchemaDocsApi.as_view(), name="docs"),
 ]
 
 urlpatterns = [

@@ -1,0 +1,104 @@
+"""OpenAPI 3 schema generation (drf-spectacular): the `Error` component, our strict fields, unique
+component names for the views' nested serializers, and the error responses each view declares.
+
+Served at `/api/v1/schema` (JSON) and `/api/v1/docs` (Swagger UI from local static files).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+# Canonical standard base64 with padding (protocol.md conventions).
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+class ErrorSerializer(serializers.Serializer[Any]):
+    """Every error response: protocol.md section 3.1."""
+
+    code = serializers.CharField(help_text="Stable machine-readable snake_case code.")
+    message = serializers.CharField(help_text="Human-readable explanation.")
+    extra = serializers.DictField(help_text="Details; keys depend on the code (e.g. `fields`, `retry_after_s`).")
+
+
+# What each status means for this API (protocol.md 3.1 has the full table).
+_ERROR_DESCRIPTIONS = {
+    400: "`invalid_request` (malformed JSON, bad field; `extra.fields`), or an operation-specific code",
+    401: "`not_authenticated` (no token) or `invalid_token` (unknown, revoked, malformed); `invalid_credentials`",
+    403: "`device_not_active`: the device is pending or revoked",
+    404: "`not_found`, or the resource is unknown or not visible to this device",
+    405: "`method_not_allowed`",
+    409: "a conflict with the current state (operation-specific code)",
+    413: "`request_too_large` (body above `E2EE_MAX_REQUEST_BYTES`) or `envelope_too_large`",
+    415: "`unsupported_media_type`: the body is not JSON",
+    429: "`rate_limited`: retry after `extra.retry_after_s` seconds (also the `Retry-After` header)",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """`responses=` entries for these error statuses, all with the `Error` body."""
+    return {
+        status: OpenApiResponse(response=ErrorSerializer, description=_ERROR_DESCRIPTIONS[status])
+        for status in statuses
+    }
+
+
+# Statuses every view can answer, by kind of view.
+AUTH_ERRORS = (401, 403, 405)  # an active device is required
+BODY_ERRORS = (400, 413, 415)  # the view reads a JSON body
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """Component names from the serializer's qualified name: `RegisterApi.InputSerializer` becomes
+    `RegisterInput`, so the views' nested `InputSerializer`s do not collide."""
+
+    def get_serializer_name(self, serializer: serializers.Serializer[Any], direction: Any) -> str:
+        name = type(serializer).__qualname__
+        if "." in name:
+            outer, inner = name.rsplit(".", 1)
+            name = outer.removesuffix("Api") + inner
+        return name
+
+
+def _base64_length(raw: int) -> int:
+    return 4 * math.ceil(raw / 3)
+
+
+class Base64FieldExtension(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = "common.fields.Base64Field"
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        field = self.target
+        schema: dict[str, Any] = {"type": "string", "format": "byte", "pattern": BASE64_PATTERN}
+        low = field.length if field.length is not None else field.min_length
+        high = field.length if field.length is not None else field.max_length
+        if low is not None:
+            schema["minLength"] = _base64_length(low)
+        if high is not None:
+            schema["maxLength"] = _base64_length(high)
+        return schema
+
+
+class CanonicalUUIDFieldExtension(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = "common.fields.CanonicalUUIDField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+
+
+class DeviceTokenAuthenticationExtension(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "devices.authentication.DeviceTokenAuthentication"
+    name = "deviceToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A device token (43 characters of base64url), issued at registration or log-in.",
+        }
