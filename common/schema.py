@@ -14,8 +14,8 @@ from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
-# Canonical standard base64 with padding (protocol.md conventions).
-BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# Base64 is canonical standard base64 with padding (protocol.md conventions): the unused low bits
+# of the last character before the padding are zero; see `base64_pattern`.
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
@@ -66,8 +66,18 @@ class AutoSchema(SpectacularAutoSchema):
         return name
 
 
-def _base64_length(raw: int) -> int:
-    return 4 * math.ceil(raw / 3)
+_B64 = "[A-Za-z0-9+/]"
+_B64_TAIL = {1: f"{_B64}[AQgw]==", 2: f"{_B64}{{2}}[AEIMQUYcgkosw048]="}
+
+
+def base64_pattern(*, length: int | None = None, min_length: int | None = None) -> str:
+    """A regular expression for exactly the canonical encodings of `length` bytes (or of at least
+    about `min_length`): lengths live in the pattern, so generators need not filter."""
+    if length is not None:
+        tail = _B64_TAIL.get(length % 3, "")
+        return f"^(?:{_B64}{{4}}){{{length // 3}}}{tail}$"
+    groups = math.ceil(min_length / 3) if min_length else 0
+    return f"^(?:{_B64}{{4}}){{{groups},}}(?:{_B64_TAIL[1]}|{_B64_TAIL[2]})?$"
 
 
 class Base64FieldExtension(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
@@ -75,13 +85,15 @@ class Base64FieldExtension(OpenApiSerializerFieldExtension):  # type: ignore[no-
 
     def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
         field = self.target
-        schema: dict[str, Any] = {"type": "string", "format": "byte", "pattern": BASE64_PATTERN}
-        low = field.length if field.length is not None else field.min_length
-        high = field.length if field.length is not None else field.max_length
-        if low is not None:
-            schema["minLength"] = _base64_length(low)
-        if high is not None:
-            schema["maxLength"] = _base64_length(high)
+        # No `format: byte`: generators would draw any base64 and filter it by the pattern.
+        schema: dict[str, Any] = {"type": "string", "description": "standard base64 with padding"}
+        if field.length is not None:
+            schema["pattern"] = base64_pattern(length=field.length)
+            schema["minLength"] = schema["maxLength"] = 4 * math.ceil(field.length / 3)
+        else:
+            schema["pattern"] = base64_pattern(min_length=field.min_length)
+            if field.max_length is not None:
+                schema["maxLength"] = 4 * math.ceil(field.max_length / 3)
         return schema
 
 
