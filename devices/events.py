@@ -17,3 +17,16 @@ class DeviceRevokedEvent(TypedDict):
 
 def device_revoked_event(*, device_id: uuid.UUID) -> DeviceRevokedEvent:
     return {"type": "device.revoked", "device_id": str(device_id)}
+
+
+class DeviceSignedOutEvent(TypedDict):
+    """The device's tokens were revoked without revoking the device (its account was
+    deactivated): close every connection of it like a revoked token (`invalid_token`, 4401)."""
+
+    type: Literal["device.signed_out"]
+    device_id: str
+    reason: str
+
+
+def device_signed_out_event(*, device_id: uuid.UUID, reason: str) -> DeviceSignedOutEvent:
+    return {"type": "device.signed_out", "device_id": str(device_id), "reason": reason}

@@ -28,7 +28,7 @@ from devices.errors import (
     DeviceNotFoundError,
     DeviceNotPendingError,
 )
-from devices.events import device_revoked_event
+from devices.events import device_revoked_event, device_signed_out_event
 from devices.models import Device, DeviceToken
 from devices.tokens import token_generate, token_hash
 
@@ -167,10 +167,7 @@ def device_revoke(*, device: Device, revoked_by_device: Device | None = None, re
             raise DeviceNotFoundError()
         if current.status == Device.Status.REVOKED:
             raise DeviceAlreadyRevokedError()
-        now = timezone.now()
-        Device.objects.filter(pk=device.pk).update(status=Device.Status.REVOKED)
-        DeviceToken.objects.filter(device_id=device.pk, revoked_at__isnull=True).update(revoked_at=now)
-        publish_on_commit(device_group(device.id), device_revoked_event(device_id=device.id))
+        devices_revoke_rows(device_ids=[device.pk])
     logger.info(
         "device revoked",
         extra={
@@ -183,6 +180,33 @@ def device_revoke(*, device: Device, revoked_by_device: Device | None = None, re
     )
     device.status = Device.Status.REVOKED
     return device
+
+
+def devices_revoke_rows(*, device_ids: list[uuid.UUID]) -> int:
+    """Building block (inside the caller's transaction, users locked): revoke these devices and
+    their live tokens, and publish `device.revoked` for each after commit. Returns how many
+    devices changed; revoked ones are skipped."""
+    now = timezone.now()
+    changed = list(
+        Device.objects.filter(pk__in=device_ids).exclude(status=Device.Status.REVOKED).values_list("pk", flat=True)
+    )
+    Device.objects.filter(pk__in=changed).update(status=Device.Status.REVOKED)
+    DeviceToken.objects.filter(device_id__in=device_ids, revoked_at__isnull=True).update(revoked_at=now)
+    for device_id in changed:
+        publish_on_commit(device_group(device_id), device_revoked_event(device_id=device_id))
+    return len(changed)
+
+
+def device_tokens_revoke_of_user(*, user_id: int, reason: str) -> int:
+    """Building block: revoke every live token of the account's devices (the devices keep their
+    status) and publish `device.signed_out` to each device after commit. Returns the number of
+    tokens revoked."""
+    now = timezone.now()
+    device_ids = list(Device.objects.filter(user_id=user_id).values_list("pk", flat=True))
+    revoked = DeviceToken.objects.filter(device_id__in=device_ids, revoked_at__isnull=True).update(revoked_at=now)
+    for device_id in device_ids:
+        publish_on_commit(device_group(device_id), device_signed_out_event(device_id=device_id, reason=reason))
+    return revoked
 
 
 def device_revoke_own(*, revoker: Device, device_id: uuid.UUID) -> Device:

@@ -120,3 +120,10 @@ def envelope_send(*, device: Device, sender_device_id: uuid.UUID, content: Envel
             return _replay(existing, content)
         raise
     return EnvelopeSendResult(message=message, created=True)
+
+
+def messages_tombstone_sent_by(*, device_ids: list[uuid.UUID]) -> int:
+    """Building block (operator purge, inside the caller's transaction): erase the content of
+    every message these devices sent (ciphertext, nonce and signature become empty) but keep
+    the rows, so every conversation's `seq` stays gap-free. Returns the count."""
+    return Message.objects.filter(sender_device_id__in=device_ids).update(ciphertext=b"", nonce=b"", signature=b"")
