@@ -122,8 +122,18 @@ def envelope_send(*, device: Device, sender_device_id: uuid.UUID, content: Envel
     return EnvelopeSendResult(message=message, created=True)
 
 
+# What a purged message holds instead of its content: all zeros, in the shortest well-formed
+# envelope (a 16-byte ciphertext is a bare AES-GCM tag), so clients still parse it and report it
+# as a failed message (`bad_signature`), and nothing of the original remains.
+TOMBSTONE_CIPHERTEXT = bytes(16)
+TOMBSTONE_NONCE = bytes(12)
+TOMBSTONE_SIGNATURE = bytes(64)
+
+
 def messages_tombstone_sent_by(*, device_ids: list[uuid.UUID]) -> int:
     """Building block (operator purge, inside the caller's transaction): erase the content of
-    every message these devices sent (ciphertext, nonce and signature become empty) but keep
-    the rows, so every conversation's `seq` stays gap-free. Returns the count."""
-    return Message.objects.filter(sender_device_id__in=device_ids).update(ciphertext=b"", nonce=b"", signature=b"")
+    every message these devices sent (zeroed tombstones) but keep the rows, so every
+    conversation's `seq` stays gap-free. Returns the count."""
+    return Message.objects.filter(sender_device_id__in=device_ids).update(
+        ciphertext=TOMBSTONE_CIPHERTEXT, nonce=TOMBSTONE_NONCE, signature=TOMBSTONE_SIGNATURE
+    )
