@@ -10,6 +10,8 @@
 | E2EE_MAX_CIPHERTEXT_BYTES | 65536 |
 | E2EE_MAX_GROUP_MEMBERS | 256 |
 | E2EE_LOG_LEVEL | INFO |
+| E2EE_RATE_LIMITS, E2EE_RATE_LIMIT_ENABLED, E2EE_TRUSTED_PROXY_HOPS | see docs/operations.md |
+| E2EE_METRICS_TOKEN, E2EE_METRICS_ALLOWED_NETWORKS | see docs/operations.md |
 """
 
 from __future__ import annotations
