@@ -18,7 +18,7 @@ class MessageAdmin(ReadOnlyModelAdmin):
     search_fields = ("=conversation__id", "=sender_device__id", "sender_device__user__username")
     fields = ("conversation", "seq", "version", "epoch", "sender_device", "ciphertext_size", "created_at")
     readonly_fields = ("ciphertext_size",)
-    ordering = ("-created_at", "-id")
+    ordering = ("-id",)  # newest first, on the primary key (no index on created_at)
     show_full_result_count = False  # no COUNT(*) over the whole log on each page
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
