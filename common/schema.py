@@ -29,7 +29,8 @@ class ErrorSerializer(serializers.Serializer[Any]):
 
 # What each status means for this API (protocol.md 3.1 has the full table).
 _ERROR_DESCRIPTIONS = {
-    400: "`invalid_request` (malformed JSON, bad field; `extra.fields`), or an operation-specific code",
+    400: "`invalid_request` (malformed JSON, bad field or query parameter: `extra.fields`; a Host header "
+    "the server does not serve), or an operation-specific code",
     401: "`not_authenticated` (no token) or `invalid_token` (unknown, revoked, malformed); `invalid_credentials`",
     403: "`device_not_active`: the device is pending or revoked",
     404: "`not_found`, or the resource is unknown or not visible to this device",
@@ -42,10 +43,11 @@ _ERROR_DESCRIPTIONS = {
 
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
-    """`responses=` entries for these error statuses, all with the `Error` body."""
+    """`responses=` entries for these error statuses, all with the `Error` body. 400 is always
+    included: any request can be refused before a view runs (a Host header not served)."""
     return {
         status: OpenApiResponse(response=ErrorSerializer, description=_ERROR_DESCRIPTIONS[status])
-        for status in statuses
+        for status in sorted({400, *statuses})
     }
 
 
