@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -14,6 +16,8 @@ from accounts.selectors import user_directory_get
 from accounts.serializers import UsernameField
 from accounts.services import user_register
 from common.fields import Base64Field, StrictCharField
+from common.ratelimit import client_ip, ratelimit_hit
+from common.schema import BODY_ERRORS, error_responses
 from devices.authentication import request_device, request_token
 from devices.permissions import IsAuthenticatedDevice
 from devices.serializers import DeviceKeysInputSerializer, OwnDeviceSerializer, PublicDeviceSerializer
@@ -46,7 +50,15 @@ class RegisterApi(APIView):
     class OutputSerializer(AccountOutputSerializer):
         token = serializers.CharField()
 
+    @extend_schema(
+        operation_id="accounts_register",
+        summary="Create an account with its first (active) device",
+        auth=[],
+        request=InputSerializer,
+        responses={201: OutputSerializer, **error_responses(*BODY_ERRORS, 405, 409, 429)},
+    )
     def post(self, request: Request) -> Response:
+        ratelimit_hit("register_ip", client_ip(request))
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -76,10 +88,20 @@ class LoginApi(APIView):
         device = OwnDeviceSerializer()
         token = serializers.CharField()
 
+    @extend_schema(
+        operation_id="accounts_login",
+        summary="Log a device in (a new device is pending until vouched)",
+        auth=[],
+        request=InputSerializer,
+        responses={201: OutputSerializer, **error_responses(*BODY_ERRORS, 401, 405, 409, 429)},
+    )
     def post(self, request: Request) -> Response:
+        ratelimit_hit("login_ip", client_ip(request))
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
+        # Hashed: any string may be sent as a username, and the cache needs no copy of names.
+        ratelimit_hit("login_account", hashlib.sha256(data["username"].encode()).hexdigest()[:32])
         issued = device_login(username=data["username"], password=data["password"], keys=DeviceKeys(**data["device"]))
         return Response(self.OutputSerializer(issued).data, status=status.HTTP_201_CREATED)
 
@@ -87,6 +109,12 @@ class LoginApi(APIView):
 class LogoutApi(APIView):
     permission_classes = [IsAuthenticatedDevice]
 
+    @extend_schema(
+        operation_id="accounts_logout",
+        summary="Revoke the token used",
+        request=None,
+        responses={204: None, **error_responses(401, 405)},
+    )
     def post(self, request: Request) -> Response:
         device_token_revoke(token=request_token(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -95,6 +123,11 @@ class LogoutApi(APIView):
 class MeApi(APIView):
     permission_classes = [IsAuthenticatedDevice]
 
+    @extend_schema(
+        operation_id="accounts_me",
+        summary="The account and the authenticated device",
+        responses={200: AccountOutputSerializer, **error_responses(401, 405)},
+    )
     def get(self, request: Request) -> Response:
         device = request_device(request)
         return Response(AccountOutputSerializer({"user": device.user, "device": device}).data)
@@ -110,5 +143,11 @@ class UserDirectoryApi(APIView):
         identity_key = Base64Field(source="user.identity_key")
         devices = PublicDeviceSerializer(many=True)
 
+    @extend_schema(
+        operation_id="users_directory",
+        summary="A user's identity key and active devices (public)",
+        auth=[],
+        responses={200: OutputSerializer, **error_responses(404, 405)},
+    )
     def get(self, request: Request, username: str) -> Response:
         return Response(self.OutputSerializer(user_directory_get(username=username)).data)

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 
 from accounts.errors import PasswordInvalidError, UsernameTakenError
+from accounts.locks import users_lock
 from accounts.models import User
+from accounts.selectors import PurgeCounts, user_purge_plan
+from conversations.services import memberships_remove_user, wrapped_keys_delete_for_devices
 from devices.errors import DeviceIdTakenError
-from devices.models import Device
-from devices.services import DeviceKeys, device_create, device_token_issue
+from devices.models import Device, DeviceToken
+from devices.services import (
+    DeviceKeys,
+    device_create,
+    device_token_issue,
+    device_tokens_revoke_of_user,
+    devices_revoke_rows,
+)
+from messaging.services import messages_tombstone_sent_by
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,3 +74,56 @@ def user_register(
         _raise_if_taken(username=username, device_id=device.device_id)
         raise
     return Registration(user=user, device=first_device, token=token)
+
+
+def user_deactivate(*, user: User, reason: str) -> int:
+    """Operator action: the account can no longer log in or use any token; every live token is
+    revoked and each device's connections are closed (`device.signed_out` after commit).
+    Devices keep their status, so `is_active = True` (admin) brings the account back once its
+    devices log in again. Returns the number of tokens revoked."""
+    with transaction.atomic(durable=True):
+        users_lock(user_ids=[user.pk])
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        revoked = device_tokens_revoke_of_user(user_id=user.pk, reason="account_deactivated")
+    user.is_active = False
+    logger.info("user deactivated", extra={"fields": {"user_id": user.pk, "reason": reason}})
+    return revoked
+
+
+def user_purge(*, user: User) -> PurgeCounts:
+    """Operator action on a person's request: erase the account's data, keeping what other
+    members need for a consistent history (docs/operations.md, "Purging a user").
+
+    - every device revoked (sockets closed), every token deleted;
+    - removed from every conversation;
+    - every message it sent is tombstoned: content erased, row (and so `seq`) kept;
+    - ChatKeys wrapped for its devices deleted (keys it wrapped for others stay: theirs);
+    - the account renamed `purged_<id>`, identity key, password, names and e-mail erased,
+      deactivated. Devices keep their public keys (other members' clients verify with them the
+      ChatKeys those devices wrapped for them) but lose their names.
+    Rows referenced by other members' data (devices, the account) cannot be deleted.
+    """
+    with transaction.atomic(durable=True):
+        users_lock(user_ids=[user.pk])
+        plan = user_purge_plan(user=user)
+        device_ids = list(Device.objects.filter(user=user).values_list("pk", flat=True))
+        devices_revoke_rows(device_ids=device_ids)
+        DeviceToken.objects.filter(device_id__in=device_ids).delete()
+        Device.objects.filter(pk__in=device_ids).update(name="purged")
+        memberships_remove_user(user_id=user.pk)
+        messages_tombstone_sent_by(device_ids=device_ids)
+        wrapped_keys_delete_for_devices(device_ids=device_ids)
+        User.objects.filter(pk=user.pk).update(
+            username=f"purged_{user.pk}",
+            identity_key=b"",
+            password=make_password(None),  # unusable
+            first_name="",
+            last_name="",
+            email="",
+            is_active=False,
+            is_staff=False,
+            is_superuser=False,
+        )
+    logger.info("user purged", extra={"fields": {"user_id": user.pk}})
+    user.refresh_from_db()
+    return plan

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from common.errors import ApiError, RequestTooLargeError
+from common.ratelimit import RateLimitedError
 
 # DRF exception class -> (our code, message). Codes are protocol.md section 3.1.
 _FIXED_CODES: dict[type[exceptions.APIException], tuple[str, str]] = {
@@ -81,7 +82,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 
     if isinstance(exc, ApiError):
         set_rollback()
-        return Response(error_body(exc.code, exc.message, exc.extra), status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimitedError) else None
+        return Response(error_body(exc.code, exc.message, exc.extra), status=exc.status, headers=headers)
     if isinstance(exc, exceptions.APIException):
         set_rollback()
         return _render_drf(exc)

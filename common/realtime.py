@@ -8,6 +8,7 @@ push that fails is logged and dropped, never turned into a failed request. Regis
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from functools import partial
@@ -16,6 +17,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+
+from common.metrics import FANOUT_LATENCY
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,10 @@ async def _group_send_all(groups: list[str], event: dict[str, Any]) -> None:
 
 
 def _deliver(groups: list[str], event: dict[str, Any]) -> None:
+    started = time.perf_counter()
     try:
         async_to_sync(_group_send_all)(groups, event)
+        FANOUT_LATENCY.observe(time.perf_counter() - started)
     except Exception:  # any layer failure (Redis down, full channel) must not fail the request
         # Log the event type and fan-out only: the event carries ciphertext.
         logger.exception(

@@ -10,6 +10,8 @@
 | E2EE_MAX_CIPHERTEXT_BYTES | 65536 |
 | E2EE_MAX_GROUP_MEMBERS | 256 |
 | E2EE_LOG_LEVEL | INFO |
+| E2EE_RATE_LIMITS, E2EE_RATE_LIMIT_ENABLED, E2EE_TRUSTED_PROXY_HOPS | see docs/operations.md |
+| E2EE_METRICS_TOKEN, E2EE_METRICS_ALLOWED_NETWORKS | see docs/operations.md |
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served locally (no CDN)
     "accounts",
     "devices",
     "conversations",
@@ -61,7 +65,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so the logged duration and status cover everything below it.
     "common.logs.RequestLogMiddleware",
+    "common.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's, Swagger UI's) straight from the apps: no collectstatic step.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -178,6 +185,21 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "common.exception_handler.api_exception_handler",
     # No OPTIONS introspection: answer 405 like any other unsupported method.
     "DEFAULT_METADATA_CLASS": None,
+    "DEFAULT_SCHEMA_CLASS": "common.schema.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "e2ee-msg API",
+    "DESCRIPTION": "The REST API of docs/protocol.md section 4. Every error is the `Error` object.",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- E2EE limits ------------------------------------------------------------------------------
@@ -203,6 +225,44 @@ E2EE_RECEIPT_FLUSH_MS = _env_int("E2EE_RECEIPT_FLUSH_MS", 1000)
 # How often each process looks for messages whose push was lost (messaging/sweeper.py).
 E2EE_WS_SWEEP_S = float(os.environ.get("E2EE_WS_SWEEP_S", "5"))
 
+# --- Rate limits (common/ratelimit.py, docs/operations.md) -------------------------------------------
+# "count/period_seconds" per key. E2EE_RATE_LIMITS overrides some of them from the environment:
+# "login_ip=30/60,send_device=1200/60".
+E2EE_RATE_LIMIT_DEFAULTS = {
+    "login_ip": "30/60",  # log-ins from one address
+    "login_account": "10/300",  # log-ins naming one account (brute force on its password)
+    "register_ip": "10/3600",  # registrations from one address
+    "send_device": "1200/60",  # message sends by one device (REST and WebSocket)
+    "link_account": "30/3600",  # vouch and revoke attempts by one account
+    "upload_device": "120/60",  # conversation creations and epoch uploads by one device
+    # Frames received on one WebSocket connection, counted in its process. Every pushed message is
+    # acknowledged with a frame, so this also bounds how fast one device can receive.
+    "ws_frame": "6000/60",
+}
+
+
+def _env_rate_limits(name: str, defaults: dict[str, str]) -> dict[str, str]:
+    limits = dict(defaults)
+    for item in _env_list(name, ""):
+        key, _, value = item.partition("=")
+        if key.strip() not in defaults:
+            raise ValueError(f"{name}: unknown rate limit {key.strip()!r}")
+        limits[key.strip()] = value.strip()
+    return limits
+
+
+E2EE_RATE_LIMITS = _env_rate_limits("E2EE_RATE_LIMITS", E2EE_RATE_LIMIT_DEFAULTS)
+E2EE_RATE_LIMIT_ENABLED = os.environ.get("E2EE_RATE_LIMIT_ENABLED", "1") == "1"
+E2EE_RATE_LIMIT_PREFIX = "rl"
+# How many reverse proxies that append to X-Forwarded-For stand in front (0: use REMOTE_ADDR).
+E2EE_TRUSTED_PROXY_HOPS = _env_int("E2EE_TRUSTED_PROXY_HOPS", 0)
+
+# --- Metrics (common/metrics.py) -----------------------------------------------------------------------
+# /metrics answers a request with `Authorization: Bearer <E2EE_METRICS_TOKEN>` (when set), or from
+# an address in E2EE_METRICS_ALLOWED_NETWORKS (CIDRs, comma-separated; empty: none); else 404.
+E2EE_METRICS_TOKEN = os.environ.get("E2EE_METRICS_TOKEN", "")
+E2EE_METRICS_ALLOWED_NETWORKS = _env_list("E2EE_METRICS_ALLOWED_NETWORKS", "127.0.0.1/32,::1/128")
+
 # --- I18N, time, static --------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
@@ -211,7 +271,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# `collectstatic` target. Not needed to serve: whitenoise finds the apps' files itself (the
+# admin's, Swagger UI's from drf-spectacular-sidecar), so a fresh clone serves them as is.
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = True
 
 # --- Logging --------------------------------------------------------------------------------------
 

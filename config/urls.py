@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 
-api_v1 = [
+from common.apis import SchemaApi, SchemaDocsApi
+from common.health import live_view, ready_view
+from common.metrics import metrics_view
+
+api_v1: list[URLPattern | URLResolver] = [
     path("", include("accounts.urls")),
     path("", include("devices.urls")),
     path("", include("conversations.urls")),
     path("", include("messaging.urls")),
+    path("schema", SchemaApi.as_view(), name="schema"),
+    path("docs", SchemaDocsApi.as_view(), name="docs"),
 ]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("metrics", metrics_view, name="metrics"),
+    path("health/live", live_view, name="health-live"),
+    path("health/ready", ready_view, name="health-ready"),
 ]
 
 # A client must never get an HTML page from the API, even for an unknown URL or a crash.

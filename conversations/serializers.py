@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
@@ -15,12 +17,21 @@ from conversations.services import WrappedKeyUpload
 MAX_EPOCH = 2**31 - 1
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class UsernameRelatedField(serializers.SlugRelatedField[User]):
+    """A related user as its username (in the schema: a string)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("slug_field", "username")
+        super().__init__(**kwargs)
+
+
 class ConversationSerializer(serializers.Serializer[Any]):
     """`Conversation`; expects `members` prefetched (see conversations.selectors)."""
 
     conversation_id = CanonicalUUIDField(source="id")
     kind = serializers.CharField()
-    members = serializers.SlugRelatedField[User](many=True, read_only=True, slug_field="username")
+    members = UsernameRelatedField(many=True, read_only=True)
     current_epoch = serializers.IntegerField()
     last_seq = serializers.IntegerField()
     created_at = serializers.DateTimeField()

@@ -155,3 +155,17 @@ def chat_key_epoch_upload(
         epoch = _epoch_write(conversation=locked, number=number, device=device, wrapped_keys=wrapped_keys)
         Conversation.objects.filter(pk=locked.pk).update(current_epoch=number)
     return epoch
+
+
+def memberships_remove_user(*, user_id: int) -> int:
+    """Building block (inside the caller's transaction): remove the account from every
+    conversation it belongs to; the conversations and their logs stay. Returns the count."""
+    deleted, _ = Membership.objects.filter(user_id=user_id).delete()
+    return deleted
+
+
+def wrapped_keys_delete_for_devices(*, device_ids: Collection[uuid.UUID]) -> int:
+    """Building block: delete the ChatKeys wrapped *for* these devices (useless once they are
+    gone). Keys they wrapped for other devices stay: those are the other devices' copies."""
+    deleted, _ = WrappedKey.objects.filter(recipient_device_id__in=list(device_ids)).delete()
+    return deleted

@@ -25,3 +25,9 @@ class DeviceNotPendingError(ApiError):
     status = 409
     code = "device_not_pending"
     message = "Only a pending device can be vouched for."
+
+
+class DeviceAlreadyRevokedError(ApiError):
+    status = 409
+    code = "device_already_revoked"
+    message = "This device is revoked already."

@@ -7,6 +7,7 @@ transaction, so they open a plain, nestable `atomic()`.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,10 +21,18 @@ from accounts.errors import InvalidCredentialsError
 from accounts.locks import users_lock
 from accounts.models import User
 from common.realtime import device_group, publish_on_commit
-from devices.errors import DeviceIdTakenError, DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError
-from devices.events import token_revoked_event
+from devices.errors import (
+    DeviceAlreadyRevokedError,
+    DeviceIdTakenError,
+    DeviceNotActiveError,
+    DeviceNotFoundError,
+    DeviceNotPendingError,
+)
+from devices.events import device_revoked_event, device_signed_out_event, token_revoked_event
 from devices.models import Device, DeviceToken
 from devices.tokens import token_generate, token_hash
+
+logger = logging.getLogger(__name__)
 
 # `last_seen_at` is informative; writing it on every request would turn reads into writes.
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
@@ -136,6 +145,79 @@ def device_vouch(*, voucher: Device, device_id: uuid.UUID, vouch_signature: byte
         device.vouched_by = voucher
         device.save(update_fields=["status", "vouch_signature", "vouched_by"])
     return device
+
+
+def device_revoke(*, device: Device, revoked_by_device: Device | None = None, reason: str) -> Device:
+    """Revoke a device for good: status `revoked`, every live token revoked, and after commit a
+    `device.revoked` event to the device's group so the realtime gateway closes its sockets.
+
+    `revoked_by_device`: the device of the same account that asked (REST), or None when an
+    operator did (admin, `manage.py revoke_device`); it must still be active. `reason` is for
+    the log line only. A device may revoke itself. Revoking a pending device is allowed (a
+    refused link request).
+    """
+    with transaction.atomic(durable=True):
+        # The same serialisation point as vouching: the set of active devices changes.
+        users_lock(user_ids=[device.user_id])
+        if revoked_by_device is not None:
+            if not Device.objects.filter(
+                pk=revoked_by_device.pk, user_id=device.user_id, status=Device.Status.ACTIVE
+            ).exists():
+                raise DeviceNotActiveError()
+        current = Device.objects.filter(pk=device.pk).first()
+        if current is None:
+            raise DeviceNotFoundError()
+        if current.status == Device.Status.REVOKED:
+            raise DeviceAlreadyRevokedError()
+        devices_revoke_rows(device_ids=[device.pk])
+    logger.info(
+        "device revoked",
+        extra={
+            "fields": {
+                "device_id": str(device.id),
+                "revoked_by_device_id": str(revoked_by_device.id) if revoked_by_device else None,
+                "reason": reason,
+            }
+        },
+    )
+    device.status = Device.Status.REVOKED
+    return device
+
+
+def devices_revoke_rows(*, device_ids: list[uuid.UUID]) -> int:
+    """Building block (inside the caller's transaction, users locked): revoke these devices and
+    their live tokens, and publish `device.revoked` for each after commit. Returns how many
+    devices changed; revoked ones are skipped."""
+    now = timezone.now()
+    changed = list(
+        Device.objects.filter(pk__in=device_ids).exclude(status=Device.Status.REVOKED).values_list("pk", flat=True)
+    )
+    Device.objects.filter(pk__in=changed).update(status=Device.Status.REVOKED)
+    DeviceToken.objects.filter(device_id__in=device_ids, revoked_at__isnull=True).update(revoked_at=now)
+    for device_id in changed:
+        publish_on_commit(device_group(device_id), device_revoked_event(device_id=device_id))
+    return len(changed)
+
+
+def device_tokens_revoke_of_user(*, user_id: int, reason: str) -> int:
+    """Building block: revoke every live token of the account's devices (the devices keep their
+    status) and publish `device.signed_out` to each device after commit. Returns the number of
+    tokens revoked."""
+    now = timezone.now()
+    device_ids = list(Device.objects.filter(user_id=user_id).values_list("pk", flat=True))
+    revoked = DeviceToken.objects.filter(device_id__in=device_ids, revoked_at__isnull=True).update(revoked_at=now)
+    for device_id in device_ids:
+        publish_on_commit(device_group(device_id), device_signed_out_event(device_id=device_id, reason=reason))
+    return revoked
+
+
+def device_revoke_own(*, revoker: Device, device_id: uuid.UUID) -> Device:
+    """A device revokes a device of its own account (itself included): REST `revoke`.
+    Another account's device answers 404 like an unknown one."""
+    device = Device.objects.filter(pk=device_id, user_id=revoker.user_id).first()
+    if device is None:
+        raise DeviceNotFoundError()
+    return device_revoke(device=device, revoked_by_device=revoker, reason="revoked by a device of the account")
 
 
 def device_last_seen_is_due(*, device: Device, now: datetime) -> bool:

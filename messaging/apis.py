@@ -5,12 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from common.metrics import messages_sent_inc
+from common.ratelimit import ratelimit_hit
+from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.selectors import access_conversation
 from conversations.serializers import MAX_EPOCH
 from devices.authentication import request_device
@@ -43,7 +47,18 @@ class MessageListCreateApi(APIView):
         has_more = serializers.BooleanField()
         next_after = serializers.IntegerField()
 
+    @extend_schema(
+        operation_id="messages_send",
+        summary="Append an envelope to the conversation's log (idempotent on client_message_id)",
+        request=InputSerializer,
+        responses={
+            201: OpenApiResponse(EnvelopeSerializer, description="Stored; `seq` assigned."),
+            200: OpenApiResponse(EnvelopeSerializer, description="An identical resend: the original envelope."),
+            **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429),
+        },
+    )
     def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        ratelimit_hit("send_device", request_device(request).id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = dict(payload.validated_data)
@@ -53,11 +68,19 @@ class MessageListCreateApi(APIView):
             sender_device_id=sender_device_id,
             content=EnvelopeContent(conversation_id=conversation_id, **data),
         )
+        if result.created:  # committed: envelope_send owns its transaction
+            messages_sent_inc()
         return Response(
             EnvelopeSerializer(result.message).data,
             status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
 
+    @extend_schema(
+        operation_id="messages_history",
+        summary="Envelopes with seq > after, ascending",
+        parameters=[HistoryQuerySerializer],
+        responses={200: HistoryOutputSerializer, **error_responses(*AUTH_ERRORS, 400, 404)},
+    )
     def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
         device = request_device(request)
         conversation = access_conversation(user=device.user, conversation_id=conversation_id)

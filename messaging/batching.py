@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from common.asyncdb import db_call
 from common.errors import ApiError
+from common.metrics import FANOUT_LATENCY, messages_sent_inc
+from common.ratelimit import RateLimitedError, ratelimit_hits
 from common.realtime import group_send_all
 from messaging.events import ConversationMessagesEvent
 from messaging.services import EnvelopeSendResult, SendBatchOutcome, SendRequest, envelope_send_batch
@@ -77,8 +80,23 @@ class SendBatcher:
             self._draining = False
 
 
+def _limit_and_store(requests: list[SendRequest]) -> SendBatchOutcome:
+    """The per-device send limit (one Redis round trip for the whole batch), then the batch."""
+    waits = ratelimit_hits("send_device", [request.device.pk for request in requests])
+    allowed = [request for request, wait in zip(requests, waits, strict=True) if wait is None]
+    outcome = envelope_send_batch(allowed, publish=False) if allowed else SendBatchOutcome(results=[])
+    stored = iter(outcome.results)
+    results: list[EnvelopeSendResult | ApiError] = [
+        next(stored) if wait is None else RateLimitedError(wait) for wait in waits
+    ]
+    created = sum(1 for result in results if isinstance(result, EnvelopeSendResult) and result.created)
+    if created:
+        messages_sent_inc(created, transport="websocket")
+    return SendBatchOutcome(results=results, events=outcome.events)
+
+
 async def _store_in_database(requests: list[SendRequest]) -> SendBatchOutcome:
-    outcome: SendBatchOutcome = await db_call(envelope_send_batch)(requests, publish=False)
+    outcome: SendBatchOutcome = await db_call(_limit_and_store)(requests)
     return outcome
 
 
@@ -88,10 +106,13 @@ async def _publish_after(
     if previous is not None:
         await asyncio.shield(previous)
     for group, event in events:
+        started = time.perf_counter()
         try:
             await group_send_all([group], dict(event))
         except Exception:  # the layer is down: receivers catch up from the database (6.4)
             logger.exception("realtime publish failed", extra={"fields": {"event_type": event["type"]}})
+        else:
+            FANOUT_LATENCY.observe(time.perf_counter() - started)
 
 
 _batchers: dict[int, SendBatcher] = {}

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -23,6 +24,15 @@ from django.conf import settings
 
 from common.asyncdb import db_call
 from common.errors import ApiError
+from common.metrics import (
+    CATCHUP_SIZE,
+    CONNECTED_DEVICES,
+    DELIVERY_LATENCY,
+    WS_CONNECTIONS,
+    WS_FRAMES,
+    rate_limited_inc,
+)
+from common.ratelimit import RateLimitedError, rate_get
 from common.realtime import conversation_group, device_group
 from conversations.errors import ConversationNotFoundError
 from devices.errors import DeviceNotActiveError
@@ -53,6 +63,8 @@ CLOSE_TOO_LARGE = 4413  # autobahn (daphne) lets a server close only with 1000 o
 CLOSE_SERVER_ERROR = 1011
 _PUMP_PAGE = 200
 _RETRY_MAX_S = 60.0
+# Live pushes per conversation remembered for the delivery-latency metric until acknowledged.
+_LATENCY_SAMPLES = 64
 
 
 class _InvalidTokenError(ApiError):
@@ -90,7 +102,7 @@ class _Stream:
     acknowledged before), everything up to `acked` is acknowledged, `last_known` is the newest
     seq known to exist."""
 
-    __slots__ = ("acked", "last_known", "next_seq", "read", "typing_at")
+    __slots__ = ("acked", "last_known", "next_seq", "read", "stored_at", "typing_at")
 
     def __init__(self, position: ConversationPosition) -> None:
         self.acked = position.delivered_seq
@@ -98,6 +110,9 @@ class _Stream:
         self.next_seq = position.delivered_seq + 1
         self.last_known = position.last_seq
         self.typing_at = 0.0
+        # (seq, Unix time stored) of live pushes awaiting their ack, for the delivery-latency
+        # metric; created on first use and bounded, so idle connections carry nothing.
+        self.stored_at: deque[tuple[int, float]] | None = None
 
 
 def _authenticate(token: str) -> tuple[Device, int]:
@@ -108,6 +123,17 @@ def _authenticate(token: str) -> tuple[Device, int]:
     if live.device.status != Device.Status.ACTIVE:
         raise DeviceNotActiveError()
     return live.device, live.pk
+
+
+_OUT_COUNTERS: dict[str, Any] = {}
+
+
+def _frames_out(kind: str) -> Any:
+    """The `out` frame counter of a frame type, looked up once (`labels()` is not free)."""
+    counter = _OUT_COUNTERS.get(kind)
+    if counter is None:
+        counter = _OUT_COUNTERS[kind] = WS_FRAMES.labels(direction="out", type=kind)
+    return counter
 
 
 def _dumps(frame: dict[str, Any]) -> str:
@@ -123,6 +149,14 @@ def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
     device: Device | None = None
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        """Every frame goes out here; counted by type (every frame this gateway writes starts
+        with `{"type":"<type>"`, see `_dumps`)."""
+        if text_data is not None:
+            end = text_data.find('"', 9)
+            _frames_out(text_data[9:end] if text_data.startswith('{"type":"') and end > 0 else "other").inc()
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch minus its `aclose_old_connections()`: a thread hop per frame and per
@@ -147,6 +181,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.last_progress = time.monotonic()
         self.catch_up_pending: set[uuid.UUID] = set()
         self.caught_up_sent = False
+        self.catch_up_pushed = 0
+        self.frame_window = 0
+        self.frames_in_window = 0
         self.closing = False
         # Handlers run one at a time; the retry timer is the one thing that runs beside them.
         self.stream_lock = asyncio.Lock()
@@ -171,6 +208,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if self.closing:
             return
         self.closing = True
+        if self.device is None:
+            WS_CONNECTIONS.labels(outcome="refused").inc()
         await self.send(text_data=_error_frame(error))
         await self.close(code=code)
 
@@ -197,6 +236,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             self.streams[position.conversation_id] = _Stream(position)
             await self.channel_layer.group_add(conversation_group(position.conversation_id), self.channel_name)
         sweeper().register(self)
+        WS_CONNECTIONS.labels(outcome="accepted").inc()
+        CONNECTED_DEVICES.inc()
         became_online = await self._presence_connect()
         await self.send(
             text_data=_dumps(
@@ -228,6 +269,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             task.cancel()
         if self.device is None:
             return
+        WS_CONNECTIONS.labels(outcome="closed").inc()
+        CONNECTED_DEVICES.dec()
         sweeper().unregister(self)
         try:
             await self.channel_layer.group_discard(device_group(self.device.pk), self.channel_name)
@@ -262,20 +305,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             )
             await self.close(code=CLOSE_TOO_LARGE)
             return
+        if self._frame_limited():
+            return
         try:
             frame = frames.frame_parse(text_data)
         except frames.FrameError as error:
+            WS_FRAMES.labels(direction="in", type="invalid").inc()
             if self.device is None:  # a broken hello (or anything else) before authentication
                 await self._refuse(error, CLOSE_INVALID_TOKEN)
             else:
                 await self.send(text_data=_error_frame(error, error.frame_id))
             return
         except ApiError as error:
+            WS_FRAMES.labels(direction="in", type="invalid").inc()
             if self.device is None:
                 await self._refuse(error, CLOSE_INVALID_TOKEN)
             else:
                 await self.send(text_data=_error_frame(error))
             return
+        WS_FRAMES.labels(direction="in", type=frame.kind).inc()
         if isinstance(frame, frames.Hello):
             if self.device is None:
                 await self._login(frame.token)
@@ -302,6 +350,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             await self._presence_query(frame)
         elif isinstance(frame, frames.Ping):
             await self.send(text_data=_dumps({"type": "pong", "id": frame.id}))
+
+    def _frame_limited(self) -> bool:
+        """The per-connection frame limit (`ws_frame`): counted here, in the process that holds
+        the connection, so it costs no Redis round trip. Over it, frames are dropped with one
+        `rate_limited` error frame per window."""
+        if not settings.E2EE_RATE_LIMIT_ENABLED:
+            return False
+        rate = rate_get("ws_frame")
+        now = time.time()
+        window = int(now // rate.period_s)
+        if window != self.frame_window:
+            self.frame_window, self.frames_in_window = window, 0
+        self.frames_in_window += 1
+        if self.frames_in_window <= rate.count:
+            return False
+        if self.frames_in_window == rate.count + 1:
+            retry_after = max(1, int((window + 1) * rate.period_s - now + 0.999))
+            error = RateLimitedError(retry_after)
+            rate_limited_inc("ws_frame")
+            self._spawn(self.send(text_data=_error_frame(error)))
+        return True
 
     def _stream(self, conversation_id: uuid.UUID) -> _Stream:
         stream = self.streams.get(conversation_id)
@@ -359,6 +428,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             return
         if frame.seq <= stream.acked:
             return
+        if stream.stored_at:
+            now = time.time()
+            while stream.stored_at and stream.stored_at[0][0] <= frame.seq:
+                DELIVERY_LATENCY.observe(max(0.0, now - stream.stored_at.popleft()[1]))
         pushed_unacked_before = stream.next_seq - 1 - stream.acked
         stream.acked = frame.seq
         stream.next_seq = max(stream.next_seq, frame.seq + 1)
@@ -445,6 +518,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                 await self.send(text_data=text)
                 stream.next_seq = seq + 1
                 self._pushed()
+                if not self.caught_up_sent:
+                    self.catch_up_pushed += 1
             if len(rows) < limit:  # the database has nothing newer (events bring what commits later)
                 stream.last_known = stream.next_seq - 1
                 break
@@ -492,6 +567,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         }
         if not self.catch_up_pending:
             self.caught_up_sent = True
+            CATCHUP_SIZE.observe(self.catch_up_pushed)
             await self.send(text_data='{"type":"caught_up"}')
 
     # --- the sweeper (messaging/sweeper.py) -----------------------------------------------------
@@ -521,6 +597,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if stream is None or self.closing:
             return
         stream.last_known = max(stream.last_known, max(row[0] for row in event["messages"]))
+        stored_at = float(event.get("stored_at", 0.0))
         for seq, origin, text in event["messages"]:
             if seq < stream.next_seq:
                 continue  # pushed already (catch-up, a gap repair, or a duplicate event)
@@ -537,6 +614,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                 continue
             await self.send(text_data=text)
             self._pushed()
+            if stream.stored_at is None:
+                stream.stored_at = deque(maxlen=_LATENCY_SAMPLES)
+            stream.stored_at.append((seq, stored_at))
         await self._maybe_caught_up()
 
     async def conv_receipts(self, event: dict[str, Any]) -> None:
@@ -581,6 +661,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def token_revoked(self, event: dict[str, Any]) -> None:
         if event.get("token_id") == self.token_id:
             await self._refuse(_InvalidTokenError(), CLOSE_INVALID_TOKEN)
+
+    async def device_signed_out(self, event: dict[str, Any]) -> None:
+        """Every token of the device was revoked (its account was deactivated)."""
+        await self._refuse(_InvalidTokenError("Signed out: " + str(event.get("reason", ""))), CLOSE_INVALID_TOKEN)
 
     async def device_revoked(self, event: dict[str, Any]) -> None:
         await self._refuse(_InvalidTokenError("This device was revoked."), CLOSE_INVALID_TOKEN)

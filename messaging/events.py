@@ -21,12 +21,13 @@ class ConversationMessagesEvent(TypedDict):
     type: Literal["conv.messages"]
     conversation_id: str
     messages: list[tuple[int, str, str]]
+    stored_at: float  # when they were stored (Unix time), for the delivery-latency metric
 
 
 def conversation_messages_event(
-    conversation_id: uuid.UUID, rows: list[tuple[int, str, str]]
+    conversation_id: uuid.UUID, rows: list[tuple[int, str, str]], *, stored_at: float
 ) -> ConversationMessagesEvent:
-    return {"type": "conv.messages", "conversation_id": str(conversation_id), "messages": rows}
+    return {"type": "conv.messages", "conversation_id": str(conversation_id), "messages": rows, "stored_at": stored_at}
 
 
 class ConversationReceiptsEvent(TypedDict):

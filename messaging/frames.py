@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from common.errors import ApiError
 from conversations.serializers import MAX_EPOCH
@@ -44,11 +44,13 @@ class UnknownFrameTypeError(ApiError):
 
 @dataclass(frozen=True)
 class Hello:
+    kind: ClassVar[str] = "hello"
     token: str
 
 
 @dataclass(frozen=True)
 class Send:
+    kind: ClassVar[str] = "send"
     id: str
     sender_device_id: uuid.UUID
     content: EnvelopeContent
@@ -59,13 +61,14 @@ class Send:
 class Cursor:
     """`ack` or `read`: a cumulative position in one conversation."""
 
-    kind: str
+    kind: str  # "ack" or "read"
     conversation_id: uuid.UUID
     seq: int
 
 
 @dataclass(frozen=True)
 class Fetch:
+    kind: ClassVar[str] = "fetch"
     id: str
     conversation_id: uuid.UUID
     after: int
@@ -74,18 +77,21 @@ class Fetch:
 
 @dataclass(frozen=True)
 class Typing:
+    kind: ClassVar[str] = "typing"
     conversation_id: uuid.UUID
     started: bool
 
 
 @dataclass(frozen=True)
 class PresenceQuery:
+    kind: ClassVar[str] = "presence"
     id: str
     usernames: list[str]
 
 
 @dataclass(frozen=True)
 class Ping:
+    kind: ClassVar[str] = "ping"
     id: str
 
 

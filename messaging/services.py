@@ -261,7 +261,11 @@ def _fanout_events(
         by_conversation.setdefault(message.conversation_id, []).append(
             (message.seq, origin_of.get(id(message), ""), message_frame_json(message))
         )
-    return [(conversation_group(pk), conversation_messages_event(pk, rows)) for pk, rows in by_conversation.items()]
+    stored_at = inserted[0].created_at.timestamp()
+    return [
+        (conversation_group(pk), conversation_messages_event(pk, rows, stored_at=stored_at))
+        for pk, rows in by_conversation.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -298,3 +302,20 @@ def delivery_cursors_advance(advances: Sequence[CursorAdvance]) -> None:
     ]
     with transaction.atomic(durable=True), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+# What a purged message holds instead of its content: all zeros, in the shortest well-formed
+# envelope (a 16-byte ciphertext is a bare AES-GCM tag), so clients still parse it and report it
+# as a failed message (`bad_signature`), and nothing of the original remains.
+TOMBSTONE_CIPHERTEXT = bytes(16)
+TOMBSTONE_NONCE = bytes(12)
+TOMBSTONE_SIGNATURE = bytes(64)
+
+
+def messages_tombstone_sent_by(*, device_ids: list[uuid.UUID]) -> int:
+    """Building block (operator purge, inside the caller's transaction): erase the content of
+    every message these devices sent (zeroed tombstones) but keep the rows, so every
+    conversation's `seq` stays gap-free. Returns the count."""
+    return Message.objects.filter(sender_device_id__in=device_ids).update(
+        ciphertext=TOMBSTONE_CIPHERTEXT, nonce=TOMBSTONE_NONCE, signature=TOMBSTONE_SIGNATURE
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,12 @@ from tests.builders import Dev, make_conversation, make_dev
 def _fast_password_hashing(settings: Any) -> None:
     # The real hasher costs ~0.5 s per call by design; the tests are not about hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit_counters(settings: Any) -> None:
+    # Counters of one test never count against another (no cache flush: Redis is shared).
+    settings.E2EE_RATE_LIMIT_PREFIX = f"rl-test-{uuid.uuid4().hex}"
 
 
 @pytest.fixture

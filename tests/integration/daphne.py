@@ -52,7 +52,8 @@ def daphne_factory(transactional_db: None, tmp_path: Path) -> Iterator[Callable[
             database_url=test_database_url(),
             log_path=tmp_path / f"daphne-{index}.log",
             port=port,
-            extra_env=extra_env,
+            # Production behaviour, rate limits included (the benchmark's default turns them off).
+            extra_env={"E2EE_RATE_LIMIT_ENABLED": "1", **(extra_env or {})},
         )
         server.start()
         servers.append(server)
