@@ -109,7 +109,8 @@ async def _run(
     settle_s = float("nan")
     try:
         await wait_until(lambda: all(d.connected.is_set() for d in devices), timeout=30, what="all connected")
-        senders = [(d, cid) for d in devices for cid in sorted(d.profile.conversations)]
+        # In creation order (conversation ids are random): the same seed sends the same pattern.
+        senders = [(d, cid) for d in devices for cid in population.conversations if cid in d.profile.conversations]
         for n in range(1, MESSAGES + 1):
             device, conversation = senders[rng.randrange(len(senders))]
             device.send_text(conversation, f"#{n} from {device.device_id}")
