@@ -7,8 +7,8 @@ requests reach the services rather than stopping at a 404. Checks on every respo
 status code is one the schema documents, the content type and the body match the schema.
 
 Examples per operation: `E2EE_FUZZ_EXAMPLES` (default 300, what CI runs: about 4,500 requests in
-about 2 minutes on 2 cores, SQLite or PostgreSQL). Derandomized, so a run is reproducible; `E2EE_FUZZ_RANDOM=1` draws new
-cases on each run, and a larger count explores more.
+about 2 minutes on 2 cores, SQLite or PostgreSQL). Derandomized, so a run is reproducible;
+`E2EE_FUZZ_RANDOM=1` draws new cases on each run, and a larger count explores more.
 """
 
 from __future__ import annotations
