@@ -10,7 +10,8 @@ with the local-memory cache (development, tests) no network at all. A fixed wind
 reach twice the count around a window boundary, which is fine for abuse protection.
 
 From async code (the WebSocket gateway) call `aratelimit_hit`: the cache clients are synchronous,
-so it runs the hit in a worker thread.
+so it runs the hit in a worker thread. Limits on one connection (frames per connection) need no
+shared store: `LocalRateLimit` counts them in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,34 @@ async def aratelimit_hit(name: str, key: object, *, now: float | None = None) ->
     """`ratelimit_hit` for async code (e.g. per WebSocket frame: `aratelimit_hit("ws_frame",
     connection_id)`); the cache call runs in a thread, off the event loop."""
     await sync_to_async(ratelimit_hit, thread_sensitive=False)(name, key, now=now)
+
+
+class LocalRateLimit:
+    """A limit on something that lives in one process, such as one WebSocket connection
+    (`LocalRateLimit("ws_frame")` per connection, `.hit()` per frame): the same setting and error
+    as `ratelimit_hit`, counted in memory, so no cache round trip and no thread hop per frame.
+    Not thread-safe: one per connection, used from its event loop."""
+
+    def __init__(self, name: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.rate = rate_get(name)
+        self._clock = clock
+        self._window = -1
+        self._count = 0
+
+    def hit(self) -> None:
+        if not settings.E2EE_RATE_LIMIT_ENABLED:
+            return
+        now = self._clock()
+        window = int(now // self.rate.period_s)
+        if window != self._window:
+            self._window, self._count = window, 0
+        self._count += 1
+        if self._count > self.rate.count:
+            from common.metrics import rate_limited_inc
+
+            rate_limited_inc(self.name)
+            raise RateLimitedError(max(1, math.ceil((window + 1) * self.rate.period_s - now)))
 
 
 def client_ip(request: HttpRequest | Any) -> str:

@@ -101,10 +101,20 @@ def test_celery_task_outcomes_are_counted() -> None:
     def ok() -> int:
         return 1
 
-    before = value(scrape(), "e2ee_celery_tasks_total", task="tests.metrics_ok", outcome="success")
-    ok.delay()
-    ok.delay()
-    assert value(scrape(), "e2ee_celery_tasks_total", task="tests.metrics_ok", outcome="success") - before == 2
+    @app.task(name="tests.metrics_fails")
+    def fails() -> None:
+        raise RuntimeError("boom")
+
+    def count(task: str, outcome: str) -> float:
+        return value(scrape(), "e2ee_celery_tasks_total", task=task, outcome=outcome)
+
+    before_ok, before_failed = count("tests.metrics_ok", "success"), count("tests.metrics_fails", "failure")
+    # apply(): run here, whatever the broker (CI has Redis and no worker), with Celery's signals.
+    ok.apply()
+    ok.apply()
+    fails.apply(throw=False)
+    assert count("tests.metrics_ok", "success") - before_ok == 2
+    assert count("tests.metrics_fails", "failure") - before_failed == 1
 
 
 def test_metrics_refused_from_other_networks_without_token() -> None:

@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from common.ratelimit import RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
+from common.ratelimit import LocalRateLimit, RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
 from tests.builders import Dev, b64, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
@@ -178,3 +178,17 @@ def test_uploads_per_device(clock: dict[str, float], alice: Dev, bob: Dev, conve
 
     with limits(upload_device="3/60"):
         _trip(upload, 3, clock, {201})
+
+
+def test_local_limit_trips_at_its_setting_and_resets_with_the_window() -> None:
+    now = {"t": 100.0}
+    with limits(ws_frame="3/10"):
+        frames = LocalRateLimit("ws_frame", clock=lambda: now["t"])
+        for _ in range(3):
+            frames.hit()
+        now["t"] = 107.5
+        with pytest.raises(RateLimitedError) as raised:
+            frames.hit()
+        assert raised.value.retry_after_s == 3
+        now["t"] = 110.0
+        frames.hit()
