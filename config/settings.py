@@ -219,6 +219,8 @@ E2EE_WS_MAX_FRAME_BYTES = _env_int("E2EE_WS_MAX_FRAME_BYTES", 131072)
 E2EE_WS_MAX_IN_FLIGHT = _env_int("E2EE_WS_MAX_IN_FLIGHT", 1000)
 E2EE_WS_WINDOW = _env_int("E2EE_WS_WINDOW", 512)
 E2EE_WS_RETRY_S = float(os.environ.get("E2EE_WS_RETRY_S", "5"))
+# Retries without any acknowledgement before the connection is closed (4420 ack_timeout).
+E2EE_WS_MAX_RETRIES = _env_int("E2EE_WS_MAX_RETRIES", 3)
 # Receipts are announced at most this often per conversation: at 250 ms the receipt frames cost the
 # gateway about as much CPU as the messages they acknowledge (measured with py-spy under load).
 E2EE_RECEIPT_FLUSH_MS = _env_int("E2EE_RECEIPT_FLUSH_MS", 1000)
@@ -253,7 +255,8 @@ def _env_rate_limits(name: str, defaults: dict[str, str]) -> dict[str, str]:
 
 E2EE_RATE_LIMITS = _env_rate_limits("E2EE_RATE_LIMITS", E2EE_RATE_LIMIT_DEFAULTS)
 E2EE_RATE_LIMIT_ENABLED = os.environ.get("E2EE_RATE_LIMIT_ENABLED", "1") == "1"
-E2EE_RATE_LIMIT_PREFIX = "rl"
+# Key prefix of the counters in the cache (tests give each test its own).
+E2EE_RATE_LIMIT_PREFIX = os.environ.get("E2EE_RATE_LIMIT_PREFIX", "rl")
 # How many reverse proxies that append to X-Forwarded-For stand in front (0: use REMOTE_ADDR).
 E2EE_TRUSTED_PROXY_HOPS = _env_int("E2EE_TRUSTED_PROXY_HOPS", 0)
 

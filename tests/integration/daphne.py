@@ -11,6 +11,7 @@ test database (SQLite file or PostgreSQL test database) with the test process an
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def daphne_factory(transactional_db: None, tmp_path: Path) -> Iterator[Callable[
     Every process is stopped at teardown, before the database is flushed.
     """
     servers: list[DaphneServer] = []
+    # One test's servers share rate-limit counters; other tests' counters in the same Redis do
+    # not count against them.
+    prefix = f"rl-test-{uuid.uuid4().hex}"
 
     def _start(*, extra_env: dict[str, str] | None = None, port: int = 0) -> DaphneServer:
         index = len(servers)
@@ -53,7 +57,7 @@ def daphne_factory(transactional_db: None, tmp_path: Path) -> Iterator[Callable[
             log_path=tmp_path / f"daphne-{index}.log",
             port=port,
             # Production behaviour, rate limits included (the benchmark's default turns them off).
-            extra_env={"E2EE_RATE_LIMIT_ENABLED": "1", **(extra_env or {})},
+            extra_env={"E2EE_RATE_LIMIT_ENABLED": "1", "E2EE_RATE_LIMIT_PREFIX": prefix, **(extra_env or {})},
         )
         server.start()
         servers.append(server)
