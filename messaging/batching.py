@@ -96,7 +96,7 @@ def _limit_and_store(requests: list[SendRequest]) -> SendBatchOutcome:
 
 
 async def _store_in_database(requests: list[SendRequest]) -> SendBatchOutcome:
-    outcome: SendBatchOutcome = await db_call(_limit_and_store)(requests)
+    outcome: SendBatchOutcome = await db_call(_limit_and_store, writer=True)(requests)
     return outcome
 
 

@@ -30,9 +30,8 @@ from common.metrics import (
     DELIVERY_LATENCY,
     WS_CONNECTIONS,
     WS_FRAMES,
-    rate_limited_inc,
 )
-from common.ratelimit import RateLimitedError, rate_get
+from common.ratelimit import LocalRateLimit, RateLimitedError
 from common.realtime import conversation_group, device_group
 from conversations.errors import ConversationNotFoundError
 from devices.errors import DeviceNotActiveError
@@ -59,10 +58,16 @@ TOKEN_SUBPROTOCOL_PREFIX = "e2ee.token."  # noqa: S105 (a prefix, not a credenti
 CLOSE_INVALID_TOKEN = 4401
 CLOSE_NOT_ACTIVE = 4403
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_ACK_TIMEOUT = 4420
 CLOSE_TOO_LARGE = 4413  # autobahn (daphne) lets a server close only with 1000 or 3000-4999
 CLOSE_SERVER_ERROR = 1011
 _PUMP_PAGE = 200
 _RETRY_MAX_S = 60.0
+# Messages pushed again per retry (from the oldest unacknowledged ones).
+_RETRY_BATCH = 16
+# How long a push that arrived ahead of a missing seq waits for it before the gap is read from
+# the database (pushes of one conversation committed by two processes can cross in Redis).
+_GAP_WAIT_S = 0.1
 # Live pushes per conversation remembered for the delivery-latency metric until acknowledged.
 _LATENCY_SAMPLES = 64
 
@@ -91,6 +96,12 @@ class _FrameTooLargeError(ApiError):
     message = "The frame is larger than the server accepts."
 
 
+class _AckTimeoutError(ApiError):
+    status = 408
+    code = "ack_timeout"
+    message = "Pushed messages stayed unacknowledged through every retry; reconnect to resume."
+
+
 class _TooManyInFlightError(ApiError):
     status = 429
     code = "too_many_in_flight"
@@ -102,7 +113,7 @@ class _Stream:
     acknowledged before), everything up to `acked` is acknowledged, `last_known` is the newest
     seq known to exist."""
 
-    __slots__ = ("acked", "last_known", "next_seq", "read", "stored_at", "typing_at")
+    __slots__ = ("acked", "gap_timer", "held", "last_known", "next_seq", "read", "stored_at", "typing_at")
 
     def __init__(self, position: ConversationPosition) -> None:
         self.acked = position.delivered_seq
@@ -113,6 +124,10 @@ class _Stream:
         # (seq, Unix time stored) of live pushes awaiting their ack, for the delivery-latency
         # metric; created on first use and bounded, so idle connections carry nothing.
         self.stored_at: deque[tuple[int, float]] | None = None
+        # Pushes that arrived ahead of a missing seq (another process published it a moment
+        # later), held briefly instead of reading the gap from the database at once.
+        self.held: dict[int, tuple[str, str]] | None = None
+        self.gap_timer: asyncio.TimerHandle | None = None
 
 
 def _authenticate(token: str) -> tuple[Device, int]:
@@ -178,12 +193,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.tasks: set[asyncio.Task[None]] = set()
         self.retry_handle: asyncio.TimerHandle | None = None
         self.retry_interval = float(settings.E2EE_WS_RETRY_S)
+        self.retries_without_progress = 0
         self.last_progress = time.monotonic()
         self.catch_up_pending: set[uuid.UUID] = set()
         self.caught_up_sent = False
         self.catch_up_pushed = 0
-        self.frame_window = 0
-        self.frames_in_window = 0
+        self.frame_limit = LocalRateLimit("ws_frame", clock=time.time)
+        self.frame_limit_noticed = -1
         self.closing = False
         # Handlers run one at a time; the retry timer is the one thing that runs beside them.
         self.stream_lock = asyncio.Lock()
@@ -265,6 +281,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             timer.cancel()
         if self.retry_handle is not None:
             self.retry_handle.cancel()
+        for stream in self.streams.values():
+            if stream.gap_timer is not None:
+                stream.gap_timer.cancel()
         for task in list(self.tasks):
             task.cancel()
         if self.device is None:
@@ -352,25 +371,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             await self.send(text_data=_dumps({"type": "pong", "id": frame.id}))
 
     def _frame_limited(self) -> bool:
-        """The per-connection frame limit (`ws_frame`): counted here, in the process that holds
-        the connection, so it costs no Redis round trip. Over it, frames are dropped with one
-        `rate_limited` error frame per window."""
-        if not settings.E2EE_RATE_LIMIT_ENABLED:
-            return False
-        rate = rate_get("ws_frame")
-        now = time.time()
-        window = int(now // rate.period_s)
-        if window != self.frame_window:
-            self.frame_window, self.frames_in_window = window, 0
-        self.frames_in_window += 1
-        if self.frames_in_window <= rate.count:
-            return False
-        if self.frames_in_window == rate.count + 1:
-            retry_after = max(1, int((window + 1) * rate.period_s - now + 0.999))
-            error = RateLimitedError(retry_after)
-            rate_limited_inc("ws_frame")
-            self._spawn(self.send(text_data=_error_frame(error)))
-        return True
+        """The per-connection frame limit (`ws_frame`), counted in this process (no Redis round
+        trip). Frames over it are dropped; the first one of a window is answered with an error."""
+        try:
+            self.frame_limit.hit()
+        except RateLimitedError as error:
+            window = int(time.time() // self.frame_limit.rate.period_s)
+            if window != self.frame_limit_noticed:
+                self.frame_limit_noticed = window
+                self._spawn(self.send(text_data=_error_frame(error)))
+            return True
+        return False
 
     def _stream(self, conversation_id: uuid.UUID) -> _Stream:
         stream = self.streams.get(conversation_id)
@@ -438,6 +449,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.unacked -= pushed_unacked_before - (stream.next_seq - 1 - stream.acked)
         self.last_progress = time.monotonic()
         self.retry_interval = float(settings.E2EE_WS_RETRY_S)
+        self.retries_without_progress = 0
         stream.last_known = max(stream.last_known, frame.seq)
         writer.record(
             device_id=self.device.pk,
@@ -503,12 +515,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     def _room(self) -> int:
         return int(settings.E2EE_WS_WINDOW) - self.unacked
 
-    async def _pump(self, conversation_id: uuid.UUID) -> None:
+    async def _pump(self, conversation_id: uuid.UUID, *, at_most: int | None = None) -> int:
         """Push this conversation's messages from the database, from `next_seq` up, while the
-        window has room."""
+        window has room (and at most `at_most` of them); how many were pushed."""
         stream = self.streams[conversation_id]
+        pushed = 0
         while stream.next_seq <= stream.last_known and self._room() > 0 and not self.closing:
             limit = min(self._room(), _PUMP_PAGE)
+            if at_most is not None:
+                if pushed >= at_most:
+                    break
+                limit = min(limit, at_most - pushed)
             rows = await db_call(message_frames_after)(
                 conversation_id=conversation_id, after=stream.next_seq - 1, limit=limit
             )
@@ -518,11 +535,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                 await self.send(text_data=text)
                 stream.next_seq = seq + 1
                 self._pushed()
+                pushed += 1
                 if not self.caught_up_sent:
                     self.catch_up_pushed += 1
             if len(rows) < limit:  # the database has nothing newer (events bring what commits later)
                 stream.last_known = stream.next_seq - 1
                 break
+        return pushed
 
     def _pushed(self) -> None:
         self.unacked += 1
@@ -546,15 +565,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if time.monotonic() - self.last_progress < self.retry_interval:
             self._arm_retry()
             return
+        if self.retries_without_progress >= settings.E2EE_WS_MAX_RETRIES:
+            # A client that reads nothing would have every retry pile up in the socket's write
+            # buffer: close instead. It resumes from its cursor when it reconnects.
+            await self._refuse(_AckTimeoutError(), CLOSE_ACK_TIMEOUT)
+            return
+        self.retries_without_progress += 1
         self.retry_interval = min(self.retry_interval * 2, _RETRY_MAX_S)
         self.last_progress = time.monotonic()
         for stream in self.streams.values():
             if stream.next_seq - 1 > stream.acked:
                 self.unacked -= stream.next_seq - 1 - stream.acked
                 stream.next_seq = stream.acked + 1
+        # Push again only the oldest few: a client that lost messages acknowledges them and the
+        # window refills as usual; a client that reads nothing gets little more in its buffer.
+        budget = _RETRY_BATCH
         for conversation_id, stream in list(self.streams.items()):
-            if stream.next_seq <= stream.last_known:
-                await self._pump(conversation_id)
+            if stream.next_seq <= stream.last_known and budget > 0:
+                budget -= await self._pump(conversation_id, at_most=budget)
         if self.unacked > 0 and self.retry_handle is None:
             self._arm_retry()
 
@@ -601,23 +629,63 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         for seq, origin, text in event["messages"]:
             if seq < stream.next_seq:
                 continue  # pushed already (catch-up, a gap repair, or a duplicate event)
-            if seq > stream.next_seq or self._room() <= 0:
-                # Missing events (dropped or still on their way) or a full window: the database
-                # has everything; push from there in order, as far as the window allows.
-                await self._pump(conversation_id)
-                break
-            stream.next_seq = seq + 1
-            if origin == self.channel_name:
-                # Our own send: the client has it from the `sent` frame. It still counts as
-                # unacknowledged, so a lost `sent` is repaired by the retry.
-                self._pushed()
+            if self._room() <= 0:
+                break  # a full window: acknowledgements will pump these from the database
+            if seq > stream.next_seq:
+                # Ahead of a missing seq: usually its event is a moment behind (another process
+                # committed it), so hold this one briefly before reading the gap from the database.
+                if stream.held is None:
+                    stream.held = {}
+                stream.held[seq] = (origin, text)
+                if stream.gap_timer is None:
+                    stream.gap_timer = asyncio.get_running_loop().call_later(
+                        _GAP_WAIT_S, self._gap_timer_fired, conversation_id
+                    )
                 continue
-            await self.send(text_data=text)
-            self._pushed()
-            if stream.stored_at is None:
-                stream.stored_at = deque(maxlen=_LATENCY_SAMPLES)
-            stream.stored_at.append((seq, stored_at))
+            await self._push_live(stream, seq, origin, text, stored_at)
+            while stream.held and stream.next_seq in stream.held and self._room() > 0:
+                held_origin, held_text = stream.held.pop(stream.next_seq)
+                await self._push_live(stream, stream.next_seq, held_origin, held_text, stored_at)
+        self._forget_held(stream)
         await self._maybe_caught_up()
+
+    async def _push_live(self, stream: _Stream, seq: int, origin: str, text: str, stored_at: float) -> None:
+        stream.next_seq = seq + 1
+        if origin == self.channel_name:
+            # Our own send: the client has it from the `sent` frame. It still counts as
+            # unacknowledged, so a lost `sent` is repaired by the retry.
+            self._pushed()
+            return
+        await self.send(text_data=text)
+        self._pushed()
+        if stream.stored_at is None:
+            stream.stored_at = deque(maxlen=_LATENCY_SAMPLES)
+        stream.stored_at.append((seq, stored_at))
+
+    @staticmethod
+    def _forget_held(stream: _Stream) -> None:
+        """Drop held pushes that are no longer ahead (pushed meanwhile), and the timer with them."""
+        if stream.held:
+            for seq in [seq for seq in stream.held if seq < stream.next_seq]:
+                del stream.held[seq]
+        if not stream.held and stream.gap_timer is not None:
+            stream.gap_timer.cancel()
+            stream.gap_timer = None
+
+    def _gap_timer_fired(self, conversation_id: uuid.UUID) -> None:
+        self._spawn(self._gap_expired(conversation_id))
+
+    async def _gap_expired(self, conversation_id: uuid.UUID) -> None:
+        """The missing push did not come: the database has it (and everything held after it)."""
+        async with self.stream_lock:
+            stream = self.streams.get(conversation_id)
+            if stream is None or self.closing:
+                return
+            stream.gap_timer = None
+            if stream.held:
+                stream.held = None
+                await self._pump(conversation_id)
+            await self._maybe_caught_up()
 
     async def conv_receipts(self, event: dict[str, Any]) -> None:
         if not self.closing:

@@ -66,7 +66,7 @@ class CursorWriter:
             for (device_id, conversation_id), move in pending.items()
         ]
         try:
-            await db_call(delivery_cursors_advance)(advances)
+            await db_call(delivery_cursors_advance, writer=True)(advances)
         except Exception:  # database down: keep the moves for the next flush
             logger.exception("cursor flush failed", extra={"fields": {"cursors": len(advances)}})
             for key, move in pending.items():

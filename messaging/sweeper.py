@@ -5,7 +5,8 @@ publish, or a receiving process's subscription is down for a moment. A later mes
 conversation would reveal the gap, but the last message before a quiet period would wait until
 the device reconnects. So every `E2EE_WS_SWEEP_S` each server process reads the newest seq of
 every conversation its connections follow (one query for all of them, by primary key; nothing
-that grows with history) and has each connection that is behind pump from the database.
+that grows with history) and has each connection that is still behind what was committed one
+interval earlier pump from the database.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Sweeper:
     def __init__(self) -> None:
         self._connections: weakref.WeakSet[Sweepable] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
+        self._previous: dict[uuid.UUID, int] = {}
 
     def register(self, connection: Sweepable) -> None:
         self._connections.add(connection)
@@ -57,8 +59,13 @@ class Sweeper:
         if not followed:
             return
         last_seqs = await db_call(conversation_last_seqs)(conversation_ids=followed)
+        # Only what was committed a whole interval ago counts as lost: a push that is merely
+        # queued behind others (a busy process) is on its way, and reading it from the database
+        # for every connection would add load exactly when the process is short of it.
+        settled = {pk: min(seq, self._previous.get(pk, 0)) for pk, seq in last_seqs.items()}
+        self._previous = last_seqs
         for connection in connections:
-            await connection.catch_up_to(last_seqs)
+            await connection.catch_up_to(settled)
 
 
 _sweepers: dict[int, Sweeper] = {}

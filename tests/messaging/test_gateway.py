@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -9,13 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 
 from bench.server import DaphneServer
+from common.realtime import conversation_group
 from common.testing import PublishedEvent
 from conversations.models import Conversation
 from devices.models import Device
+from messaging.events import conversation_messages_event
 from messaging.models import DeliveryCursor, Message
 from tests.builders import Dev, b64, envelope_json, make_conversation, make_dev, wrapped_keys_json
+from tests.integration.daphne import multi_process_possible
 from tests.messaging.wsclient import Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -458,3 +464,61 @@ def test_an_up_to_date_device_hears_caught_up_at_once(daphne_url: str, pair: Any
     alice, _, _ = pair
     socket = Socket.open(daphne_url, alice.token)
     socket.expect("caught_up", timeout=5)
+
+
+def test_a_device_that_never_acknowledges_is_closed_after_its_retries_and_resumes_on_reconnect(
+    daphne_factory: Callable[..., DaphneServer], pair: Any
+) -> None:
+    alice, bob, conversation = pair
+    server = daphne_factory(extra_env={"E2EE_WS_RETRY_S": "0.3", "E2EE_WS_MAX_RETRIES": "2"})
+    bobs = Socket.open(server.url, bob.token)
+    rest_send(server.url, alice, conversation, 20)
+    # Never acknowledged: pushed once, then only the oldest few again per retry, then closed.
+    assert bobs.closed_with(timeout=15) == 4420
+    pushed = [frame["envelope"]["seq"] for frame in bobs.backlog if frame["type"] == "message"]
+    assert sorted(set(pushed)) == list(range(1, 21))
+    assert len(pushed) <= 20 + 2 * 16  # each retry pushes at most the 16 oldest again
+    assert bobs.backlog[-1]["code"] == "ack_timeout"
+    again = Socket.open(server.url, bob.token)
+    assert [e["seq"] for e in again.messages(20)] == list(range(1, 21))
+
+
+def _publish_from_elsewhere(conversation: Conversation, rows: list[tuple[int, str]]) -> None:
+    """Publish `message` frames for these seqs to the conversation's group, as another server
+    process would, each marked so the test can tell a relayed push from a database read."""
+    layer = get_channel_layer()
+    for seq, marker in rows:
+        frame = {"type": "message", "conversation_id": str(conversation.id), "marker": marker, "envelope": {"seq": seq}}
+        event = conversation_messages_event(conversation.id, [(seq, "", json.dumps(frame))], stored_at=time.time())
+        async_to_sync(layer.group_send)(conversation_group(conversation.id), dict(event))
+
+
+@pytest.mark.skipif(not multi_process_possible(), reason="needs a channel layer shared between processes (REDIS_URL)")
+def test_pushes_that_cross_between_processes_are_put_back_in_order_without_a_database_read(
+    daphne_url: str, pair: Any, published: list[PublishedEvent]
+) -> None:
+    alice, bob, conversation = pair
+    bobs = Socket.open(daphne_url, bob.token)
+    bobs.expect("caught_up")
+    for _ in range(2):  # stored; their own pushes are swallowed (`published`)
+        alice.client().post(f"/api/v1/conversations/{conversation.id}/messages", envelope_json(alice), format="json")
+    _publish_from_elsewhere(conversation, [(2, "late"), (1, "early")])
+    frames = [bobs.expect("message") for _ in range(2)]
+    assert [(f["envelope"]["seq"], f.get("marker")) for f in frames] == [(1, "early"), (2, "late")]
+
+
+@pytest.mark.skipif(not multi_process_possible(), reason="needs a channel layer shared between processes (REDIS_URL)")
+def test_a_push_ahead_of_a_lost_one_waits_briefly_then_the_gap_is_read_from_the_database(
+    daphne_url: str, pair: Any, published: list[PublishedEvent]
+) -> None:
+    alice, bob, conversation = pair
+    bobs = Socket.open(daphne_url, bob.token)
+    bobs.expect("caught_up")
+    for _ in range(2):
+        alice.client().post(f"/api/v1/conversations/{conversation.id}/messages", envelope_json(alice), format="json")
+    _publish_from_elsewhere(conversation, [(2, "relayed")])  # seq 1's push is lost
+    frames = [bobs.expect("message") for _ in range(2)]
+    # Both come from the database, in order; the held relay of 2 is dropped, not sent twice.
+    assert [(f["envelope"]["seq"], f.get("marker")) for f in frames] == [(1, None), (2, None)]
+    assert frames[0]["envelope"]["ciphertext"]
+    assert bobs.silent("message", 0.5)
