@@ -482,9 +482,18 @@ class RealtimeDevice:
         state.fetch_in_flight = frame_id
         self._pending_fetches[frame_id] = cid
         self.stats.fetches += 1
+        # Only the missing range: asking for 500 from the cursor re-reads everything already held.
+        missing = min(state.held) - state.contiguous - 1 if state.held else 1
+        limit = max(1, min(500, missing))
         self._write(
             json.dumps(
-                {"type": "fetch", "id": frame_id, "conversation_id": str(cid), "after": state.contiguous, "limit": 500}
+                {
+                    "type": "fetch",
+                    "id": frame_id,
+                    "conversation_id": str(cid),
+                    "after": state.contiguous,
+                    "limit": limit,
+                }
             )
         )
 
