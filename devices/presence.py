@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from common.loops import PerLoop
+
 logger = logging.getLogger(__name__)
 
 PRESENCE_TTL_HEARTBEATS = 3
@@ -172,15 +174,14 @@ class PresenceRegistry:
                 logger.warning("presence refresh failed", exc_info=True)
 
 
-_registries: dict[int, PresenceRegistry] = {}
+def _new_registry() -> PresenceRegistry:
+    url = settings.REDIS_URL
+    return PresenceRegistry(RedisPresence(url) if url else MemoryPresence())
+
+
+_registry: PerLoop[PresenceRegistry] = PerLoop(_new_registry)
 
 
 def presence_registry() -> PresenceRegistry:
     """The registry of the running event loop (one per process under daphne)."""
-    loop_id = id(asyncio.get_running_loop())
-    registry = _registries.get(loop_id)
-    if registry is None:
-        _registries.clear()
-        url = settings.REDIS_URL
-        registry = _registries[loop_id] = PresenceRegistry(RedisPresence(url) if url else MemoryPresence())
-    return registry
+    return _registry.get()

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from common.asyncdb import db_call
 from common.errors import ApiError
+from common.loops import PerLoop
 from common.metrics import FANOUT_LATENCY, messages_sent_inc
 from common.ratelimit import RateLimitedError, ratelimit_hits
 from common.realtime import group_send_all
@@ -115,14 +116,9 @@ async def _publish_after(
             FANOUT_LATENCY.observe(time.perf_counter() - started)
 
 
-_batchers: dict[int, SendBatcher] = {}
+_batcher: PerLoop[SendBatcher] = PerLoop(SendBatcher)
 
 
 def send_batcher() -> SendBatcher:
     """The batcher of the running event loop (one per process under daphne)."""
-    loop_id = id(asyncio.get_running_loop())
-    batcher = _batchers.get(loop_id)
-    if batcher is None:
-        _batchers.clear()  # a new loop (tests): the old batcher's loop is gone
-        batcher = _batchers[loop_id] = SendBatcher()
-    return batcher
+    return _batcher.get()

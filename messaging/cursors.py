@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from common.asyncdb import db_call
+from common.loops import PerLoop
 from common.realtime import conversation_group, group_send_all
 from messaging.events import conversation_receipts_event
 from messaging.services import CursorAdvance, delivery_cursors_advance
@@ -101,14 +102,9 @@ class CursorWriter:
             current.read_seq = max(current.read_seq, move.read_seq)
 
 
-_writers: dict[int, CursorWriter] = {}
+_writer: PerLoop[CursorWriter] = PerLoop(CursorWriter)
 
 
 def cursor_writer() -> CursorWriter:
     """The writer of the running event loop (one per process under daphne)."""
-    loop_id = id(asyncio.get_running_loop())
-    writer = _writers.get(loop_id)
-    if writer is None:
-        _writers.clear()
-        writer = _writers[loop_id] = CursorWriter()
-    return writer
+    return _writer.get()

@@ -20,6 +20,7 @@ from typing import Protocol
 from django.conf import settings
 
 from common.asyncdb import db_call
+from common.loops import PerLoop
 from conversations.selectors import conversation_last_seqs
 
 logger = logging.getLogger(__name__)
@@ -68,14 +69,9 @@ class Sweeper:
             await connection.catch_up_to(settled)
 
 
-_sweepers: dict[int, Sweeper] = {}
+_sweeper: PerLoop[Sweeper] = PerLoop(Sweeper)
 
 
 def sweeper() -> Sweeper:
     """The sweeper of the running event loop (one per process under daphne)."""
-    loop_id = id(asyncio.get_running_loop())
-    found = _sweepers.get(loop_id)
-    if found is None:
-        _sweepers.clear()
-        found = _sweepers[loop_id] = Sweeper()
-    return found
+    return _sweeper.get()
