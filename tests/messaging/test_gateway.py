@@ -471,9 +471,10 @@ def test_a_device_that_never_acknowledges_is_closed_after_its_retries_and_resume
 ) -> None:
     alice, bob, conversation = pair
     server = daphne_factory(extra_env={"E2EE_WS_RETRY_S": "0.3", "E2EE_WS_MAX_RETRIES": "2"})
-    bobs = Socket.open(server.url, bob.token)
     rest_send(server.url, alice, conversation, 20)
-    # Never acknowledged: pushed once, then only the oldest few again per retry, then closed.
+    bobs = Socket.open(server.url, bob.token)
+    # Never acknowledged: pushed once (catch-up), then only the oldest few again per retry, then
+    # closed.
     assert bobs.closed_with(timeout=15) == 4420
     pushed = [frame["envelope"]["seq"] for frame in bobs.backlog if frame["type"] == "message"]
     assert sorted(set(pushed)) == list(range(1, 21))
