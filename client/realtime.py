@@ -42,7 +42,7 @@ from typing import Any, Generic, TypeVar
 from client import frames as fr
 from client import protocol as proto
 from client.crypto.errors import DecryptError, DecryptFailure
-from client.crypto.message import message_encrypt, message_header, message_open
+from client.crypto.message import message_header, message_open
 from client.errors import (
     RealtimeAuthError,
     RealtimeDisconnectedError,
@@ -395,29 +395,13 @@ class RealtimeClient:
         self, conversation_id: uuid.UUID, payload: dict[str, Any], *, client_message_id: bytes | None = None
     ) -> tuple[dict[str, Any], bytes]:
         """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
-        session = self.session
-        conversation = session.conversation(conversation_id)
-        epoch = conversation.current_epoch
-        sealed = message_encrypt(
-            chat_key=session.chat_key(conversation, epoch),
-            conversation_id=conversation_id,
-            epoch=epoch,
-            sender=session.secrets.device,
-            payload=payload,
-            client_message_id=client_message_id,
-            rng=self._rng,
+        conversation = self.session.conversation(conversation_id)
+        request, sealed_id = self.session.seal_send(
+            conversation, payload, client_message_id=client_message_id, rng=self._rng
         )
-        body = proto.send_request(
-            conversation_id=conversation_id,
-            epoch=epoch,
-            sender_device_id=session.device_id,
-            client_message_id=sealed.client_message_id,
-            nonce=sealed.nonce,
-            ciphertext=sealed.ciphertext,
-            signature=sealed.signature,
-        ).json
+        body = request.json
         assert body is not None
-        return body, sealed.client_message_id
+        return body, sealed_id
 
     async def _flush_outbox(self, conn: WebSocketConnection) -> None:
         """Send every outbox entry not yet sent on `conn`, in queue order (one sender at a time)."""

@@ -443,27 +443,41 @@ class Session:
         sent_at = now_ms if now_ms is not None else int(time.time() * 1000)
         return self.send_payload(conversation_id, {"type": "text", "body": body, "sent_at_ms": sent_at})
 
+    def seal_send(
+        self,
+        conversation: proto.Conversation,
+        payload: dict[str, Any],
+        *,
+        client_message_id: bytes | None = None,
+        rng: Rng | None = None,
+    ) -> tuple[proto.Request, bytes]:
+        """Encrypt and sign `payload` for the conversation's current epoch: the send request (the
+        same body goes over REST and in a WebSocket `send` frame) and its client message id."""
+        epoch = conversation.current_epoch
+        sealed = message_encrypt(
+            chat_key=self.chat_key(conversation, epoch),
+            conversation_id=conversation.conversation_id,
+            epoch=epoch,
+            sender=self.secrets.device,
+            payload=payload,
+            client_message_id=client_message_id,
+            rng=rng or self._rng,
+        )
+        request = proto.send_request(
+            conversation_id=conversation.conversation_id,
+            epoch=epoch,
+            sender_device_id=self.device_id,
+            client_message_id=sealed.client_message_id,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+            signature=sealed.signature,
+        )
+        return request, sealed.client_message_id
+
     def send_payload(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> proto.Envelope:
         conversation = self.conversation(conversation_id)
         for attempt in range(2):
-            epoch = conversation.current_epoch
-            sealed = message_encrypt(
-                chat_key=self.chat_key(conversation, epoch),
-                conversation_id=conversation_id,
-                epoch=epoch,
-                sender=self.secrets.device,
-                payload=payload,
-                rng=self._rng,
-            )
-            request = proto.send_request(
-                conversation_id=conversation_id,
-                epoch=epoch,
-                sender_device_id=self.device_id,
-                client_message_id=sealed.client_message_id,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                signature=sealed.signature,
-            )
+            request, _ = self.seal_send(conversation, payload)
             try:
                 _, body = self.transport.execute(request)
                 return proto.Envelope.parse(body)

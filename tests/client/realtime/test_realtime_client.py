@@ -64,6 +64,9 @@ class StubSession:
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         return CHAT_KEY
 
+    # The real sealing, over this stub's keys: the client's own sends use the real crypto.
+    seal_send = Session.seal_send
+
     def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
         if self.fail_transiently:
             raise proto.ApiError(503, "unavailable", "the directory is down")
