@@ -50,6 +50,7 @@ from client.errors import (
     SdkError,
     SendFailedError,
 )
+from client.payloads import payload_text
 from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore, OutboxEntry
 from client.transport.websocket import WebSocketConnection, connect
@@ -82,11 +83,7 @@ class IncomingMessage:
 
     @property
     def text(self) -> str:
-        if self.payload is None:
-            return f"[undecryptable: {self.failure}]"
-        if self.payload.get("type") == "text" and isinstance(self.payload.get("body"), str):
-            return str(self.payload["body"])
-        return f"[unsupported message type {self.payload.get('type')!r}]"
+        return payload_text(self.payload, self.failure)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from client.errors import (
     NoIdentityKeyError,
     UntrustedDevicesError,
 )
+from client.payloads import payload_text
 from client.protocol import ApiError
 
 Rng = Callable[[int], bytes]
@@ -109,9 +110,7 @@ class ReceivedMessage:
 
     @property
     def text(self) -> str:
-        if self.payload.get("type") == "text" and isinstance(self.payload.get("body"), str):
-            return str(self.payload["body"])
-        return f"[unsupported message type {self.payload.get('type')!r}]"
+        return payload_text(self.payload)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from client.crypto.encoding import b64d, b64e
+from client.payloads import payload_text
 
 FILE_NAME = "messages.sqlite3"
 SCHEMA_VERSION = 1
@@ -93,11 +94,7 @@ class StoredMessage:
 
     @property
     def text(self) -> str:
-        if self.payload is None:
-            return f"[undecryptable: {self.failure}]"
-        if self.payload.get("type") == "text" and isinstance(self.payload.get("body"), str):
-            return str(self.payload["body"])
-        return f"[unsupported message type {self.payload.get('type')!r}]"
+        return payload_text(self.payload, self.failure)
 
 
 @dataclass(frozen=True)
