@@ -10,7 +10,7 @@ from types import TracebackType
 
 import redis
 
-from bench.server import free_port
+from bench.server import free_port, process_stop
 
 
 class RedisServer:
@@ -55,14 +55,7 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        process_stop(process)
 
     def restart(self) -> None:
         """Stop and start on the same port: every key (channel layer groups, presence) is gone."""

@@ -29,6 +29,18 @@ def _daphne_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "daphne"]
 
 
+def process_stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM and wait; SIGKILL if it has not ended within 15 s. Nothing to do if it ended."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+
+
 class DaphneServer:
     """A daphne subprocess on 127.0.0.1, started on enter and stopped (only it) on exit."""
 
@@ -98,14 +110,7 @@ class DaphneServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        process_stop(process)
 
     def __enter__(self) -> DaphneServer:
         self.start()
