@@ -14,6 +14,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 django_asgi_app = get_asgi_application()
 
+from common.gil import switch_interval_apply  # noqa: E402  (after Django setup, see above)
+
+switch_interval_apply()
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django setup, see above)
 from django.urls import path  # noqa: E402
 

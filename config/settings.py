@@ -226,6 +226,11 @@ E2EE_WS_MAX_RETRIES = _env_int("E2EE_WS_MAX_RETRIES", 3)
 E2EE_RECEIPT_FLUSH_MS = _env_int("E2EE_RECEIPT_FLUSH_MS", 1000)
 # How often each process looks for messages whose push was lost (messaging/sweeper.py).
 E2EE_WS_SWEEP_S = float(os.environ.get("E2EE_WS_SWEEP_S", "5"))
+# The GIL switch interval of ASGI server processes (config/asgi.py). The event loop thread gives up
+# the GIL at every socket call and, with Python's default of 5 ms, can wait that long to get it back
+# from the database threads: at 200 msg/s that convoy alone took the send-to-decrypted p50 from
+# about 35 ms to about 320 ms (bench/realtime_load.py). 0 keeps the interpreter's default.
+E2EE_GIL_SWITCH_INTERVAL_MS = float(os.environ.get("E2EE_GIL_SWITCH_INTERVAL_MS", "0.5"))
 
 # --- Rate limits (common/ratelimit.py, docs/operations.md) -------------------------------------------
 # "count/period_seconds" per key. E2EE_RATE_LIMITS overrides some of them from the environment:
