@@ -31,6 +31,8 @@ from messaging.wire import message_frame_json
 PROTOCOL_VERSION = 1
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
 _BATCH_ATTEMPTS = 3
+# Rows per INSERT statement: 10 parameters each, well under SQLite's 32,766.
+_INSERT_CHUNK = 200
 
 
 @dataclass(frozen=True)
@@ -136,25 +138,11 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
     conversation_ids = {r.content.conversation_id for r in requests}
     device_ids = {r.device.pk for r in requests}
     user_ids = {r.device.user_id for r in requests}
-    with transaction.atomic(durable=True):
-        members = set(
-            Membership.objects.filter(conversation_id__in=conversation_ids, user_id__in=user_ids).values_list(
-                "conversation_id", "user_id"
-            )
-        )
-        active = set(
-            Device.objects.filter(pk__in=device_ids, status=Device.Status.ACTIVE, user__is_active=True).values_list(
-                "pk", flat=True
-            )
-        )
-        # Resends: both IN lists together use the (sender_device, client_message_id) index.
-        existing = {
-            (m.sender_device_id, bytes(m.client_message_id)): m
-            for m in Message.objects.select_related("sender_device__user").filter(
-                sender_device_id__in=device_ids,
-                client_message_id__in=[r.content.client_message_id for r in requests],
-            )
-        }
+    # Hand-written SQL, one statement per step: this runs for every realtime batch, and building
+    # the same queries through the ORM cost about two thirds of the batch's CPU (cProfile).
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        members, active = _members_and_active(cursor, conversation_ids, user_ids, device_ids)
+        existing = _existing_sends(cursor, device_ids, [r.content.client_message_id for r in requests])
         fresh: list[int] = []
         for index, request in enumerate(requests):
             error = _precheck(
@@ -177,14 +165,7 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
 
         to_insert: list[Message] = []
         if fresh:
-            # Lock every conversation written to, in id order (no deadlock between batches).
-            locked = {
-                pk: [epoch, last_seq]
-                for pk, epoch, last_seq in Conversation.objects.select_for_update()
-                .filter(pk__in={requests[i].content.conversation_id for i in fresh})
-                .order_by("pk")
-                .values_list("pk", "current_epoch", "last_seq")
-            }
+            locked = _conversations_lock(cursor, {requests[i].content.conversation_id for i in fresh})
             now = timezone.now()
             in_batch: dict[tuple[uuid.UUID, bytes], Message] = {}
             for index in fresh:
@@ -220,13 +201,7 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 to_insert.append(message)
                 results[index] = EnvelopeSendResult(message, created=True)
             if to_insert:
-                touched = {m.conversation_id for m in to_insert}
-                with connection.cursor() as cursor:
-                    cursor.executemany(
-                        f"UPDATE {Conversation._meta.db_table} SET last_seq = %s WHERE id = %s",  # noqa: S608 (our table name)
-                        [(locked[pk][1], _db_uuid(pk)) for pk in sorted(touched)],
-                    )
-                Message.objects.bulk_create(to_insert)
+                _messages_insert(cursor, to_insert, locked)
 
         events = _fanout_events(requests, results, to_insert)
         if publish:
@@ -235,6 +210,117 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
     final = [r for r in results if r is not None]
     assert len(final) == len(requests)
     return SendBatchOutcome(results=final, events=[] if publish else events)
+
+
+def _in_list(values: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _as_uuid(value: Any) -> uuid.UUID:
+    # A uuid column comes back as UUID from PostgreSQL and as 32 hex digits from SQLite.
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _members_and_active(
+    cursor: Any, conversation_ids: set[uuid.UUID], user_ids: set[int], device_ids: set[uuid.UUID]
+) -> tuple[set[tuple[uuid.UUID, int]], set[uuid.UUID]]:
+    """Which (conversation, user) pairs are memberships and which devices may send, in one round
+    trip: rows tagged "m" are memberships, rows tagged "d" active devices of active users."""
+    conversations = [_db_uuid(pk) for pk in conversation_ids]
+    users = list(user_ids)
+    devices = [_db_uuid(pk) for pk in device_ids]
+    membership, device, user = (
+        Membership._meta.db_table,
+        Device._meta.db_table,
+        Device._meta.get_field("user").related_model._meta.db_table,
+    )
+    # Table names come from the models and every value is a parameter.
+    cursor.execute(
+        f"SELECT 'm', conversation_id, user_id FROM {membership} "  # noqa: S608
+        f"WHERE conversation_id IN ({_in_list(conversations)}) AND user_id IN ({_in_list(users)}) "
+        f"UNION ALL SELECT 'd', d.id, NULL FROM {device} d JOIN {user} u ON u.id = d.user_id "
+        f"WHERE d.id IN ({_in_list(devices)}) AND d.status = %s AND u.is_active",
+        [*conversations, *users, *devices, Device.Status.ACTIVE.value],
+    )
+    members: set[tuple[uuid.UUID, int]] = set()
+    active: set[uuid.UUID] = set()
+    for tag, pk, user_id in cursor.fetchall():
+        if tag == "m":
+            members.add((_as_uuid(pk), int(user_id)))
+        else:
+            active.add(_as_uuid(pk))
+    return members, active
+
+
+def _existing_sends(
+    cursor: Any, device_ids: set[uuid.UUID], client_message_ids: list[bytes]
+) -> dict[tuple[uuid.UUID, bytes], Message]:
+    """Messages already stored under these idempotency keys (resends). The probe is a bare index
+    lookup; the rare hits are then loaded as models, with the sender for the answer."""
+    devices = [_db_uuid(pk) for pk in device_ids]
+    table = Message._meta.db_table
+    # Both IN lists together use the (sender_device, client_message_id) unique index.
+    cursor.execute(
+        f"SELECT id FROM {table} WHERE sender_device_id IN ({_in_list(devices)}) "  # noqa: S608
+        f"AND client_message_id IN ({_in_list(client_message_ids)})",
+        [*devices, *client_message_ids],
+    )
+    ids = [row[0] for row in cursor.fetchall()]
+    if not ids:
+        return {}
+    return {
+        (m.sender_device_id, bytes(m.client_message_id)): m
+        for m in Message.objects.select_related("sender_device__user").filter(pk__in=ids)
+    }
+
+
+def _conversations_lock(cursor: Any, conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
+    """Lock every conversation written to, in id order (no deadlock between batches); their
+    [current epoch, last seq]. SQLite has no row locks: its write transaction serialises."""
+    ordered = [_db_uuid(pk) for pk in sorted(conversation_ids)]
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    cursor.execute(
+        f"SELECT id, current_epoch, last_seq FROM {Conversation._meta.db_table} "  # noqa: S608
+        f"WHERE id IN ({_in_list(ordered)}) ORDER BY id{lock}",
+        ordered,
+    )
+    return {_as_uuid(pk): [int(epoch), int(last_seq)] for pk, epoch, last_seq in cursor.fetchall()}
+
+
+def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUID, list[int]]) -> None:
+    touched = sorted({m.conversation_id for m in messages})
+    cursor.executemany(
+        f"UPDATE {Conversation._meta.db_table} SET last_seq = %s WHERE id = %s",  # noqa: S608 (our table name)
+        [(locked[pk][1], _db_uuid(pk)) for pk in touched],
+    )
+    stamp = connection.ops.adapt_datetimefield_value(messages[0].created_at)
+    columns = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    for start in range(0, len(messages), _INSERT_CHUNK):
+        chunk = messages[start : start + _INSERT_CHUNK]
+        params: list[Any] = []
+        for m in chunk:
+            params += [
+                _db_uuid(m.conversation_id),
+                m.seq,
+                m.version,
+                m.epoch,
+                _db_uuid(m.sender_device_id),
+                m.client_message_id,
+                m.nonce,
+                m.ciphertext,
+                m.signature,
+                stamp,
+            ]
+        # One multi-row INSERT per chunk; RETURNING gives the ids in VALUES order on both
+        # backends (what Django's bulk_create relies on too).
+        cursor.execute(
+            f"INSERT INTO {Message._meta.db_table} (conversation_id, seq, version, epoch, "  # noqa: S608
+            "sender_device_id, client_message_id, nonce, ciphertext, signature, created_at) "
+            f"VALUES {', '.join([columns] * len(chunk))} RETURNING id",
+            params,
+        )
+        for message, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
+            message.pk = pk
 
 
 def _db_uuid(value: uuid.UUID) -> Any:
