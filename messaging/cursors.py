@@ -5,6 +5,11 @@ this process in one statement and publishes one `conv.receipts` event per conver
 Writing an ack per frame would cost a transaction per delivered message, the largest write load
 of the system. A crash loses at most one interval of acknowledgements; those messages are then
 delivered again and dropped as duplicates by the client: at-least-once is kept.
+
+The receipts of one flush are published spread over the first half of the next interval rather
+than all at once: a flush touches every active conversation, and its burst of publishes (then of
+receipt frames on every process) queued the message pushes behind it. At 200 msg/s that burst was
+most of the p95 and p99 (bench/realtime_load.py: p95 70 ms with it, 14 ms with receipts off).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from messaging.events import conversation_receipts_event
 from messaging.services import CursorAdvance, delivery_cursors_advance
 
 logger = logging.getLogger(__name__)
+
+_PACE_MIN_SLEEP_S = 0.002
 
 
 @dataclass
@@ -55,10 +62,21 @@ class CursorWriter:
             self._task = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(settings.E2EE_RECEIPT_FLUSH_MS / 1000)
-        await self.flush()
+        # One flush per interval for as long as moves keep coming (or a failed flush left them
+        # pending); the receipts' pacing runs inside the interval, so the cadence holds.
+        loop = asyncio.get_running_loop()
+        interval = settings.E2EE_RECEIPT_FLUSH_MS / 1000
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = max(next_at + interval, loop.time())
+            await self.flush(spread_s=interval / 2)
+            if not self._pending:
+                return
 
-    async def flush(self) -> None:
+    async def flush(self, *, spread_s: float = 0.0) -> None:
+        """Write every pending move in one statement, then publish one receipt event per
+        conversation, evenly spaced over `spread_s` seconds."""
         pending, self._pending = self._pending, {}
         if not pending:
             return
@@ -72,8 +90,7 @@ class CursorWriter:
             logger.exception("cursor flush failed", extra={"fields": {"cursors": len(advances)}})
             for key, move in pending.items():
                 self._merge_back(key, move)
-            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
-            return
+            return  # _flush_soon tries again next interval
         by_conversation: dict[uuid.UUID, list[dict[str, object]]] = {}
         for (device_id, conversation_id), move in pending.items():
             by_conversation.setdefault(conversation_id, []).append(
@@ -84,7 +101,12 @@ class CursorWriter:
                     "read_seq": move.read_seq,
                 }
             )
-        for conversation_id, receipts in by_conversation.items():
+        loop = asyncio.get_running_loop()
+        started, step = loop.time(), spread_s / len(by_conversation)
+        for index, (conversation_id, receipts) in enumerate(by_conversation.items()):
+            delay = started + index * step - loop.time()
+            if delay >= _PACE_MIN_SLEEP_S:  # below that, publish at once: a sleep costs more
+                await asyncio.sleep(delay)
             try:
                 await group_send_all(
                     [conversation_group(conversation_id)],
