@@ -11,7 +11,6 @@ never gets a newer message before an older one.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -49,7 +48,7 @@ from messaging.selectors import (
 )
 from messaging.services import EnvelopeSendResult, SendRequest
 from messaging.sweeper import sweeper
-from messaging.wire import iso_timestamp
+from messaging.wire import frame_json, iso_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +150,7 @@ def _frames_out(kind: str) -> Any:
     return counter
 
 
-def _dumps(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=True)
+_dumps = frame_json
 
 
 def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
@@ -689,11 +687,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def conv_receipts(self, event: dict[str, Any]) -> None:
         if not self.closing:
-            await self.send(
-                text_data=_dumps(
-                    {"type": "receipt", "conversation_id": event["conversation_id"], "receipts": event["receipts"]}
-                )
-            )
+            await self.send(text_data=event["frame"])
 
     async def conv_typing(self, event: dict[str, Any]) -> None:
         if self.closing or event["username"] == self.username:

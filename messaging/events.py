@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from typing import Literal, TypedDict
 
+from messaging.wire import frame_json
+
 
 class ConversationMessagesEvent(TypedDict):
     """New messages of one conversation, published to `conv.<id hex>` after they committed.
@@ -31,14 +33,19 @@ def conversation_messages_event(
 
 
 class ConversationReceiptsEvent(TypedDict):
-    """Cursor moves of member devices (protocol.md 6.5), batched per flush."""
+    """Cursor moves of member devices (protocol.md 6.5), batched per flush. `frame` is the
+    ready-to-send `receipt` frame text, encoded once by the publisher, not once per receiver."""
 
     type: Literal["conv.receipts"]
     conversation_id: str
-    receipts: list[dict[str, object]]
+    frame: str
 
 
 def conversation_receipts_event(
     conversation_id: uuid.UUID, receipts: list[dict[str, object]]
 ) -> ConversationReceiptsEvent:
-    return {"type": "conv.receipts", "conversation_id": str(conversation_id), "receipts": receipts}
+    return {
+        "type": "conv.receipts",
+        "conversation_id": str(conversation_id),
+        "frame": frame_json({"type": "receipt", "conversation_id": str(conversation_id), "receipts": receipts}),
+    }

@@ -42,10 +42,13 @@ def envelope_dict(message: Message) -> dict[str, Any]:
     }
 
 
+def frame_json(frame: dict[str, Any]) -> str:
+    """A realtime frame as the text sent on the socket: compact, ASCII-only JSON."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=True)
+
+
 def message_frame_json(message: Message) -> str:
     """The realtime `message` frame (protocol.md 6.2) as the text sent on the socket."""
-    return json.dumps(
-        {"type": "message", "conversation_id": str(message.conversation_id), "envelope": envelope_dict(message)},
-        separators=(",", ":"),
-        ensure_ascii=True,
+    return frame_json(
+        {"type": "message", "conversation_id": str(message.conversation_id), "envelope": envelope_dict(message)}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,5 +105,5 @@ def test_moves_keep_being_flushed_every_interval_while_they_come() -> None:
         return await listener
 
     got = asyncio.run(scenario())
-    assert [event["receipts"][0]["delivered_seq"] for _, event in got] == [1, 2, 3]
+    assert [json.loads(event["frame"])["receipts"][0]["delivered_seq"] for _, event in got] == [1, 2, 3]
     assert DeliveryCursor.objects.get(device=reader.device, conversation=conversation).delivered_seq == 3
