@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,21 @@ def _close_the_writer_threads_connection() -> Iterator[None]:
     """The writer thread keeps its connection between calls (common/asyncdb.py): close it, or
     PostgreSQL refuses to drop the test database at the end of the session."""
     yield
-    asyncio.run(db_call(_close, writer=True)())
+    asyncio.run(_close_in_the_writer_thread())
+
+
+async def _close_in_the_writer_thread() -> None:
+    await db_call(_close, writer=True)()
 
 
 def _close() -> None:
     connection.close()  # looked up in the calling thread: that thread's own connection
 
 
-async def _listen(groups: list[str], expected: int, timeout: float) -> list[tuple[float, dict[str, Any]]]:
+async def _listen(
+    groups: list[str], done: Callable[[list[dict[str, Any]]], bool], timeout: float
+) -> list[tuple[float, dict[str, Any]]]:
+    """(arrival time, event) for events of `groups` until `done(events so far)`."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
     for group in groups:
@@ -44,13 +50,17 @@ async def _listen(groups: list[str], expected: int, timeout: float) -> list[tupl
     got: list[tuple[float, dict[str, Any]]] = []
     try:
         async with asyncio.timeout(timeout):
-            while len(got) < expected:
+            while not done([event for _, event in got]):
                 event = await layer.receive(channel)
                 got.append((time.monotonic(), event))
     finally:
         for group in groups:
             await layer.group_discard(group, channel)
     return got
+
+
+def _delivered(event: dict[str, Any]) -> int:
+    return int(json.loads(event["frame"])["receipts"][0]["delivered_seq"])
 
 
 def test_a_flush_stores_every_move_at_once_and_spreads_the_receipts() -> None:
@@ -60,7 +70,7 @@ def test_a_flush_stores_every_move_at_once_and_spreads_the_receipts() -> None:
     async def scenario() -> tuple[float, list[tuple[float, dict[str, Any]]]]:
         writer = CursorWriter()
         listener = asyncio.create_task(
-            _listen([conversation_group(c.id) for c in conversations], expected=8, timeout=10)
+            _listen([conversation_group(c.id) for c in conversations], lambda events: len(events) == 8, timeout=10)
         )
         await asyncio.sleep(0.2)  # subscribed
         for conversation in conversations:
@@ -80,30 +90,33 @@ def test_a_flush_stores_every_move_at_once_and_spreads_the_receipts() -> None:
     assert {(c.delivered_seq, c.read_seq) for c in DeliveryCursor.objects.filter(device=reader.device)} == {(3, 2)}
     assert sorted(uuid.UUID(event["conversation_id"]) for _, event in got) == sorted(c.id for c in conversations)
     offsets = sorted(at - started for at, _ in got)
-    assert offsets[0] < 0.3
-    assert offsets[-1] > 0.45, offsets  # spread over the 0.6 s, not one burst
-    assert all(b - a < 0.3 for a, b in itertools.pairwise(offsets)), offsets
+    # Spread over the 0.6 s (the 8th is due at 7/8 of it), not one burst. Scheduling delays can
+    # only push publishes later, so these bounds do not depend on the machine's speed.
+    assert offsets[-1] - offsets[0] > 0.45, offsets
+    assert offsets[0] < 0.45, offsets  # the first one is not held back by the spreading
 
 
 @override_settings(E2EE_RECEIPT_FLUSH_MS=300)
-def test_moves_keep_being_flushed_every_interval_while_they_come() -> None:
+def test_moves_recorded_while_a_flush_runs_are_flushed_too() -> None:
     reader = make_dev()
     conversation = make_conversation(make_dev(), reader.user)
 
     async def scenario() -> list[tuple[float, dict[str, Any]]]:
         writer = CursorWriter()
-        listener = asyncio.create_task(_listen([conversation_group(conversation.id)], expected=3, timeout=10))
+        listener = asyncio.create_task(
+            _listen([conversation_group(conversation.id)], lambda events: 3 in map(_delivered, events), timeout=10)
+        )
         await asyncio.sleep(0.2)
-        for seq in (1, 2, 3):
+        for seq in (1, 2, 3):  # each lands while the previous interval's flush loop is running
             writer.record(
                 device_id=reader.device.pk,
                 username=reader.user.username,
                 conversation_id=conversation.id,
                 delivered_seq=seq,
             )
-            await asyncio.sleep(0.35)
+            await asyncio.sleep(0.2)
         return await listener
 
-    got = asyncio.run(scenario())
-    assert [json.loads(event["frame"])["receipts"][0]["delivered_seq"] for _, event in got] == [1, 2, 3]
+    seen = [_delivered(event) for _, event in asyncio.run(scenario())]
+    assert seen[-1] == 3 and seen == sorted(set(seen)), seen  # nothing stranded, never backwards
     assert DeliveryCursor.objects.get(device=reader.device, conversation=conversation).delivered_seq == 3
