@@ -321,6 +321,7 @@ def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUI
         )
         for message, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
             message.pk = pk
+            message._state.adding, message._state.db = False, connection.alias  # saved, like the ORM's
 
 
 def _db_uuid(value: uuid.UUID) -> Any:
