@@ -16,7 +16,9 @@ Guarantees, each from §6:
   (re)connect until a `sent` frame gives their seq; the server's idempotency makes a resend harmless.
 * Every pushed message is decrypted (or its failure reason recorded) and stored before the
   cumulative `ack` of the contiguous seq is sent; a duplicate (same position or same message id)
-  is not stored twice and only acknowledged again.
+  is not stored twice and only acknowledged again. Acknowledgements are coalesced: one `ack` per
+  conversation per `ack_delay_s` (50 ms) covers every message stored meanwhile, so a catch-up of
+  hundreds of messages costs the server a handful of frames instead of one per message.
 * A gap (seq n + 2 held without n + 1) that lasts `gap_fetch_after_s` is filled with `fetch`.
 * The sending device's own messages are stored from their `sent` frame (decrypting its own
   envelope), so the contiguous cursor passes over them.
@@ -145,6 +147,7 @@ class RealtimeClient:
         server_url: str | None = None,
         backoff: Backoff | None = None,
         gap_fetch_after_s: float = 1.0,
+        ack_delay_s: float = 0.05,
         open_timeout: float = 10.0,
         rng: Rng = os.urandom,
         jitter: random.Random | None = None,
@@ -154,6 +157,7 @@ class RealtimeClient:
         self.server_url = server_url or session.secrets.server_url
         self.backoff = backoff or Backoff()
         self.gap_fetch_after_s = gap_fetch_after_s
+        self.ack_delay_s = ack_delay_s
         self.open_timeout = open_timeout
         self._rng = rng
         self._jitter = jitter or random.Random()
@@ -175,6 +179,9 @@ class RealtimeClient:
         self._pending: dict[int, PendingSend] = {}
         self._reseals: dict[int, int] = {}  # outbox position -> times sealed again (stale_epoch)
         self._acked: dict[uuid.UUID, int] = {}
+        # Acknowledgements waiting for the coalescing delay: conversation -> (seq, force).
+        self._acks_due: dict[uuid.UUID, tuple[int, bool]] = {}
+        self._acks_flush: asyncio.TimerHandle | None = None
         self._gaps: dict[uuid.UUID, float] = {}  # conversation -> when the gap was first seen
         self._fetching: dict[uuid.UUID, tuple[str, float]] = {}
         self._waiters: dict[str, asyncio.Future[Any]] = {}
@@ -329,6 +336,7 @@ class RealtimeClient:
         self._conn = conn
         self._sent_upto = 0
         self._acked = {}
+        self._acks_due = {}  # for the previous connection: the server pushes those again
         self._fetching = {}
         self._caught_up.clear()
         self.connections += 1
@@ -341,6 +349,9 @@ class RealtimeClient:
                 await self._handle(conn, frame)
         finally:
             watcher.cancel()
+            if self._acks_flush is not None:
+                self._acks_flush.cancel()
+                self._acks_flush = None
 
     async def _disconnected(self, conn: WebSocketConnection) -> None:
         self._conn = None
@@ -565,7 +576,7 @@ class RealtimeClient:
         cid, seq = envelope.conversation_id, envelope.seq
         accepted = self.store.accepted_position(envelope.sender_device_id, envelope.client_message_id)
         if self.store.has_position(cid, seq) or accepted == (cid, seq):
-            await self._ack(conn, cid, force=True)  # a duplicate: the server did not see our ack
+            await self._queue_ack(conn, cid, force=True)  # a duplicate: the server did not see our ack
             return
         payload: dict[str, Any] | None = None
         failure: DecryptFailure | None = None
@@ -597,7 +608,7 @@ class RealtimeClient:
             failure=failure.value if failure is not None else None,
             failure_detail=detail,
         )
-        await self._ack(conn, cid, contiguous=contiguous, force=not stored)
+        await self._queue_ack(conn, cid, contiguous=contiguous, force=not stored)
         if self.store.highest_seq(cid) > contiguous:
             self._gaps.setdefault(cid, time.monotonic())
         else:
@@ -616,6 +627,28 @@ class RealtimeClient:
                     created_at=envelope.created_at,
                 )
             )
+
+    async def _queue_ack(
+        self, conn: WebSocketConnection, conversation_id: uuid.UUID, *, contiguous: int | None = None, force: bool
+    ) -> None:
+        """Acknowledge after `ack_delay_s` (at once with 0), together with whatever else is
+        stored meanwhile."""
+        seq = contiguous if contiguous is not None else self.store.contiguous_seq(conversation_id)
+        if self.ack_delay_s <= 0:
+            await self._ack(conn, conversation_id, contiguous=seq, force=force)
+            return
+        due_seq, due_force = self._acks_due.get(conversation_id, (0, False))
+        self._acks_due[conversation_id] = (max(seq, due_seq), force or due_force)
+        if self._acks_flush is None:
+            self._acks_flush = asyncio.get_running_loop().call_later(
+                self.ack_delay_s, lambda: self._spawn(self._flush_acks(conn))
+            )
+
+    async def _flush_acks(self, conn: WebSocketConnection) -> None:
+        self._acks_flush = None
+        due, self._acks_due = self._acks_due, {}
+        for conversation_id, (seq, force) in due.items():
+            await self._ack(conn, conversation_id, contiguous=seq, force=force)
 
     async def _ack(
         self, conn: WebSocketConnection, conversation_id: uuid.UUID, *, contiguous: int | None = None, force: bool

@@ -291,7 +291,7 @@ def test_messages_are_stored_then_acknowledged_and_duplicates_dropped(store: Mes
                     acks.append((frame["seq"], store.has_position(CID, frame["seq"])))
 
             gw.on_frame = record_acks
-            client = make_client(gw, store)
+            client = make_client(gw, store, ack_delay_s=0)  # one ack per message, to see each
             seen: list[IncomingMessage] = []
             client.on_message(seen.append)
             await client.start()
@@ -303,6 +303,34 @@ def test_messages_are_stored_then_acknowledged_and_duplicates_dropped(store: Mes
             assert acks == [(1, True), (2, True), (2, True)]
             assert [(m.seq, m.sender_username, m.text) for m in seen] == [(1, "bob", "one"), (2, "bob", "two")]
             assert [m.text for m in store.messages(CID)] == ["one", "two"]
+            await client.close()
+
+    run(scenario())
+
+
+def test_acknowledgements_are_coalesced_and_a_redelivery_is_acknowledged_again(store: MessageStore) -> None:
+    acks: list[tuple[int, bool]] = []
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def record_acks(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] == "ack":
+                    acks.append((frame["seq"], all(store.has_position(CID, s) for s in range(1, frame["seq"] + 1))))
+
+            gw.on_frame = record_acks
+            client = make_client(gw, store, ack_delay_s=0.2)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            for seq in range(1, 51):  # a catch-up burst
+                await gw.push(pushed(seq, f"m{seq}"))
+            await until(lambda: bool(acks) and acks[-1][0] == 50)
+            assert len(acks) <= 10, acks  # not one per message (about 1 when the burst is quick)
+            assert all(stored for _, stored in acks), acks  # never ahead of the store
+            assert [a for a, _ in acks] == sorted(a for a, _ in acks)
+            await gw.push(pushed(50, "m50"))  # pushed again: that ack was lost on the way
+            await until(lambda: len(acks) >= 2 and acks[-1] == (50, True) and acks.count((50, True)) == 2)
+            assert len(store.messages(CID)) == 50
             await client.close()
 
     run(scenario())
@@ -350,7 +378,7 @@ def test_undecryptable_messages_are_stored_with_their_reason_and_acknowledged(st
 def test_the_same_message_id_at_another_position_is_a_replay(store: MessageStore) -> None:
     async def scenario() -> None:
         async with FakeGateway() as gw:
-            client = make_client(gw, store)
+            client = make_client(gw, store, ack_delay_s=0)
             await client.start()
             await client.wait_connected(TIMEOUT)
             await gw.push(pushed(1, "original", mid=b"r" * 16))
