@@ -12,7 +12,8 @@ measurement:
   (version, epoch, membership, vouched sender, signature, ChatKey, AES-GCM + padding + JSON);
 * drops duplicates by `(sender_device_id, client_message_id)`, holds out-of-order messages, releases
   them in `seq` order, acknowledges cumulatively the highest contiguous `seq`, and asks with `fetch`
-  for a gap that persists longer than `gap_fetch_s`;
+  for a gap below a pushed message that persists longer than `gap_fetch_s` (a hole below only its
+  own messages is the server not having pushed yet, not a loss);
 * reconnects with jittered exponential backoff (seeded `random.Random`) over a list of URLs.
 
 Times are `time.monotonic_ns()`, one clock for every process on the machine, so a sender in one
@@ -429,6 +430,12 @@ class RealtimeDevice:
                     state.gap_since_ns = None if cid in own_in_flight else state.gap_since_ns
                     continue
                 if min(state.held) == state.contiguous + 1:
+                    continue
+                if state.highest_arrival <= state.contiguous:
+                    # Only our own messages (from `sent`) lie beyond the hole: the server has not
+                    # pushed the others' yet, which is lag, not loss (it never skips a seq when
+                    # pushing). Fetching here only added load when the servers were behind.
+                    state.gap_since_ns = None
                     continue
                 if state.gap_since_ns is None:
                     state.gap_since_ns = now
