@@ -112,7 +112,7 @@ class _Stream:
     acknowledged before), everything up to `acked` is acknowledged, `last_known` is the newest
     seq known to exist."""
 
-    __slots__ = ("acked", "gap_timer", "held", "last_known", "next_seq", "read", "stored_at", "typing_at")
+    __slots__ = ("acked", "answered", "gap_timer", "held", "last_known", "next_seq", "read", "stored_at", "typing_at")
 
     def __init__(self, position: ConversationPosition) -> None:
         self.acked = position.delivered_seq
@@ -127,6 +127,10 @@ class _Stream:
         # later), held briefly instead of reading the gap from the database at once.
         self.held: dict[int, tuple[str, str]] | None = None
         self.gap_timer: asyncio.TimerHandle | None = None
+        # Seqs of this connection's own sends already answered with `sent` and not yet
+        # acknowledged: read back from the database (a full window, a gap, a retry) they are
+        # counted as pushed but not sent again; the client has them. Created on first use.
+        self.answered: set[int] | None = None
 
 
 def _authenticate(token: str) -> tuple[Device, int]:
@@ -407,6 +411,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             await self.send(text_data=_error_frame(result, frame.id))
             return
         message = result.message
+        stream = self.streams.get(message.conversation_id)
+        if stream is not None and message.seq > stream.acked:
+            if stream.answered is None:
+                stream.answered = set()
+            stream.answered.add(message.seq)
         await self.send(
             text_data=_dumps(
                 {
@@ -443,6 +452,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                 DELIVERY_LATENCY.observe(max(0.0, now - stream.stored_at.popleft()[1]))
         pushed_unacked_before = stream.next_seq - 1 - stream.acked
         stream.acked = frame.seq
+        if stream.answered:
+            stream.answered = {seq for seq in stream.answered if seq > frame.seq} or None
         stream.next_seq = max(stream.next_seq, frame.seq + 1)
         self.unacked -= pushed_unacked_before - (stream.next_seq - 1 - stream.acked)
         self.last_progress = time.monotonic()
@@ -530,7 +541,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             for seq, text in rows:
                 if seq != stream.next_seq:  # a row this connection already pushed meanwhile
                     continue
-                await self.send(text_data=text)
+                if not (stream.answered and seq in stream.answered):
+                    await self.send(text_data=text)
                 stream.next_seq = seq + 1
                 self._pushed()
                 pushed += 1

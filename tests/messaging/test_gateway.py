@@ -335,6 +335,32 @@ def test_the_window_holds_back_pushes_until_acknowledgements_arrive(
     assert [e["seq"] for e in bobs.messages(2)] == [11, 12]
 
 
+def test_own_sends_read_back_from_the_database_are_not_echoed_to_the_connection_that_sent_them(
+    daphne_factory: Callable[..., DaphneServer], pair: Any
+) -> None:
+    alice, bob, conversation = pair
+    server = daphne_factory(extra_env={"E2EE_WS_WINDOW": "3"})
+    bobs = Socket.open(server.url, bob.token)
+    bobs.expect("caught_up")
+    rest_send(server.url, alice, conversation, 5)
+    assert [e["seq"] for e in bobs.messages(3)] == [1, 2, 3]  # the window is full
+    bobs.send(send_frame(bob, conversation, frame_id="own"))
+    assert bobs.expect("sent", id="own")["seq"] == 6
+    # Acks open the window: 4 and 5 come from the database, and 6 (bob's own, answered with
+    # `sent` on this connection) is counted as pushed but not sent again.
+    bobs.send({"type": "ack", "conversation_id": str(conversation.id), "seq": 3})
+    assert [e["seq"] for e in bobs.messages(2)] == [4, 5]
+    assert bobs.silent("message", 0.5)
+    # A second connection of the same device never got that `sent`: catch-up brings it 6 too.
+    wait_for(lambda: DeliveryCursor.objects.filter(device=bob.device, delivered_seq=3).exists())
+    other = Socket.open(server.url, bob.token)
+    assert [e["seq"] for e in other.messages(3)] == [4, 5, 6]
+    # The window still counts 6 on the first connection: acknowledging through 6 frees it all.
+    bobs.send({"type": "ack", "conversation_id": str(conversation.id), "seq": 6})
+    rest_send(server.url, alice, conversation, 3)
+    assert [e["seq"] for e in bobs.messages(3)] == [7, 8, 9]
+
+
 def test_fetch_returns_a_range_then_fetched(daphne_url: str, pair: Any) -> None:
     alice, bob, conversation = pair
     rest_send(daphne_url, alice, conversation, 8)
