@@ -19,7 +19,9 @@ Guarantees, each from §6:
   is not stored twice and only acknowledged again. Acknowledgements are coalesced: one `ack` per
   conversation per `ack_delay_s` (50 ms) covers every message stored meanwhile, so a catch-up of
   hundreds of messages costs the server a handful of frames instead of one per message.
-* A gap (seq n + 2 held without n + 1) that lasts `gap_fetch_after_s` is filled with `fetch`.
+* A gap (a pushed seq n + 2 held without n + 1) that lasts `gap_fetch_after_s` is filled with
+  `fetch`. A hole below nothing but this device's own sends (known from `sent`) is not a gap: the
+  server has simply not pushed the others' messages yet (§6.4).
 * The sending device's own messages are stored from their `sent` frame (decrypting its own
   envelope), so the contiguous cursor passes over them.
 
@@ -183,6 +185,7 @@ class RealtimeClient:
         self._acks_due: dict[uuid.UUID, tuple[int, bool]] = {}
         self._acks_flush: asyncio.TimerHandle | None = None
         self._gaps: dict[uuid.UUID, float] = {}  # conversation -> when the gap was first seen
+        self._pushed_max: dict[uuid.UUID, int] = {}  # highest seq pushed on this connection
         self._fetching: dict[uuid.UUID, tuple[str, float]] = {}
         self._waiters: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
@@ -337,6 +340,7 @@ class RealtimeClient:
         self._sent_upto = 0
         self._acked = {}
         self._acks_due = {}  # for the previous connection: the server pushes those again
+        self._pushed_max = {}
         self._fetching = {}
         self._caught_up.clear()
         self.connections += 1
@@ -440,7 +444,7 @@ class RealtimeClient:
                 "created_at": frame.created_at,
             }
         )
-        await self._take_in(conn, envelope)
+        await self._take_in(conn, envelope, pushed=False)
         self.store.outbox_remove(entry.position)
         pending = self._pending.pop(entry.position, None)
         if pending is not None and not pending._future.done():
@@ -571,9 +575,12 @@ class RealtimeClient:
         logger.warning("realtime error frame: %s", frame.code)
         await self._errors.emit(frame)
 
-    async def _take_in(self, conn: WebSocketConnection, envelope: proto.Envelope) -> None:
-        """Store one message (decrypted or with its failure), then acknowledge (§6.4)."""
+    async def _take_in(self, conn: WebSocketConnection, envelope: proto.Envelope, *, pushed: bool = True) -> None:
+        """Store one message (decrypted or with its failure), then acknowledge (§6.4). `pushed`:
+        it came as a `message` frame (not from this device's own `sent`)."""
         cid, seq = envelope.conversation_id, envelope.seq
+        if pushed:
+            self._pushed_max[cid] = max(seq, self._pushed_max.get(cid, 0))
         accepted = self.store.accepted_position(envelope.sender_device_id, envelope.client_message_id)
         if self.store.has_position(cid, seq) or accepted == (cid, seq):
             await self._queue_ack(conn, cid, force=True)  # a duplicate: the server did not see our ack
@@ -609,7 +616,7 @@ class RealtimeClient:
             failure_detail=detail,
         )
         await self._queue_ack(conn, cid, contiguous=contiguous, force=not stored)
-        if self.store.highest_seq(cid) > contiguous:
+        if self._pushed_max.get(cid, 0) > contiguous:  # a pushed message beyond a hole
             self._gaps.setdefault(cid, time.monotonic())
         else:
             self._gaps.pop(cid, None)

@@ -417,6 +417,28 @@ def test_a_lasting_gap_is_fetched_and_then_acknowledged_cumulatively(store: Mess
     run(scenario())
 
 
+def test_a_hole_below_only_own_sends_is_waited_for_not_fetched(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            gw.last_seq = 2  # bob's messages 1 and 2 are stored but the server is behind pushing
+            client = make_client(gw, store, gap_fetch_after_s=0.1)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            assert await (await client.send_text(CID, "mine")).wait(TIMEOUT) == 3
+            await asyncio.sleep(0.5)  # five times the gap delay
+            assert gw.of_type("fetch") == []
+            await gw.push(pushed(1))
+            await gw.push(pushed(2))
+            await until(lambda: any(f["seq"] == 3 for f in gw.of_type("ack")))
+            assert store.contiguous_seq(CID) == 3 and gw.of_type("fetch") == []
+            await gw.push(pushed(5))  # a pushed message beyond a hole: that one is fetched
+            await until(lambda: len(gw.of_type("fetch")) == 1)
+            assert gw.of_type("fetch")[0]["after"] == 3
+            await client.close()
+
+    run(scenario())
+
+
 def test_own_sent_messages_move_the_contiguous_cursor(store: MessageStore) -> None:
     async def scenario() -> None:
         async with FakeGateway() as gw:
