@@ -642,7 +642,7 @@ class RealtimeClient:
         stored meanwhile."""
         seq = contiguous if contiguous is not None else self.store.contiguous_seq(conversation_id)
         if self.ack_delay_s <= 0:
-            await self._ack(conn, conversation_id, contiguous=seq, force=force)
+            await self._ack(conn, conversation_id, seq=seq, force=force)
             return
         due_seq, due_force = self._acks_due.get(conversation_id, (0, False))
         self._acks_due[conversation_id] = (max(seq, due_seq), force or due_force)
@@ -655,12 +655,9 @@ class RealtimeClient:
         self._acks_flush = None
         due, self._acks_due = self._acks_due, {}
         for conversation_id, (seq, force) in due.items():
-            await self._ack(conn, conversation_id, contiguous=seq, force=force)
+            await self._ack(conn, conversation_id, seq=seq, force=force)
 
-    async def _ack(
-        self, conn: WebSocketConnection, conversation_id: uuid.UUID, *, contiguous: int | None = None, force: bool
-    ) -> None:
-        seq = contiguous if contiguous is not None else self.store.contiguous_seq(conversation_id)
+    async def _ack(self, conn: WebSocketConnection, conversation_id: uuid.UUID, *, seq: int, force: bool) -> None:
         if seq <= 0 or (not force and seq <= self._acked.get(conversation_id, 0)):
             return
         if await self._send(conn, fr.ack_frame(conversation_id, seq)):
