@@ -154,14 +154,11 @@ def _frames_out(kind: str) -> Any:
     return counter
 
 
-_dumps = frame_json
-
-
 def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, "extra": error.extra}
     if frame_id is not None:
         frame["id"] = frame_id
-    return _dumps(frame)
+    return frame_json(frame)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
@@ -169,7 +166,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
         """Every frame goes out here; counted by type (every frame this gateway writes starts
-        with `{"type":"<type>"`, see `_dumps`)."""
+        with `{"type":"<type>"`, see `frame_json`)."""
         if text_data is not None:
             end = text_data.find('"', 9)
             _frames_out(text_data[9:end] if text_data.startswith('{"type":"') and end > 0 else "other").inc()
@@ -258,7 +255,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         CONNECTED_DEVICES.inc()
         became_online = await self._presence_connect()
         await self.send(
-            text_data=_dumps(
+            text_data=frame_json(
                 {
                     "type": "welcome",
                     "v": 1,
@@ -370,7 +367,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         elif isinstance(frame, frames.PresenceQuery):
             await self._presence_query(frame)
         elif isinstance(frame, frames.Ping):
-            await self.send(text_data=_dumps({"type": "pong", "id": frame.id}))
+            await self.send(text_data=frame_json({"type": "pong", "id": frame.id}))
 
     def _frame_limited(self) -> bool:
         """The per-connection frame limit (`ws_frame`), counted in this process (no Redis round
@@ -417,7 +414,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
                 stream.answered = set()
             stream.answered.add(message.seq)
         await self.send(
-            text_data=_dumps(
+            text_data=frame_json(
                 {
                     "type": "sent",
                     "id": frame.id,
@@ -481,7 +478,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             await self.send(text_data=text)
         shown = rows[: frame.limit]
         await self.send(
-            text_data=_dumps(
+            text_data=frame_json(
                 {
                     "type": "fetched",
                     "id": frame.id,
@@ -517,7 +514,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         visible = await db_call(users_sharing_a_conversation)(user=self.device.user, usernames=frame.usernames)
         online = await presence_registry().store.online(visible.values())
         users = {name: {"online": visible.get(name) in online} for name in frame.usernames}
-        await self.send(text_data=_dumps({"type": "presence", "id": frame.id, "users": users}))
+        await self.send(text_data=frame_json({"type": "presence", "id": frame.id, "users": users}))
 
     # --- pushing ---------------------------------------------------------------------------------
 
@@ -705,13 +702,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if self.closing or event["username"] == self.username:
             return
         frame = {key: event[key] for key in ("conversation_id", "username", "device_id", "state")}
-        await self.send(text_data=_dumps({"type": "typing", **frame, "expires_in_ms": int(TYPING_TTL_S * 1000)}))
+        await self.send(text_data=frame_json({"type": "typing", **frame, "expires_in_ms": int(TYPING_TTL_S * 1000)}))
 
     async def presence_changed(self, event: dict[str, Any]) -> None:
         # Sent to every conversation of the user, own devices included: those skip their own.
         if not self.closing and event["username"] != self.username:
             await self.send(
-                text_data=_dumps({"type": "presence", "users": {event["username"]: {"online": event["online"]}}})
+                text_data=frame_json({"type": "presence", "users": {event["username"]: {"online": event["online"]}}})
             )
 
     async def conversation_joined(self, event: dict[str, Any]) -> None:
@@ -727,7 +724,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             ConversationPosition(conversation_id, int(conversation["last_seq"]), 0, 0)
         )
         await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
-        await self.send(text_data=_dumps({"type": "conversation", "conversation": conversation}))
+        await self.send(text_data=frame_json({"type": "conversation", "conversation": conversation}))
         # Messages may have been sent before we subscribed: look in the database.
         self.streams[conversation_id].last_known = 2**63 - 1
         await self._pump(conversation_id)
