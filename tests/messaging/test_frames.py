@@ -40,6 +40,13 @@ VARIANTS: list[tuple[str, Any]] = [
     ("ciphertext", "AAAA"),  # shorter than a tag
     ("ciphertext", "é" * 24),
     ("signature", "A" * 84),
+    ("attachments", "6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"),
+    ("attachments", None),
+    ("attachments", [1]),
+    ("attachments", ["6F1C0A0E-4C1E-4A8E-9D55-0B7B8C0F1E2A"]),
+    ("attachments", ["6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"] * 17),
+    ("attachments", ["6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"] * 16),  # well-formed
+    ("attachments", []),
 ]
 
 
