@@ -83,7 +83,9 @@ class AttachmentEncryptor:
         self.plaintext_bytes = 0
 
     def _seal(self, chunk: bytes, *, final: bool) -> bytes:
-        sealed = aes256gcm_seal(self._key, attachment_nonce(self._prefix, self._index, final=final), chunk, ATTACHMENT_AAD)
+        sealed = aes256gcm_seal(
+            self._key, attachment_nonce(self._prefix, self._index, final=final), chunk, ATTACHMENT_AAD
+        )
         self._index += 1
         self._hash.update(sealed)
         return sealed
