@@ -106,3 +106,19 @@ def test_a_missing_field_is_refused_by_both(field: str) -> None:
 def test_garbage_is_a_frame_error_never_an_exception(text: str) -> None:
     with pytest.raises((frames.FrameError, frames.UnknownFrameTypeError)):
         frames.frame_parse(text)
+
+
+def test_attachments_parse_to_the_same_blob_ids_on_both_paths() -> None:
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    body = {**VALID, "attachments": ids}
+    frame = frames.frame_parse(
+        json.dumps({"type": "send", "id": "x", "conversation_id": str(uuid.uuid4()), "envelope": body})
+    )
+    assert isinstance(frame, frames.Send)
+    serializer = MessageListCreateApi.InputSerializer(data=body)
+    assert serializer.is_valid()
+    assert list(frame.content.attachments) == serializer.validated_data["attachments"] == [uuid.UUID(i) for i in ids]
+    plain = frames.frame_parse(
+        json.dumps({"type": "send", "id": "x", "conversation_id": str(uuid.uuid4()), "envelope": VALID})
+    )
+    assert isinstance(plain, frames.Send) and plain.content.attachments == ()
