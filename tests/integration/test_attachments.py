@@ -9,6 +9,7 @@ or a chunk appended is refused by the receiver, which then leaves no file behind
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import tracemalloc
 import uuid
@@ -274,3 +275,36 @@ def test_hostile_names_are_saved_inside_the_folder(world: World, tmp_path: Path)
         "path",
         "win.ini",
     ]
+
+
+@pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
+def test_attachment_sent_over_the_websocket_outbox_is_saved_by_the_receiver(world: World, tmp_path: Path) -> None:
+    """The realtime client queues the attachment message in its outbox like any other; the blob
+    id travels in the `send` frame's envelope."""
+    import asyncio
+
+    from client.realtime import Backoff, IncomingMessage, RealtimeClient
+    from client.store.messages import MessageStore
+
+    source = tmp_path / "song.ogg"
+    source.write_bytes(os.urandom(200_000))
+    info = world.alice.upload_file(source)
+
+    async def scenario() -> dict[str, Any]:
+        (tmp_path / "rt").mkdir()
+        client = RealtimeClient(world.alice, MessageStore.open_in(tmp_path / "rt"), backoff=Backoff(0.05, 0.5))
+        received: list[IncomingMessage] = []
+        client.on_message(received.append)
+        await client.start()
+        await client.wait_connected(20)
+        pending = await client.send_payload(
+            world.conversation, info.to_payload(sent_at_ms=0), attachments=[info.blob_id]
+        )
+        await pending.wait(20)
+        await client.close()
+        client.store.close()
+        return _attachment(world.bob, world.conversation)
+
+    payload = asyncio.run(asyncio.wait_for(scenario(), 60))
+    saved = world.bob.save_attachment(payload, tmp_path / "inbox")
+    assert saved.read_bytes() == source.read_bytes()
