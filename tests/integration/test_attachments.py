@@ -280,7 +280,7 @@ def test_hostile_names_are_saved_inside_the_folder(world: World, tmp_path: Path)
 @pytest.mark.parametrize("backend", ["filesystem"], indirect=True)
 def test_attachment_sent_over_the_websocket_outbox_is_saved_by_the_receiver(world: World, tmp_path: Path) -> None:
     """The realtime client queues the attachment message in its outbox like any other; the blob
-    id travels in the `send` frame's envelope."""
+    id travels in the `send` frame's envelope, also when the send is sealed again for a new epoch."""
     import asyncio
 
     from client.realtime import Backoff, IncomingMessage, RealtimeClient
@@ -289,6 +289,9 @@ def test_attachment_sent_over_the_websocket_outbox_is_saved_by_the_receiver(worl
     source = tmp_path / "song.ogg"
     source.write_bytes(os.urandom(200_000))
     info = world.alice.upload_file(source)
+    # Alice's session still believes epoch 1: her queued send is refused as stale and sealed again,
+    # and the blob id must survive that.
+    assert world.bob.rotate_epoch(world.conversation) == 2
 
     async def scenario() -> dict[str, Any]:
         (tmp_path / "rt").mkdir()
