@@ -224,10 +224,12 @@ E2EE_MEDIA_URL_EXPIRY_S = _env_int("E2EE_MEDIA_URL_EXPIRY_S", 300)  # upload and
 E2EE_MEDIA_ORPHAN_AGE_S = _env_int("E2EE_MEDIA_ORPHAN_AGE_S", 86400)  # unreferenced blobs older are pruned
 _media_storage: dict[str, Any]
 if E2EE_MEDIA_BACKEND == "s3":
+    if not os.environ.get("E2EE_S3_BUCKET"):
+        raise ValueError("E2EE_MEDIA_BACKEND=s3 needs E2EE_S3_BUCKET")
     _media_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": os.environ.get("E2EE_S3_BUCKET", ""),
+            "bucket_name": os.environ["E2EE_S3_BUCKET"],
             "endpoint_url": os.environ.get("E2EE_S3_ENDPOINT_URL") or None,
             "region_name": os.environ.get("E2EE_S3_REGION") or None,
             "access_key": os.environ.get("E2EE_S3_ACCESS_KEY_ID") or None,
