@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from tests.common.test_logs_hold_no_secrets import every_log_line  # noqa: F401 (fixture)
 from tests.media.s3server import moto_endpoint, s3_bucket, s3_media  # noqa: F401 (fixtures)
 
 

@@ -3,6 +3,7 @@ who may download, and attaching blobs to messages over REST."""
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from pathlib import Path
@@ -229,3 +230,19 @@ def test_malformed_attachments_are_invalid_request(alice: Dev, conversation: Con
     answer = _send(alice, conversation, attachments)
     assert answer.status_code == 400
     assert all(name.startswith("attachments") for name in answer.json()["extra"]["fields"])
+
+
+def test_no_log_line_holds_a_link_token_or_blob_bytes(alice: Dev, every_log_line: Any) -> None:
+    """Links are capabilities: the request log names the path, never the query with the token."""
+    body = os.urandom(2000)
+    created = slot(alice, len(body)).json()
+    put(created["upload"], body)
+    alice.client().post(f"/api/v1/media/{created['blob_id']}/complete")
+    link = _download(alice, uuid.UUID(created["blob_id"])).json()["download"]
+    assert _content(_download(alice, uuid.UUID(created["blob_id"]))) == body
+    tokens = [created["upload"]["url"].split("token=")[1], link["url"].split("token=")[1]]
+    text = "\n".join(every_log_line.lines)
+    assert created["blob_id"] in text  # the capture works: the paths are logged
+    for token in tokens:
+        assert token.split(":")[-1] not in text
+    assert base64.b64encode(body[:300]).decode()[:40] not in text and body[:300].hex()[:40] not in text
