@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connections
 
-from media import services
+from media import selectors, services
 from media.models import MediaBlob
 from tests.builders import make_dev
 from tests.media.helpers import slot
@@ -22,7 +22,7 @@ THREADS = 8
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_slots_stay_within_the_quota(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.E2EE_MEDIA_QUOTA_BYTES = 3 * 1000
-    used = services.media_bytes_used
+    used = selectors.media_bytes_used
 
     def slow_sum(*, user_id: int) -> int:
         total = used(user_id=user_id)
