@@ -90,3 +90,11 @@ class SendFailedError(SdkError):
         super().__init__(f"{error_code}: {message}")
         self.error_code = error_code
         self.extra = extra or {}
+
+
+class AttachmentError(SdkError):
+    """An attachment cannot be sent or saved: a malformed attachment payload, a blob whose length,
+    digest or chunks do not match what the (authenticated) message promised, or a transfer that
+    failed. Nothing is written to the destination in that case."""
+
+    code = "attachment_failed"

@@ -12,4 +12,7 @@ def payload_text(payload: dict[str, Any] | None, failure: object = None) -> str:
         return f"[undecryptable: {failure}]"
     if payload.get("type") == "text" and isinstance(payload.get("body"), str):
         return str(payload["body"])
+    if payload.get("type") == "attachment" and isinstance(payload.get("name"), str):
+        size = payload.get("size")
+        return f"[attachment {payload['name']!r}, {size if isinstance(size, int) else '?'} bytes]"
     return f"[unsupported message type {payload.get('type')!r}]"

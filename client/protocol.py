@@ -283,8 +283,9 @@ def send_request(
     ciphertext: bytes,
     signature: bytes,
     version: int = PROTOCOL_VERSION,
+    attachments: list[uuid.UUID] | None = None,
 ) -> Request:
-    body = {
+    body: dict[str, Any] = {
         "version": version,
         "epoch": epoch,
         "sender_device_id": str(sender_device_id),
@@ -293,6 +294,8 @@ def send_request(
         "ciphertext": b64e(ciphertext),
         "signature": b64e(signature),
     }
+    if attachments:
+        body["attachments"] = [str(blob_id) for blob_id in attachments]
     return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/messages", body)
 
 
@@ -310,3 +313,38 @@ def parse_history(body: dict[str, Any]) -> HistoryPage:
         has_more=bool(body["has_more"]),
         next_after=int(body["next_after"]),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Media (§4.5)
+
+
+@dataclass(frozen=True)
+class MediaLink:
+    """A capability URL to PUT or GET a blob: no bearer token goes with it."""
+
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_in_s: int
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> MediaLink:
+        return cls(
+            url=str(data["url"]),
+            method=str(data["method"]),
+            headers={str(k): str(v) for k, v in dict(data.get("headers") or {}).items()},
+            expires_in_s=int(data["expires_in_s"]),
+        )
+
+
+def media_create_request(length: int) -> Request:
+    return Request("POST", f"{API_PREFIX}/media", {"length": length})
+
+
+def media_complete_request(blob_id: uuid.UUID) -> Request:
+    return Request("POST", f"{API_PREFIX}/media/{blob_id}/complete")
+
+
+def media_download_request(blob_id: uuid.UUID) -> Request:
+    return Request("GET", f"{API_PREFIX}/media/{blob_id}")

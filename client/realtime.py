@@ -32,6 +32,7 @@ The message store is used from the event loop's thread only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
@@ -389,9 +390,15 @@ class RealtimeClient:
         sent_at = now_ms if now_ms is not None else int(time.time() * 1000)
         return await self.send_payload(conversation_id, {"type": "text", "body": text, "sent_at_ms": sent_at})
 
-    async def send_payload(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> PendingSend:
-        """Encrypt, queue in the outbox (ciphertext only), send now if connected."""
-        envelope, client_message_id = await self._in_session(self._seal, conversation_id, payload)
+    async def send_payload(
+        self, conversation_id: uuid.UUID, payload: dict[str, Any], *, attachments: list[uuid.UUID] | None = None
+    ) -> PendingSend:
+        """Encrypt, queue in the outbox (ciphertext only), send now if connected. `attachments`
+        names the media blobs the payload refers to (§4.5; upload them first with
+        `Session.upload_file`)."""
+        envelope, client_message_id = await self._in_session(
+            functools.partial(self._seal, attachments=attachments), conversation_id, payload
+        )
         entry = self.store.outbox_add(
             conversation_id=conversation_id, client_message_id=client_message_id, envelope=envelope
         )
@@ -404,12 +411,17 @@ class RealtimeClient:
         return pending
 
     def _seal(
-        self, conversation_id: uuid.UUID, payload: dict[str, Any], *, client_message_id: bytes | None = None
+        self,
+        conversation_id: uuid.UUID,
+        payload: dict[str, Any],
+        *,
+        client_message_id: bytes | None = None,
+        attachments: list[uuid.UUID] | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
         conversation = self.session.conversation(conversation_id)
         request, sealed_id = self.session.seal_send(
-            conversation, payload, client_message_id=client_message_id, rng=self._rng
+            conversation, payload, client_message_id=client_message_id, rng=self._rng, attachments=attachments
         )
         body = request.json
         assert body is not None
@@ -506,7 +518,10 @@ class RealtimeClient:
             nonce=old.nonce,
             ciphertext=old.ciphertext,
         )
-        envelope, _ = self._seal(entry.conversation_id, payload, client_message_id=old.client_message_id)
+        attachments = [uuid.UUID(blob_id) for blob_id in entry.envelope.get("attachments", [])]
+        envelope, _ = self._seal(
+            entry.conversation_id, payload, client_message_id=old.client_message_id, attachments=attachments or None
+        )
         return envelope
 
     async def _resend_from(self, conn: WebSocketConnection, position: int, delay: float) -> None:

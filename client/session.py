@@ -16,9 +16,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from client import protocol as proto
+from client.attachments import (
+    AttachmentInfo,
+    BlobTransport,
+    Progress,
+    download_decrypt_to,
+    encrypted_file_chunks,
+    guess_mime,
+)
+from client.crypto.attachment import AttachmentEncryptor, attachment_ciphertext_length, attachment_key_generate
 from client.crypto.encoding import b64d, b64e
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.fingerprint import device_fingerprint
@@ -33,6 +43,7 @@ from client.crypto.safety import format_safety_number, safety_number
 from client.crypto.vouch import vouch_message, vouch_sign, vouch_verify
 from client.crypto.wrap import chatkey_generate, chatkey_unwrap, chatkey_wrap
 from client.errors import (
+    AttachmentError,
     DeviceNotFoundError,
     FingerprintMismatchError,
     IdentityChangedError,
@@ -449,6 +460,7 @@ class Session:
         *,
         client_message_id: bytes | None = None,
         rng: Rng | None = None,
+        attachments: list[uuid.UUID] | None = None,
     ) -> tuple[proto.Request, bytes]:
         """Encrypt and sign `payload` for the conversation's current epoch: the send request (the
         same body goes over REST and in a WebSocket `send` frame) and its client message id."""
@@ -470,13 +482,18 @@ class Session:
             nonce=sealed.nonce,
             ciphertext=sealed.ciphertext,
             signature=sealed.signature,
+            attachments=attachments,
         )
         return request, sealed.client_message_id
 
-    def send_payload(self, conversation_id: uuid.UUID, payload: dict[str, Any]) -> proto.Envelope:
+    def send_payload(
+        self, conversation_id: uuid.UUID, payload: dict[str, Any], *, attachments: list[uuid.UUID] | None = None
+    ) -> proto.Envelope:
+        """Seal and send; `attachments` names the media blobs the payload refers to (§4.5), so
+        the conversation's members may download them."""
         conversation = self.conversation(conversation_id)
         for attempt in range(2):
-            request, _ = self.seal_send(conversation, payload)
+            request, _ = self.seal_send(conversation, payload, attachments=attachments)
             try:
                 _, body = self.transport.execute(request)
                 return proto.Envelope.parse(body)
@@ -485,6 +502,62 @@ class Session:
                     raise
                 conversation = self.conversation(conversation_id, refresh=True)
         raise AssertionError("unreachable")
+
+    # -- attachments (§2.7, §4.5) ---------------------------------------------------------------------
+
+    def _blob_transport(self) -> BlobTransport:
+        if not isinstance(self.transport, BlobTransport):
+            raise AttachmentError("this transport cannot move media blobs")
+        return self.transport
+
+    def upload_file(self, path: Path, *, progress: Progress | None = None, mime: str | None = None) -> AttachmentInfo:
+        """Encrypt `path` under a fresh key while streaming it to a new blob; the payload data."""
+        blobs = self._blob_transport()
+        path = Path(path)
+        size = path.stat().st_size
+        key = attachment_key_generate(self._rng)
+        length = attachment_ciphertext_length(size)
+        _, body = self.transport.execute(proto.media_create_request(length))
+        blob_id = uuid.UUID(body["blob_id"])
+        encryptor = AttachmentEncryptor(key)
+        chunks = encrypted_file_chunks(path, encryptor, size=size)
+        blobs.upload_blob(proto.MediaLink.parse(body["upload"]), chunks, length, progress=progress)
+        self.transport.execute(proto.media_complete_request(blob_id))
+        return AttachmentInfo(
+            blob_id=blob_id,
+            key=key,
+            digest=encryptor.digest,
+            size=size,
+            mime=mime or guess_mime(path),
+            name=path.name,
+        )
+
+    def send_file(
+        self,
+        conversation_id: uuid.UUID,
+        path: Path | str,
+        *,
+        progress: Progress | None = None,
+        mime: str | None = None,
+        now_ms: int | None = None,
+    ) -> tuple[proto.Envelope, AttachmentInfo]:
+        """Upload `path` encrypted and send an `attachment` message naming it."""
+        info = self.upload_file(Path(path), progress=progress, mime=mime)
+        sent_at = now_ms if now_ms is not None else int(time.time() * 1000)
+        envelope = self.send_payload(conversation_id, info.to_payload(sent_at_ms=sent_at), attachments=[info.blob_id])
+        return envelope, info
+
+    def save_attachment(
+        self, payload: dict[str, Any], directory: Path | str, *, progress: Progress | None = None
+    ) -> Path:
+        """Download the blob of a received `attachment` payload, verify and decrypt it into
+        `directory` under its sanitised original name (never overwriting); the path written."""
+        info = AttachmentInfo.from_payload(payload)
+        _, body = self.transport.execute(proto.media_download_request(info.blob_id))
+        if int(body["length"]) != info.ciphertext_length:
+            raise AttachmentError(f"the server holds {body['length']} bytes, the message says {info.ciphertext_length}")
+        link = proto.MediaLink.parse(body["download"])
+        return download_decrypt_to(self._blob_transport(), link, info, Path(directory), progress=progress)
 
     def decrypt(self, envelope: proto.Envelope) -> ReceivedMessage:
         """Verify and decrypt one envelope, in the order of docs/protocol.md §2.3; raise DecryptError."""

@@ -210,6 +210,50 @@ E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("E2EE_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
 
+# --- Media: encrypted attachments (media/, protocol.md 4.5) ------------------ begin media block --
+# Blobs are opaque ciphertext. "filesystem" (default) keeps them under E2EE_MEDIA_ROOT and the server
+# streams uploads and downloads through signed, expiring URLs; "s3" keeps them in a private bucket
+# and clients upload and download directly with presigned URLs.
+E2EE_MEDIA_BACKEND = os.environ.get("E2EE_MEDIA_BACKEND", "filesystem")
+if E2EE_MEDIA_BACKEND not in ("filesystem", "s3"):
+    raise ValueError(f"E2EE_MEDIA_BACKEND must be 'filesystem' or 's3', not {E2EE_MEDIA_BACKEND!r}")
+E2EE_MEDIA_ROOT = Path(os.environ.get("E2EE_MEDIA_ROOT", str(VAR_DIR / "media")))
+E2EE_MEDIA_MAX_BYTES = _env_int("E2EE_MEDIA_MAX_BYTES", 100 * 1024 * 1024)  # one blob (ciphertext)
+E2EE_MEDIA_QUOTA_BYTES = _env_int("E2EE_MEDIA_QUOTA_BYTES", 1024 * 1024 * 1024)  # all blobs of one user
+E2EE_MEDIA_URL_EXPIRY_S = _env_int("E2EE_MEDIA_URL_EXPIRY_S", 300)  # upload and download URLs
+E2EE_MEDIA_ORPHAN_AGE_S = _env_int("E2EE_MEDIA_ORPHAN_AGE_S", 86400)  # unreferenced blobs older are pruned
+_media_storage: dict[str, Any]
+if E2EE_MEDIA_BACKEND == "s3":
+    if not os.environ.get("E2EE_S3_BUCKET"):
+        raise ValueError("E2EE_MEDIA_BACKEND=s3 needs E2EE_S3_BUCKET")
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["E2EE_S3_BUCKET"],
+            "endpoint_url": os.environ.get("E2EE_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("E2EE_S3_REGION") or None,
+            "access_key": os.environ.get("E2EE_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("E2EE_S3_SECRET_ACCESS_KEY") or None,
+            "addressing_style": os.environ.get("E2EE_S3_ADDRESSING_STYLE") or None,
+            "signature_version": "s3v4",
+            "querystring_auth": True,
+            "querystring_expire": E2EE_MEDIA_URL_EXPIRY_S,
+            "file_overwrite": True,  # keys are server-chosen UUIDs: never renamed, never probed first
+            "default_acl": None,  # a private bucket: every read is a presigned URL
+        },
+    }
+else:
+    _media_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(E2EE_MEDIA_ROOT)},
+    }
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "media": _media_storage,
+}
+# --- end media block ------------------------------------------------------------------------------
+
 # --- Realtime gateway (protocol.md section 6) -------------------------------------------------
 
 E2EE_WS_HEARTBEAT_S = _env_int("E2EE_WS_HEARTBEAT_S", 30)

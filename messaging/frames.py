@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from common.errors import ApiError
 from conversations.serializers import MAX_EPOCH
-from messaging.services import EnvelopeContent
+from messaging.services import MAX_ATTACHMENTS, EnvelopeContent
 
 MAX_SEQ = 2**63 - 1
 FETCH_DEFAULT_LIMIT = 100
@@ -215,6 +215,7 @@ def _send(f: _Fields) -> Send:
         nonce=sub.base64("nonce", envelope, length=12),
         ciphertext=sub.base64("ciphertext", envelope, min_length=16),
         signature=sub.base64("signature", envelope, length=64),
+        attachments=_attachments(sub, envelope),
     )
     for name, messages in sub.errors.items():
         f.errors[f"envelope.{name}"] = messages
@@ -225,6 +226,24 @@ def _send(f: _Fields) -> Send:
         content=content,
         content_client_message_id_b64=cmid if isinstance(cmid, str) else "",
     )
+
+
+def _attachments(f: _Fields, envelope: dict[str, Any]) -> tuple[uuid.UUID, ...]:
+    """The optional list of media blob ids, as the REST serializer reads it."""
+    value = envelope.get("attachments", [])
+    if not isinstance(value, list):
+        f.fail("attachments", f'Expected a list of items but got type "{type(value).__name__}".')
+        return ()
+    if len(value) > MAX_ATTACHMENTS:
+        f.fail("attachments", f"Ensure this field has no more than {MAX_ATTACHMENTS} elements.")
+        return ()
+    ids: list[uuid.UUID] = []
+    for item in value:
+        if not isinstance(item, str) or not _CANONICAL_UUID.fullmatch(item):
+            f.fail("attachments", "Must be a UUID in lowercase hyphenated form.")
+            return ()
+        ids.append(uuid.UUID(item))
+    return tuple(ids)
 
 
 def _cursor(f: _Fields) -> Cursor:

@@ -17,6 +17,8 @@ from conversations.errors import ConversationNotFoundError
 from conversations.models import Conversation, Membership
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
+from media.errors import MediaNotFoundError
+from media.models import MediaBlob, MediaReference
 from messaging.errors import (
     ClientMessageIdReusedError,
     EnvelopeSenderMismatchError,
@@ -33,6 +35,8 @@ PROTOCOL_VERSION = 1
 _BATCH_ATTEMPTS = 3
 # Rows per INSERT statement: 10 parameters each, well under SQLite's 32,766.
 _INSERT_CHUNK = 200
+# Media blob ids one message may name (protocol.md 4.4, 4.5).
+MAX_ATTACHMENTS = 16
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class EnvelopeContent:
     nonce: bytes
     ciphertext: bytes
     signature: bytes
+    # Media blob ids the message refers to (protocol.md 4.5): members may then download them.
+    attachments: tuple[uuid.UUID, ...] = ()
 
     def matches(self, message: Message) -> bool:
         return (
@@ -143,6 +149,9 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
     with transaction.atomic(durable=True), connection.cursor() as cursor:
         members, active = _members_and_active(cursor, conversation_ids, user_ids, device_ids)
         existing = _existing_sends(cursor, device_ids, [r.content.client_message_id for r in requests])
+        # Nothing at all for the common batch without attachments.
+        with_attachments = any(r.content.attachments for r in requests)
+        blob_owners = _attachable_blobs(cursor, requests) if with_attachments else {}
         fresh: list[int] = []
         for index, request in enumerate(requests):
             error = _precheck(
@@ -150,6 +159,8 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 is_member=(request.content.conversation_id, request.device.user_id) in members,
                 is_active=request.device.pk in active,
             )
+            if error is None and request.content.attachments:
+                error = _attachments_check(request, blob_owners)
             if error is not None:
                 results[index] = error
                 continue
@@ -202,6 +213,8 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 results[index] = EnvelopeSendResult(message, created=True)
             if to_insert:
                 _messages_insert(cursor, to_insert, locked)
+                if with_attachments:
+                    _references_insert(cursor, requests, results)
 
         events = _fanout_events(requests, results, to_insert)
         if publish:
@@ -210,6 +223,51 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
     final = [r for r in results if r is not None]
     assert len(final) == len(requests)
     return SendBatchOutcome(results=final, events=[] if publish else events)
+
+
+def _attachments_check(request: SendRequest, blob_owners: dict[uuid.UUID, int]) -> ApiError | None:
+    """Only complete blobs the sender's own account uploaded may be attached."""
+    user_id = request.device.user_id
+    if any(blob_owners.get(blob_id) != user_id for blob_id in request.content.attachments):
+        return MediaNotFoundError()
+    return None
+
+
+def _attachable_blobs(cursor: Any, requests: Sequence[SendRequest]) -> dict[uuid.UUID, int]:
+    """The uploader of every complete blob the batch names, in one statement."""
+    ids = sorted({blob_id for r in requests for blob_id in r.content.attachments})
+    params = [_db_uuid(pk) for pk in ids]
+    cursor.execute(
+        f"SELECT id, uploader_id FROM {MediaBlob._meta.db_table} "  # noqa: S608 (our table name)
+        f"WHERE id IN ({_in_list(params)}) AND state = %s",
+        [*params, MediaBlob.State.COMPLETE.value],
+    )
+    return {_as_uuid(pk): int(uploader_id) for pk, uploader_id in cursor.fetchall()}
+
+
+def _references_insert(
+    cursor: Any, requests: Sequence[SendRequest], results: Sequence[EnvelopeSendResult | ApiError | None]
+) -> None:
+    """One reference row per (blob, new message), in one multi-row INSERT per chunk; resends
+    create no message and so no row, and the unique pair makes a duplicate a no-op anyway."""
+    rows: list[Any] = []
+    for request, result in zip(requests, results, strict=True):
+        if request.content.attachments and isinstance(result, EnvelopeSendResult) and result.created:
+            message = result.message
+            for blob_id in dict.fromkeys(request.content.attachments):
+                rows.append((_db_uuid(blob_id), _db_uuid(message.conversation_id), message.pk))
+    if not rows:
+        return
+    stamp = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = MediaReference._meta.db_table
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        cursor.execute(
+            f"INSERT INTO {table} (blob_id, conversation_id, message_id, created_at) "  # noqa: S608
+            f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(chunk))} "
+            "ON CONFLICT (blob_id, message_id) DO NOTHING",
+            [value for row in chunk for value in (*row, stamp)],
+        )
 
 
 def _in_list(values: Sequence[Any]) -> str:

@@ -171,6 +171,59 @@ def cmd_send(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress_bar(label: str) -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (redrawn at most once per percent)."""
+    shown = [-1]
+
+    def draw(done: int, total: int) -> None:
+        percent = 100 if total <= 0 else min(100, done * 100 // total)
+        if percent == shown[0]:
+            return
+        shown[0] = percent
+        bar = "#" * (percent // 4)
+        end = "\n" if percent == 100 else ""
+        print(
+            f"\r{label} [{bar:<25}] {percent:3d}% {done / 1048576:.1f}/{total / 1048576:.1f} MiB",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return draw
+
+
+def cmd_send_file(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    path = Path(args.path)
+    if not path.is_file():
+        raise SystemExit(f"{path} is not a file")
+    progress = None if args.quiet else _progress_bar(f"upload {path.name}")
+    envelope, info = session.send_file(
+        _resolve_conversation(session, args.conversation), path, progress=progress, mime=args.mime
+    )
+    ctx.save(session)
+    print(f"sent {info.name} ({info.size} bytes) as message {envelope.seq}")
+    return 0
+
+
+def cmd_save(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    conversation_id = _resolve_conversation(session, args.conversation)
+    found = [r for r in session.history(conversation_id, after=args.seq - 1) if r.seq == args.seq]
+    if not found:
+        raise SystemExit(f"no message {args.seq} in this conversation")
+    result = found[0]
+    if not isinstance(result, ReceivedMessage):
+        raise SystemExit(f"message {args.seq} cannot be decrypted: {result.reason.value}")
+    if result.payload.get("type") != "attachment":
+        raise SystemExit(f"message {args.seq} is not an attachment")
+    progress = None if args.quiet else _progress_bar(f"download {result.payload.get('name', '')}")
+    path = session.save_attachment(result.payload, Path(args.dir), progress=progress)
+    ctx.save(session)
+    print(f"saved {path}")
+    return 0
+
+
 def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
     for result in session.history(_resolve_conversation(session, args.conversation), after=args.after):
@@ -286,6 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("send", cmd_send, "send an encrypted text message")
     p.add_argument("conversation", help="conversation id or a unique prefix")
     p.add_argument("text", nargs="+")
+    p = add("send-file", cmd_send_file, "send a file, encrypted, as an attachment")
+    p.add_argument("conversation", help="conversation id or a unique prefix")
+    p.add_argument("path")
+    p.add_argument("--mime", help="media type to announce (default: guessed from the name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = add("save", cmd_save, "download, verify and decrypt an attachment under its original name")
+    p.add_argument("conversation", help="conversation id or a unique prefix")
+    p.add_argument("seq", type=int, help="the attachment message's sequence number (see history)")
+    p.add_argument("--dir", default=".", help="folder to save into (default: the current one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p = add("history", cmd_history, "read and decrypt a conversation")
     p.add_argument("conversation", help="conversation id or a unique prefix")
     p.add_argument("--after", type=int, default=0, help="only messages after this sequence number")

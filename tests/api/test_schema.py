@@ -26,6 +26,11 @@ API_OPERATIONS = {
     ("get", "/api/v1/conversations/{conversation_id}/keys"),
     ("get", "/api/v1/conversations/{conversation_id}/messages"),
     ("post", "/api/v1/conversations/{conversation_id}/messages"),
+    ("post", "/api/v1/media"),
+    ("get", "/api/v1/media/{blob_id}"),
+    ("post", "/api/v1/media/{blob_id}/complete"),
+    ("put", "/api/v1/media/{blob_id}/content"),
+    ("get", "/api/v1/media/{blob_id}/content"),
 }
 
 
@@ -65,6 +70,9 @@ def test_authenticated_operations_declare_the_bearer_token() -> None:
         ("post", "/api/v1/accounts/register"),
         ("post", "/api/v1/accounts/login"),
         ("get", "/api/v1/users/{username}"),
+        # The filesystem backend's media links: the signed token in the URL is the credential.
+        ("put", "/api/v1/media/{blob_id}/content"),
+        ("get", "/api/v1/media/{blob_id}/content"),
     }
     for path, item in schema["paths"].items():
         for method, operation in item.items():

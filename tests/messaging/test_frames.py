@@ -40,6 +40,13 @@ VARIANTS: list[tuple[str, Any]] = [
     ("ciphertext", "AAAA"),  # shorter than a tag
     ("ciphertext", "é" * 24),
     ("signature", "A" * 84),
+    ("attachments", "6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"),
+    ("attachments", None),
+    ("attachments", [1]),
+    ("attachments", ["6F1C0A0E-4C1E-4A8E-9D55-0B7B8C0F1E2A"]),
+    ("attachments", ["6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"] * 17),
+    ("attachments", ["6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"] * 16),  # well-formed
+    ("attachments", []),
 ]
 
 
@@ -99,3 +106,19 @@ def test_a_missing_field_is_refused_by_both(field: str) -> None:
 def test_garbage_is_a_frame_error_never_an_exception(text: str) -> None:
     with pytest.raises((frames.FrameError, frames.UnknownFrameTypeError)):
         frames.frame_parse(text)
+
+
+def test_attachments_parse_to_the_same_blob_ids_on_both_paths() -> None:
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    body = {**VALID, "attachments": ids}
+    frame = frames.frame_parse(
+        json.dumps({"type": "send", "id": "x", "conversation_id": str(uuid.uuid4()), "envelope": body})
+    )
+    assert isinstance(frame, frames.Send)
+    serializer = MessageListCreateApi.InputSerializer(data=body)
+    assert serializer.is_valid()
+    assert list(frame.content.attachments) == serializer.validated_data["attachments"] == [uuid.UUID(i) for i in ids]
+    plain = frames.frame_parse(
+        json.dumps({"type": "send", "id": "x", "conversation_id": str(uuid.uuid4()), "envelope": VALID})
+    )
+    assert isinstance(plain, frames.Send) and plain.content.attachments == ()
