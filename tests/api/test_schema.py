@@ -19,6 +19,12 @@ API_OPERATIONS = {
     ("get", "/api/v1/devices"),
     ("post", "/api/v1/devices/{device_id}/vouch"),
     ("post", "/api/v1/devices/{device_id}/revoke"),
+    ("get", "/api/v1/devices/link"),
+    ("post", "/api/v1/devices/link"),
+    ("post", "/api/v1/devices/{device_id}/link/approve"),
+    ("get", "/api/v1/devices/{device_id}/link/missing-keys"),
+    ("post", "/api/v1/devices/{device_id}/link/keys"),
+    ("get", "/api/v1/users/{username}/device-list"),
     ("get", "/api/v1/conversations"),
     ("post", "/api/v1/conversations"),
     ("get", "/api/v1/conversations/{conversation_id}"),
@@ -65,6 +71,7 @@ def test_authenticated_operations_declare_the_bearer_token() -> None:
         ("post", "/api/v1/accounts/register"),
         ("post", "/api/v1/accounts/login"),
         ("get", "/api/v1/users/{username}"),
+        ("get", "/api/v1/users/{username}/device-list"),
     }
     for path, item in schema["paths"].items():
         for method, operation in item.items():
