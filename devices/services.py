@@ -292,6 +292,9 @@ def device_list_append(
     )
     if entry.version != head_version + 1 or entry.prev_hash != expected_prev:
         raise StaleDeviceListError(head_version)
+    if (head is None) != (change == DeviceListEntry.Change.CREATED):
+        # Only the first entry records the first device; every later one follows it.
+        raise StaleDeviceListError(head_version)
     expected = tuple(sorted((_listed(d) for d in devices_after), key=lambda d: d.device_id.bytes))
     if (
         entry.change != change
