@@ -368,6 +368,11 @@ def device_list_request(username: str, *, after: int = 0) -> Request:
     )
 
 
+def revoke_request(device_id: uuid.UUID, *, device_list: DeviceListEntry | None) -> Request:
+    body = {"device_list": device_list_entry_body(device_list)} if device_list is not None else {}
+    return Request("POST", f"{API_PREFIX}/devices/{device_id}/revoke", body)
+
+
 def link_request_open_request(*, verifier_hash: bytes) -> Request:
     return Request("POST", f"{API_PREFIX}/devices/link", {"verifier_hash": b64e(verifier_hash)})
 

@@ -456,6 +456,38 @@ class Session:
         self._directories.pop(self.username, None)
         return LinkResult(pending.device_id, wrapped, requests, time.monotonic() - started)
 
+    def revoke_device(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
+        """Revoke a device of this account (itself included). A device on the signed list is
+        signed out of it with the identity key in the same request (2.9); a pending one (a refused
+        link request) is not on the list. Rotating the ChatKeys of its conversations afterwards is
+        the caller's (`rotate_epoch`)."""
+        target = next((d for d in self.own_devices() if d.device_id == device_id), None)
+        if target is None:
+            raise DeviceNotFoundError(f"no device {device_id} on this account")
+        entry: DeviceListEntry | None = None
+        own_list = self.device_list(self.username)
+        if device_id in own_list.devices:
+            identity = self.secrets.identity
+            if identity is None:
+                raise NoIdentityKeyError("this device does not hold the account identity key")
+            entry = device_list_next(
+                identity=identity,
+                username=self.username,
+                head=own_list.entries[-1],
+                change="revoked",
+                subject=own_list.devices[device_id],
+                actor_device_id=self.device_id,
+                timestamp_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+            )
+        _, body = self.transport.execute(proto.revoke_request(device_id, device_list=entry))
+        if entry is not None:
+            self.secrets.device_lists[self.username] = (
+                entry.version,
+                device_list_entry_hash(username=self.username, entry=entry),
+            )
+        self._directories.pop(self.username, None)
+        return proto.PublicDevice.parse(body)
+
     def _wrap_history_for(self, pending: proto.PublicDevice, *, batch_size: int) -> tuple[int, int]:
         """Wrap, for `pending`, every epoch the server says it still lacks, a page at a time;
         returns (keys uploaded, upload requests)."""

@@ -71,15 +71,25 @@ class DeviceVouchApi(APIView):
 class DeviceRevokeApi(APIView):
     """An active device revokes a device of its own account (itself included)."""
 
+    class InputSerializer(serializers.Serializer[Any]):
+        device_list = DeviceListEntrySerializer(required=False)
+
     @extend_schema(
         operation_id="devices_revoke",
-        summary="Revoke a device of the account (itself included)",
-        request=None,
-        responses={200: OwnDeviceSerializer, **error_responses(*AUTH_ERRORS, 404, 409, 429)},
+        summary="Revoke a device of the account (itself included), with its signed device-list entry",
+        request=InputSerializer,
+        responses={200: OwnDeviceSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
     )
     def post(self, request: Request, device_id: uuid.UUID) -> Response:
         ratelimit_hit("link_account", request_device(request).user_id)
-        device = device_revoke_own(revoker=request_device(request), device_id=device_id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        raw = payload.validated_data.get("device_list")
+        device = device_revoke_own(
+            revoker=request_device(request),
+            device_id=device_id,
+            entry=DeviceListEntrySerializer.entry_data(raw) if raw is not None else None,
+        )
         return Response(OwnDeviceSerializer(device).data)
 
 

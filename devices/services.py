@@ -172,14 +172,22 @@ def device_vouch(*, voucher: Device, device_id: uuid.UUID, vouch_signature: byte
     return device
 
 
-def device_revoke(*, device: Device, revoked_by_device: Device | None = None, reason: str) -> Device:
+def device_revoke(
+    *,
+    device: Device,
+    revoked_by_device: Device | None = None,
+    reason: str,
+    entry: DeviceListEntryData | None = None,
+) -> Device:
     """Revoke a device for good: status `revoked`, every live token revoked, and after commit a
     `device.revoked` event to the device's group so the realtime gateway closes its sockets.
 
     `revoked_by_device`: the device of the same account that asked (REST), or None when an
     operator did (admin, `manage.py revoke_device`); it must still be active. `reason` is for
     the log line only. A device may revoke itself. Revoking a pending device is allowed (a
-    refused link request).
+    refused link request). `entry`: the signed device-list entry recording the revocation
+    (protocol.md 2.9), appended in the same transaction; without it, clients see the device as
+    hidden by the server until a device of the account signs the revocation.
     """
     with transaction.atomic(durable=True):
         # The same serialisation point as vouching: the set of active devices changes.
@@ -194,6 +202,20 @@ def device_revoke(*, device: Device, revoked_by_device: Device | None = None, re
             raise DeviceNotFoundError()
         if current.status == Device.Status.REVOKED:
             raise DeviceAlreadyRevokedError()
+        if entry is not None:
+            if revoked_by_device is None:
+                raise DeviceNotActiveError()
+            others = Device.objects.filter(user_id=current.user_id, status=Device.Status.ACTIVE).exclude(pk=current.pk)
+            user = User.objects.get(pk=current.user_id)
+            device_list_append(
+                user=user,
+                entry=entry,
+                change=DeviceListEntry.Change.REVOKED,
+                subject=current,
+                actor=revoked_by_device,
+                devices_after=list(others),
+            )
+            _device_list_changed_publish(user=user, version=entry.version)
         devices_revoke_rows(device_ids=[device.pk])
     logger.info(
         "device revoked",
@@ -236,13 +258,16 @@ def device_tokens_revoke_of_user(*, user_id: int, reason: str) -> int:
     return revoked
 
 
-def device_revoke_own(*, revoker: Device, device_id: uuid.UUID) -> Device:
-    """A device revokes a device of its own account (itself included): REST `revoke`.
+def device_revoke_own(*, revoker: Device, device_id: uuid.UUID, entry: DeviceListEntryData | None = None) -> Device:
+    """A device revokes a device of its own account (itself included): REST `revoke`, with the
+    signed device-list entry that records it (clients always send one for an active device).
     Another account's device answers 404 like an unknown one."""
     device = Device.objects.filter(pk=device_id, user_id=revoker.user_id).first()
     if device is None:
         raise DeviceNotFoundError()
-    return device_revoke(device=device, revoked_by_device=revoker, reason="revoked by a device of the account")
+    return device_revoke(
+        device=device, revoked_by_device=revoker, reason="revoked by a device of the account", entry=entry
+    )
 
 
 def device_last_seen_is_due(*, device: Device, now: datetime) -> bool:

@@ -220,6 +220,15 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    device = session.revoke_device(uuid.UUID(args.device_id))
+    ctx.save(session)
+    print(f"device {device.device_id} is revoked and signed out of the device list")
+    print("start a new epoch in its conversations (`rotate`) so it cannot read what comes next")
+    return 0
+
+
 def cmd_conversations(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
     for c in session.conversations():
@@ -357,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("device-log", cmd_device_log, "every change to this account's devices, from the signed device list")
     p = add("approve", cmd_approve, "approve a new device of this account with the link code it shows")
     p.add_argument("code", nargs="+", help="the link code (dashes and spaces do not matter)")
+    p = add("revoke", cmd_revoke, "revoke a device of this account and sign it out of the device list")
+    p.add_argument("device_id")
     add("conversations", cmd_conversations, "list conversations")
     p = add("create", cmd_create, "create a conversation")
     group = p.add_mutually_exclusive_group(required=True)

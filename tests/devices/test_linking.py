@@ -289,3 +289,32 @@ def test_link_keys_upload_is_idempotent_and_only_for_the_accounts_epochs(account
         link_keys_upload(uploader=laptop.device, device_id=bob.device.id, keys=[key])
     with pytest.raises(DeviceNotPendingError):
         link_keys_upload(uploader=laptop.device, device_id=laptop.device.id, keys=[key])
+
+
+def test_revoke_with_a_signed_entry_appends_it_and_a_wrong_entry_revokes_nothing(
+    account: tuple[Dev, Device],
+    published: list[PublishedEvent],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    from devices.services import device_revoke_own
+
+    laptop, phone = account
+    _open(phone)
+    _approve(laptop, phone)
+    phone.refresh_from_db()
+    head = device_list_head(user_id=laptop.user.pk)
+    hides_laptop = _entry(user_devices=[phone], change="revoked", subject=phone, actor=laptop.device, head=head)
+    with pytest.raises(DeviceListMismatchError):
+        device_revoke_own(revoker=laptop.device, device_id=phone.id, entry=hides_laptop)
+    phone.refresh_from_db()
+    assert phone.status == Device.Status.ACTIVE
+    good = _entry(user_devices=[laptop.device], change="revoked", subject=phone, actor=laptop.device, head=head)
+    with django_capture_on_commit_callbacks(execute=True):
+        device_revoke_own(revoker=laptop.device, device_id=phone.id, entry=good)
+    phone.refresh_from_db()
+    assert phone.status == Device.Status.REVOKED
+    head = device_list_head(user_id=laptop.user.pk)
+    assert head is not None and (head.version, head.change, head.subject_device_id) == (3, "revoked", phone.id)
+    assert {"type": "device.list_changed", "username": laptop.user.username, "version": 3} in [
+        p.event for p in published
+    ]

@@ -278,3 +278,19 @@ def test_a_device_list_rolled_back_by_the_server_is_detected(scene: dict[str, ob
     assert isinstance(result, UndecryptableMessage) and result.reason == DecryptFailure.UNVOUCHED_DEVICE
     # Alice's own devices saw version 2 too, and refuse the rolled-back list just the same.
     assert restart(alice).directory(alice.username).list_error is not None
+
+
+def test_a_signed_revocation_is_no_hidden_device_and_the_log_records_it(scene: dict[str, object]) -> None:
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    restart(alice).revoke_device(alice_phone.device_id)
+
+    assert bob.rotate_epoch(conversation_id) == 2  # no hidden device: the list says it left
+    from conversations.models import WrappedKey
+
+    assert not WrappedKey.objects.filter(recipient_device_id=alice_phone.device_id, epoch__number=2).exists()
+    log = restart(alice).device_log()
+    assert [(e.version, e.change) for e in log] == [(1, "created"), (2, "linked"), (3, "revoked")]
+    assert (log[2].subject_device_id, log[2].actor_device_id) == (alice_phone.device_id, alice.device_id)

@@ -41,6 +41,7 @@ def test_cli_register_link_create_send_and_read(
         phone, "link", "--server", server_url, "--username", alice, "--device-name", "phone", "--wait-s", "0"
     )
     assert code == 2 and "still waiting" in out
+    phone_id = out.split("this device is ")[1].split()[0]
     approve_line = next(line for line in out.splitlines() if " approve " in line)
     link_code = approve_line.split(" approve ")[1].strip()
     assert "\u2588" in out or "\u2580" in out or "\u2584" in out  # the QR code, drawn with block characters
@@ -78,6 +79,17 @@ def test_cli_register_link_create_send_and_read(
     _, bob_sees, _ = cli(bobs, "safety-number", alice, "--mark-verified")
     assert alice_sees.splitlines()[1] == bob_sees.splitlines()[1]
     assert "marked verified" in bob_sees
+
+    # The laptop revokes the phone: signed out of the device list, and the log says who did it.
+    code, out, _ = cli(laptop, "revoke", phone_id)
+    assert code == 0 and "revoked" in out
+    code, out, _ = cli(laptop, "device-log")
+    assert f"laptop ({laptop_id(out)}) revoked phone ({phone_id})" in out
+    assert cli(bobs, "rotate", conversation)[0] == 0  # Bob's client sees no hidden device
+
+
+def laptop_id(log: str) -> str:
+    return log.split("account created with laptop (")[1].split(")")[0]
 
 
 def test_cli_refuses_a_wrong_passphrase(
