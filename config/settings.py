@@ -243,7 +243,7 @@ E2EE_RATE_LIMIT_DEFAULTS = {
     "login_account": "10/300",  # log-ins naming one account (brute force on its password)
     "register_ip": "10/3600",  # registrations from one address
     "send_device": "1200/60",  # message sends by one device (REST and WebSocket)
-    "link_account": "30/3600",  # vouch and revoke attempts by one account
+    "link_account": "30/3600",  # revocations asked by one account
     # Link-code approvals naming one pending device, and from one address: a wrong code changes
     # nothing, and these bound how often anyone may try (protocol.md 4.7).
     "link_code_device": "10/600",

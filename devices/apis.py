@@ -23,7 +23,7 @@ from devices.models import LinkRequest
 from devices.permissions import IsAuthenticatedDevice
 from devices.selectors import device_list_entries, device_list_own, link_request_latest
 from devices.serializers import DeviceListEntrySerializer, OwnDeviceSerializer, StoredDeviceListEntrySerializer
-from devices.services import device_link_approve, device_revoke_own, device_vouch, link_request_open
+from devices.services import device_link_approve, device_revoke_own, link_request_open
 
 # Entries per device-list page; a client asks again with `after` for more.
 DEVICE_LIST_PAGE = 1000
@@ -44,28 +44,6 @@ class DeviceListApi(APIView):
     def get(self, request: Request) -> Response:
         devices = device_list_own(user=request_device(request).user)
         return Response(self.OutputSerializer({"devices": devices}).data)
-
-
-class DeviceVouchApi(APIView):
-    class InputSerializer(serializers.Serializer[Any]):
-        vouch_signature = Base64Field(length=64)
-
-    @extend_schema(
-        operation_id="devices_vouch",
-        summary="Approve a pending device of the account",
-        request=InputSerializer,
-        responses={200: OwnDeviceSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
-    )
-    def post(self, request: Request, device_id: uuid.UUID) -> Response:
-        ratelimit_hit("link_account", request_device(request).user_id)
-        payload = self.InputSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        device = device_vouch(
-            voucher=request_device(request),
-            device_id=device_id,
-            vouch_signature=payload.validated_data["vouch_signature"],
-        )
-        return Response(OwnDeviceSerializer(device).data)
 
 
 class DeviceRevokeApi(APIView):

@@ -6,7 +6,7 @@ from common.errors import ApiError
 class DeviceNotActiveError(ApiError):
     status = 403
     code = "device_not_active"
-    message = "This device is pending (not vouched yet) or revoked."
+    message = "This device is pending (not linked yet) or revoked."
 
 
 class DeviceNotFoundError(ApiError):
@@ -24,7 +24,7 @@ class DeviceIdTakenError(ApiError):
 class DeviceNotPendingError(ApiError):
     status = 409
     code = "device_not_pending"
-    message = "Only a pending device can be vouched for."
+    message = "Only a pending device can be linked."
 
 
 class DeviceAlreadyRevokedError(ApiError):

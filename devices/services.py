@@ -148,30 +148,6 @@ def device_token_revoke(*, token: DeviceToken) -> None:
         publish_on_commit(device_group(token.device_id), token_revoked_event(token))
 
 
-def device_vouch(*, voucher: Device, device_id: uuid.UUID, vouch_signature: bytes) -> Device:
-    """An active device approves a pending device of the same account, which becomes active.
-
-    The signature is stored as given; clients verify it (the server has no keys to check with).
-    """
-    with transaction.atomic(durable=True):
-        # Serialises with epoch coverage checks (see accounts/locks.py).
-        users_lock(user_ids=[voucher.user_id])
-        # The voucher was active when the request was authenticated; make sure it still is.
-        if not Device.objects.filter(pk=voucher.pk, status=Device.Status.ACTIVE).exists():
-            raise DeviceNotActiveError()
-        # Another account's device answers 404 like an unknown one: it is none of our business.
-        device = Device.objects.filter(pk=device_id, user_id=voucher.user_id).first()
-        if device is None:
-            raise DeviceNotFoundError()
-        if device.status != Device.Status.PENDING:
-            raise DeviceNotPendingError()
-        device.status = Device.Status.ACTIVE
-        device.vouch_signature = vouch_signature
-        device.vouched_by = voucher
-        device.save(update_fields=["status", "vouch_signature", "vouched_by"])
-    return device
-
-
 def device_revoke(
     *,
     device: Device,
@@ -190,7 +166,7 @@ def device_revoke(
     hidden by the server until a device of the account signs the revocation.
     """
     with transaction.atomic(durable=True):
-        # The same serialisation point as vouching: the set of active devices changes.
+        # The same serialisation point as linking: the set of active devices changes.
         users_lock(user_ids=[device.user_id])
         if revoked_by_device is not None:
             if not Device.objects.filter(
@@ -241,6 +217,10 @@ def devices_revoke_rows(*, device_ids: list[uuid.UUID]) -> int:
     )
     Device.objects.filter(pk__in=changed).update(status=Device.Status.REVOKED)
     DeviceToken.objects.filter(device_id__in=device_ids, revoked_at__isnull=True).update(revoked_at=now)
+    # A refused link request ends with its device: the code it shows stops working.
+    LinkRequest.objects.filter(device_id__in=device_ids, status=LinkRequest.Status.WAITING).update(
+        status=LinkRequest.Status.EXPIRED
+    )
     for device_id in changed:
         publish_on_commit(device_group(device_id), device_revoked_event(device_id=device_id))
     return len(changed)

@@ -6,7 +6,6 @@ from devices.apis import (
     DeviceLinkApproveApi,
     DeviceListApi,
     DeviceRevokeApi,
-    DeviceVouchApi,
     LinkRequestApi,
     UserDeviceListApi,
 )
@@ -16,6 +15,5 @@ urlpatterns = [
     path("devices/link", LinkRequestApi.as_view(), name="device-link-request"),
     path("devices/<uuid:device_id>/link/approve", DeviceLinkApproveApi.as_view(), name="device-link-approve"),
     path("users/<str:username>/device-list", UserDeviceListApi.as_view(), name="user-device-list"),
-    path("devices/<uuid:device_id>/vouch", DeviceVouchApi.as_view(), name="device-vouch"),
     path("devices/<uuid:device_id>/revoke", DeviceRevokeApi.as_view(), name="device-revoke"),
 ]

@@ -17,7 +17,6 @@ API_OPERATIONS = {
     ("get", "/api/v1/accounts/me"),
     ("get", "/api/v1/users/{username}"),
     ("get", "/api/v1/devices"),
-    ("post", "/api/v1/devices/{device_id}/vouch"),
     ("post", "/api/v1/devices/{device_id}/revoke"),
     ("get", "/api/v1/devices/link"),
     ("post", "/api/v1/devices/link"),

@@ -264,7 +264,7 @@ def test_link_codes_expire_marks_only_expired_waiting_requests(account: tuple[De
     other = make_dev(user=laptop.user, status=Device.Status.PENDING).device
     fresh = _open(other)
     assert link_codes_expire() == 1
-    assert link_codes_expire_task.delay().get() == 0  # the Celery task (eager here) calls the service
+    assert link_codes_expire_task() == 0  # the Celery task calls the service (run in this process)
     old.refresh_from_db()
     fresh.refresh_from_db()
     assert (old.status, fresh.status) == (LinkRequest.Status.EXPIRED, LinkRequest.Status.WAITING)
@@ -318,3 +318,33 @@ def test_revoke_with_a_signed_entry_appends_it_and_a_wrong_entry_revokes_nothing
     assert {"type": "device.list_changed", "username": laptop.user.username, "version": 3} in [
         p.event for p in published
     ]
+
+
+def test_approve_for_another_accounts_or_an_unknown_device_is_not_found(account: tuple[Dev, Device]) -> None:
+    laptop, _ = account
+    strangers = make_dev(status=Device.Status.PENDING).device
+    _open(strangers)
+    for device_id in (strangers.id, uuid.uuid4()):
+        with pytest.raises(DeviceNotFoundError):
+            device_link_approve(
+                approver=laptop.device,
+                device_id=device_id,
+                verifier=VERIFIER,
+                vouch_signature=os.urandom(64),
+                entry=_entry(user_devices=[], change="linked", subject=strangers, actor=laptop.device, head=None),
+                wrapped_identity_key=os.urandom(80),
+                approval_mac=os.urandom(32),
+            )
+    strangers.refresh_from_db()
+    assert strangers.status == Device.Status.PENDING
+
+
+def test_approve_by_a_device_revoked_meanwhile_is_refused(account: tuple[Dev, Device]) -> None:
+    from devices.errors import DeviceNotActiveError
+
+    laptop, phone = account
+    _open(phone)
+    Device.objects.filter(pk=laptop.device.pk).update(status=Device.Status.REVOKED)
+    with pytest.raises(DeviceNotActiveError):
+        _approve(laptop, phone)
+    _unchanged(phone)
