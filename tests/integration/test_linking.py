@@ -230,3 +230,42 @@ def test_a_thousand_concurrent_bad_codes_are_rate_limited_and_change_nothing(
     assert DeviceListEntry.objects.filter(user__username=laptop.username).count() == 1
     assert LinkRequest.objects.get(device_id=phone.device_id).status == LinkRequest.Status.WAITING
     print(f"\n1,000 concurrent bad approvals: {refused} checked and refused, the rest 429, in {seconds:.1f} s")
+
+
+def test_the_new_device_refuses_an_approval_the_server_made_or_altered(
+    register: Callable[[str, str], Session], server_url: str, names: Callable[[str], str]
+) -> None:
+    """The server holds only the verifier's hash and the MAC: whatever it changes in the approval
+    (another identity key and list, i.e. an account it made up, or the MAC itself), the new device
+    refuses to join, and keeps no identity key."""
+    from client.errors import LinkApprovalInvalidError
+    from devices.models import LinkRequest
+
+    laptop = register(names("alice"), "laptop")
+    phone = Session.login(
+        HttpTransport(server_url), server_url=server_url, username=laptop.username, password=PASSWORD, device_name="p"
+    )
+    laptop.approve_link(phone.request_link())
+    stored = LinkRequest.objects.get(device_id=phone.device_id)
+    assert stored.approval_mac is not None
+    genuine_mac = bytes(stored.approval_mac)
+    altered = bytearray(genuine_mac)
+    altered[0] ^= 1
+    LinkRequest.objects.filter(pk=stored.pk).update(approval_mac=bytes(altered))
+    with pytest.raises(LinkApprovalInvalidError, match="link code"):
+        phone.complete_link()
+    assert phone.secrets.identity is None
+
+    # An identity key of the server's own: the device list no longer verifies under it.
+    from accounts.models import User
+
+    user = User.objects.get(username=laptop.username)
+    genuine_key = bytes(user.identity_key)
+    User.objects.filter(pk=user.pk).update(identity_key=bytes(32))
+    LinkRequest.objects.filter(pk=stored.pk).update(approval_mac=genuine_mac)
+    with pytest.raises(LinkApprovalInvalidError):
+        phone.complete_link()
+    assert phone.secrets.identity is None
+
+    User.objects.filter(pk=user.pk).update(identity_key=genuine_key)
+    assert phone.complete_link()  # the genuine approval, untouched, is accepted
