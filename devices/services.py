@@ -163,7 +163,8 @@ def device_revoke(
     the log line only. A device may revoke itself. Revoking a pending device is allowed (a
     refused link request). `entry`: the signed device-list entry recording the revocation
     (protocol.md 2.9), appended in the same transaction; without it, clients see the device as
-    hidden by the server until a device of the account signs the revocation.
+    hidden by the server until a device of the account signs the revocation: with `entry`, a
+    device revoked already (by an operator) only gets its entry appended.
     """
     with transaction.atomic(durable=True):
         # The same serialisation point as linking: the set of active devices changes.
@@ -176,7 +177,10 @@ def device_revoke(
         current = Device.objects.filter(pk=device.pk).first()
         if current is None:
             raise DeviceNotFoundError()
-        if current.status == Device.Status.REVOKED:
+        # A device revoked without a signed entry (by an operator) can have its revocation
+        # signed afterwards: the entry is appended, the rest was done already.
+        already = current.status == Device.Status.REVOKED
+        if already and entry is None:
             raise DeviceAlreadyRevokedError()
         if entry is not None:
             if revoked_by_device is None:
@@ -192,7 +196,8 @@ def device_revoke(
                 devices_after=list(others),
             )
             _device_list_changed_publish(user=user, version=entry.version)
-        devices_revoke_rows(device_ids=[device.pk])
+        if not already:
+            devices_revoke_rows(device_ids=[device.pk])
     logger.info(
         "device revoked",
         extra={
@@ -300,6 +305,12 @@ def device_list_append(
     if (head is None) != (change == DeviceListEntry.Change.CREATED):
         # Only the first entry records the first device; every later one follows it.
         raise StaleDeviceListError(head_version)
+    if head is not None:
+        listed_before = {uuid.UUID(d["device_id"]) for d in head.devices}
+        # A link adds a device that is not listed, a revocation removes one that is: anything
+        # else would append an entry no client can verify, poisoning the account's list.
+        if (change == DeviceListEntry.Change.LINKED) == (subject.id in listed_before):
+            raise DeviceListMismatchError()
     expected = tuple(sorted((_listed(d) for d in devices_after), key=lambda d: d.device_id.bytes))
     if (
         entry.change != change

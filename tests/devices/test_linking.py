@@ -348,3 +348,27 @@ def test_approve_by_a_device_revoked_meanwhile_is_refused(account: tuple[Dev, De
     with pytest.raises(DeviceNotActiveError):
         _approve(laptop, phone)
     _unchanged(phone)
+
+
+def test_an_entry_revoking_an_unlisted_or_linking_a_listed_device_is_refused(account: tuple[Dev, Device]) -> None:
+    from devices.services import device_revoke_own
+
+    laptop, phone = account
+    unlisted = make_dev(user=laptop.user).device  # active on the server, never on the signed list
+    head = device_list_head(user_id=laptop.user.pk)
+    entry = _entry(user_devices=[laptop.device], change="revoked", subject=unlisted, actor=laptop.device, head=head)
+    with pytest.raises(DeviceListMismatchError):
+        device_revoke_own(revoker=laptop.device, device_id=unlisted.id, entry=entry)
+    unlisted.refresh_from_db()
+    assert unlisted.status == Device.Status.ACTIVE
+    relink = _entry(user_devices=[laptop.device], change="linked", subject=laptop.device, actor=phone, head=head)
+    with pytest.raises(DeviceListMismatchError):
+        device_list_append(
+            user=laptop.user,
+            entry=relink,
+            change=DeviceListEntry.Change.LINKED,
+            subject=laptop.device,
+            actor=phone,
+            devices_after=[laptop.device],
+        )
+    assert DeviceListEntry.objects.filter(user=laptop.user).count() == 1

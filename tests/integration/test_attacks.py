@@ -294,3 +294,19 @@ def test_a_signed_revocation_is_no_hidden_device_and_the_log_records_it(scene: d
     log = restart(alice).device_log()
     assert [(e.version, e.change) for e in log] == [(1, "created"), (2, "linked"), (3, "revoked")]
     assert (log[2].subject_device_id, log[2].actor_device_id) == (alice_phone.device_id, alice.device_id)
+
+
+def test_an_operators_revocation_is_hidden_until_a_device_of_the_account_signs_it(scene: dict[str, object]) -> None:
+    from devices.models import Device
+    from devices.services import device_revoke
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    device_revoke(device=Device.objects.get(id=alice_phone.device_id), reason="operator")
+    with pytest.raises(HiddenDevicesError):
+        restart(scene["bob"]).rotate_epoch(conversation_id)  # type: ignore[arg-type]
+
+    restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
+    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 2  # type: ignore[arg-type]
+    assert [e.change for e in restart(alice).device_log()] == ["created", "linked", "revoked"]
