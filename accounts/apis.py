@@ -20,7 +20,12 @@ from common.ratelimit import client_ip, ratelimit_hit
 from common.schema import BODY_ERRORS, error_responses
 from devices.authentication import request_device, request_token
 from devices.permissions import IsAuthenticatedDevice
-from devices.serializers import DeviceKeysInputSerializer, OwnDeviceSerializer, PublicDeviceSerializer
+from devices.serializers import (
+    DeviceKeysInputSerializer,
+    DeviceListEntrySerializer,
+    OwnDeviceSerializer,
+    PublicDeviceSerializer,
+)
 from devices.services import DeviceKeys, device_login, device_token_revoke
 
 
@@ -46,6 +51,7 @@ class RegisterApi(APIView):
         password = StrictCharField(trim_whitespace=False)
         identity_key = Base64Field(length=32)
         device = RegisterDeviceInputSerializer()
+        device_list = DeviceListEntrySerializer(required=False)
 
     class OutputSerializer(AccountOutputSerializer):
         token = serializers.CharField()
@@ -70,6 +76,7 @@ class RegisterApi(APIView):
             identity_key=data["identity_key"],
             device=DeviceKeys(**device),
             vouch_signature=vouch_signature,
+            device_list=DeviceListEntrySerializer.entry_data(data["device_list"]) if "device_list" in data else None,
         )
         return Response(self.OutputSerializer(registration).data, status=status.HTTP_201_CREATED)
 

@@ -1,6 +1,6 @@
 """Row locks on users: the serialisation point for changes to an account's set of active devices.
 
-Whoever changes which devices of an account are active (`device_vouch`, `device_login`) and
+Whoever changes which devices of an account are active (`device_link_approve`, `device_revoke`) and
 whoever relies on that set staying put until commit (the epoch coverage check of
 `conversation_create` and `chat_key_epoch_upload`) lock the users' rows first. Lock order, to
 stay free of deadlocks: users by ascending pk, then a conversation row.

@@ -16,11 +16,13 @@ from accounts.locks import users_lock
 from accounts.models import User
 from accounts.selectors import PurgeCounts, user_purge_plan
 from conversations.services import memberships_remove_user, wrapped_keys_delete_for_devices
+from devices.device_list import DeviceListEntryData
 from devices.errors import DeviceIdTakenError
-from devices.models import Device, DeviceToken
+from devices.models import Device, DeviceListEntry, DeviceToken
 from devices.services import (
     DeviceKeys,
     device_create,
+    device_list_append,
     device_token_issue,
     device_tokens_revoke_of_user,
     devices_revoke_rows,
@@ -51,9 +53,11 @@ def user_register(
     identity_key: bytes,
     device: DeviceKeys,
     vouch_signature: bytes,
+    device_list: DeviceListEntryData | None = None,
 ) -> Registration:
     """Create an account with its first device, active at once (vouched by the identity key
-    the device has just generated), and that device's token."""
+    the device has just generated), and that device's token. `device_list`: the first entry of
+    the account's signed device list (protocol.md 2.9), listing that device alone."""
     user = User(username=username, identity_key=identity_key)
     try:
         validate_password(password, user=user)
@@ -68,6 +72,15 @@ def user_register(
             first_device = device_create(
                 user=user, keys=device, status=Device.Status.ACTIVE, vouch_signature=vouch_signature
             )
+            if device_list is not None:
+                device_list_append(
+                    user=user,
+                    entry=device_list,
+                    change=DeviceListEntry.Change.CREATED,
+                    subject=first_device,
+                    actor=first_device,
+                    devices_after=[first_device],
+                )
             token = device_token_issue(device=first_device)
     except IntegrityError:
         # A concurrent registration inserted the same username or device id after our check.

@@ -96,7 +96,7 @@ def user_register(server_url: str, username: str, *, device_name: str = "device 
 
 
 def device_link(existing: Session, server_url: str, *, device_name: str) -> Session:
-    """Log in another device of `existing`'s account and have `existing` vouch for it."""
+    """Log in another device of `existing`'s account and link it (its code approved by `existing`)."""
     new = Session.login(
         HttpTransport(server_url),
         server_url=server_url,
@@ -104,8 +104,9 @@ def device_link(existing: Session, server_url: str, *, device_name: str) -> Sess
         password=PASSWORD,
         device_name=device_name,
     )
-    existing.vouch(new.device_id, expected_fingerprint=new.fingerprint)
-    new.me()  # pins its own account's identity key
+    existing.approve_link(new.request_link())
+    if not new.complete_link():  # pins its own account's identity key and device list
+        raise RuntimeError("the link was not approved")
     return new
 
 

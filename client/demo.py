@@ -113,7 +113,7 @@ def run_demo(server: str, *, home: Path, suffix: str = "") -> int:
     )
     print(f"  laptop device {laptop.device_id}, fingerprint {laptop.fingerprint}")
 
-    _say(f"{alice_name} logs in from her phone: the phone is pending until the laptop vouches for it")
+    _say(f"{alice_name} logs in from her phone: the phone is pending until the laptop approves its link code")
     phone = Session.login(
         HttpTransport(server),
         server_url=server,
@@ -121,10 +121,14 @@ def run_demo(server: str, *, home: Path, suffix: str = "") -> int:
         password=password(alice_name),
         device_name="alice-phone",
     )
+    code = phone.request_link()
     print(f"  phone shows device {phone.device_id} with fingerprint {phone.fingerprint}")
-    laptop.vouch(phone.device_id, expected_fingerprint=phone.fingerprint)
-    print("  the laptop checked that fingerprint against the keys the server holds and signed the phone in")
-    phone.me()  # pins the account identity key on the phone
+    print(f"  and the link code {code}")
+    laptop.approve_link(code)
+    print("  the laptop checked the code's fingerprint against the keys the server holds, signed the phone")
+    print("  into the account's device list and wrapped the account identity key for it")
+    phone.complete_link()
+    print("  the phone checked the approval with the code's one-time secret: it joined the genuine account")
 
     _say(f"{bob_name} and {carol_name} register, one device each")
     bob = Session.register(

@@ -98,3 +98,37 @@ class AttachmentError(SdkError):
     failed. Nothing is written to the destination in that case."""
 
     code = "attachment_failed"
+
+
+class HiddenDevicesError(SdkError):
+    """The account's signed device list names devices the server does not show: it may be hiding
+    them (to keep them out of a conversation), so nothing is wrapped until that is resolved."""
+
+    code = "hidden_devices"
+
+    def __init__(self, username: str, device_ids: list[uuid.UUID]) -> None:
+        ids = ", ".join(str(d) for d in device_ids)
+        super().__init__(f"{username!r} has devices on its signed device list that the server hides: {ids}")
+        self.username = username
+        self.device_ids = device_ids
+
+
+class DeviceListInvalidError(SdkError):
+    """An account's signed device list does not verify (forged, rolled back, forked, missing)."""
+
+    code = "device_list_invalid"
+
+    def __init__(self, username: str, reason: str) -> None:
+        super().__init__(f"the device list of {username!r} cannot be trusted: {reason}")
+        self.username = username
+        self.reason = reason
+
+
+class LinkExpiredError(SdkError):
+    code = "link_expired"
+
+
+class LinkApprovalInvalidError(SdkError):
+    """The approval a new device received does not check out with its one-time secret."""
+
+    code = "link_approval_invalid"

@@ -171,6 +171,27 @@ class ConversationJoined:
 
 
 @dataclass(frozen=True)
+class LinkRequest:
+    """A new device asks to join this account (protocol.md 4.7): show it, with its fingerprint,
+    and ask the person for the code it displays."""
+
+    device_id: uuid.UUID
+    name: str
+    x25519_public_key: bytes
+    ed25519_public_key: bytes
+    created_at: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class DeviceListChanged:
+    """An account's signed device list has a new version: read it again before trusting it."""
+
+    username: str
+    version: int
+
+
+@dataclass(frozen=True)
 class Pong:
     id: str
 
@@ -199,6 +220,8 @@ ServerFrame = (
     | Typing
     | Presence
     | ConversationJoined
+    | LinkRequest
+    | DeviceListChanged
     | Pong
     | ErrorFrame
     | UnknownFrame
@@ -353,6 +376,24 @@ def _conversation(data: dict[str, Any]) -> ConversationJoined:
     return ConversationJoined(conversation=conversation)
 
 
+def _link_request(data: dict[str, Any]) -> LinkRequest:
+    device = data["device"]
+    if not isinstance(device, dict):
+        raise FrameError("'device' must be an object")
+    return LinkRequest(
+        device_id=_uuid(device, "device_id"),
+        name=_str(device, "name"),
+        x25519_public_key=b64d(_str(device, "x25519_public_key"), length=32),
+        ed25519_public_key=b64d(_str(device, "ed25519_public_key"), length=32),
+        created_at=_str(device, "created_at"),
+        expires_at=_str(data, "expires_at"),
+    )
+
+
+def _device_list(data: dict[str, Any]) -> DeviceListChanged:
+    return DeviceListChanged(username=_str(data, "username"), version=_int(data, "version"))
+
+
 def _pong(data: dict[str, Any]) -> Pong:
     return Pong(id=_str(data, "id"))
 
@@ -378,6 +419,8 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ServerFrame]] = {
     "typing": _typing,
     "presence": _presence,
     "conversation": _conversation,
+    "link_request": _link_request,
+    "device_list": _device_list,
     "pong": _pong,
     "error": _error,
 }

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from client.crypto.device_list import DeviceListEntry, ListedDevice
 from client.crypto.encoding import b64d, b64e
 
 API_PREFIX = "/api/v1"
@@ -190,10 +191,17 @@ def register_request(
     x25519_public_key: bytes,
     ed25519_public_key: bytes,
     vouch_signature: bytes,
+    device_list: DeviceListEntry,
 ) -> Request:
     device = _device_body(device_id, device_name, x25519_public_key, ed25519_public_key)
     device["vouch_signature"] = b64e(vouch_signature)
-    body = {"username": username, "password": password, "identity_key": b64e(identity_key), "device": device}
+    body = {
+        "username": username,
+        "password": password,
+        "identity_key": b64e(identity_key),
+        "device": device,
+        "device_list": device_list_entry_body(device_list),
+    }
     return Request("POST", f"{API_PREFIX}/accounts/register", body, authenticated=False)
 
 
@@ -225,10 +233,6 @@ def directory_request(username: str) -> Request:
 
 def own_devices_request() -> Request:
     return Request("GET", f"{API_PREFIX}/devices")
-
-
-def vouch_request(*, device_id: uuid.UUID, vouch_signature: bytes) -> Request:
-    return Request("POST", f"{API_PREFIX}/devices/{device_id}/vouch", {"vouch_signature": b64e(vouch_signature)})
 
 
 def _wrapped_keys_body(wrapped: dict[uuid.UUID, tuple[bytes, bytes]]) -> list[dict[str, str]]:
@@ -348,3 +352,137 @@ def media_complete_request(blob_id: uuid.UUID) -> Request:
 
 def media_download_request(blob_id: uuid.UUID) -> Request:
     return Request("GET", f"{API_PREFIX}/media/{blob_id}")
+
+
+# Linking and the signed device list (docs/protocol.md 4.7)
+
+
+def parse_device_list_entry(data: dict[str, Any]) -> DeviceListEntry:
+    return DeviceListEntry(
+        version=int(data["version"]),
+        prev_hash=b64d(data["prev_hash"], length=32),
+        change=str(data["change"]),
+        subject_device_id=uuid.UUID(data["subject_device_id"]),
+        actor_device_id=uuid.UUID(data["actor_device_id"]),
+        timestamp_ms=int(data["timestamp_ms"]),
+        devices=tuple(
+            ListedDevice(
+                device_id=uuid.UUID(d["device_id"]),
+                x25519_public_key=b64d(d["x25519_public_key"], length=32),
+                ed25519_public_key=b64d(d["ed25519_public_key"], length=32),
+                name=str(d["name"]),
+            )
+            for d in data["devices"]
+        ),
+        signature=b64d(data["signature"], length=64),
+    )
+
+
+def device_list_entry_body(entry: DeviceListEntry) -> dict[str, Any]:
+    return {
+        "version": entry.version,
+        "prev_hash": b64e(entry.prev_hash),
+        "change": entry.change,
+        "subject_device_id": str(entry.subject_device_id),
+        "actor_device_id": str(entry.actor_device_id),
+        "timestamp_ms": entry.timestamp_ms,
+        "devices": [
+            {
+                "device_id": str(d.device_id),
+                "x25519_public_key": b64e(d.x25519_public_key),
+                "ed25519_public_key": b64e(d.ed25519_public_key),
+                "name": d.name,
+            }
+            for d in entry.devices
+        ],
+        "signature": b64e(entry.signature),
+    }
+
+
+def device_list_request(username: str, *, after: int = 0) -> Request:
+    return Request(
+        "GET", f"{API_PREFIX}/users/{username}/device-list", params={"after": str(after)}, authenticated=False
+    )
+
+
+def revoke_request(device_id: uuid.UUID, *, device_list: DeviceListEntry | None) -> Request:
+    body = {"device_list": device_list_entry_body(device_list)} if device_list is not None else {}
+    return Request("POST", f"{API_PREFIX}/devices/{device_id}/revoke", body)
+
+
+def link_request_open_request(*, verifier_hash: bytes) -> Request:
+    return Request("POST", f"{API_PREFIX}/devices/link", {"verifier_hash": b64e(verifier_hash)})
+
+
+def link_request_get_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/devices/link")
+
+
+def link_missing_keys_request(device_id: uuid.UUID, *, after: int, limit: int) -> Request:
+    return Request(
+        "GET",
+        f"{API_PREFIX}/devices/{device_id}/link/missing-keys",
+        params={"after": str(after), "limit": str(limit)},
+    )
+
+
+def link_keys_upload_request(device_id: uuid.UUID, wrapped_keys: list[tuple[uuid.UUID, int, bytes, bytes]]) -> Request:
+    body = {
+        "wrapped_keys": [
+            {"conversation_id": str(cid), "epoch": epoch, "wrapped_key": b64e(key), "signature": b64e(sig)}
+            for cid, epoch, key, sig in wrapped_keys
+        ]
+    }
+    return Request("POST", f"{API_PREFIX}/devices/{device_id}/link/keys", body)
+
+
+def link_approve_request(
+    *,
+    device_id: uuid.UUID,
+    verifier: bytes,
+    vouch_signature: bytes,
+    device_list: DeviceListEntry,
+    wrapped_identity_key: bytes,
+    approval_mac: bytes,
+) -> Request:
+    body = {
+        "verifier": b64e(verifier),
+        "vouch_signature": b64e(vouch_signature),
+        "device_list": device_list_entry_body(device_list),
+        "wrapped_identity_key": b64e(wrapped_identity_key),
+        "approval_mac": b64e(approval_mac),
+    }
+    return Request("POST", f"{API_PREFIX}/devices/{device_id}/link/approve", body)
+
+
+@dataclass(frozen=True)
+class LinkApproval:
+    approved_by_device_id: uuid.UUID
+    identity_key: bytes
+    device_list_version: int
+    wrapped_identity_key: bytes
+    approval_mac: bytes
+
+
+@dataclass(frozen=True)
+class LinkRequestState:
+    device_id: uuid.UUID
+    status: str  # "waiting", "approved" or "expired"
+    expires_at: str
+    approval: LinkApproval | None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> LinkRequestState:
+        raw = data.get("approval")
+        approval = (
+            LinkApproval(
+                approved_by_device_id=uuid.UUID(raw["approved_by_device_id"]),
+                identity_key=b64d(raw["identity_key"], length=32),
+                device_list_version=int(raw["device_list_version"]),
+                wrapped_identity_key=b64d(raw["wrapped_identity_key"], length=80),
+                approval_mac=b64d(raw["approval_mac"], length=32),
+            )
+            if raw
+            else None
+        )
+        return cls(uuid.UUID(data["device_id"]), str(data["status"]), str(data["expires_at"]), approval)

@@ -169,6 +169,8 @@ class RealtimeClient:
         self._presence: _Callbacks[fr.Presence] = _Callbacks()
         self._typing: _Callbacks[fr.Typing] = _Callbacks()
         self._conversations: _Callbacks[fr.ConversationJoined] = _Callbacks()
+        self._link_requests: _Callbacks[fr.LinkRequest] = _Callbacks()
+        self._device_lists: _Callbacks[fr.DeviceListChanged] = _Callbacks()
         self._send_failures: _Callbacks[tuple[PendingSend | None, SendFailedError]] = _Callbacks()
         self._errors: _Callbacks[fr.ErrorFrame] = _Callbacks()
         self._conn: WebSocketConnection | None = None
@@ -211,6 +213,15 @@ class RealtimeClient:
 
     def on_conversation(self, callback: Callback[fr.ConversationJoined]) -> Callback[fr.ConversationJoined]:
         return self._conversations.add(callback)
+
+    def on_link_request(self, callback: Callback[fr.LinkRequest]) -> Callback[fr.LinkRequest]:
+        """Called when a new device asks to join this account: ask the person for its link code
+        and approve with `Session.approve_link(code)`."""
+        return self._link_requests.add(callback)
+
+    def on_device_list(self, callback: Callback[fr.DeviceListChanged]) -> Callback[fr.DeviceListChanged]:
+        """Called when an account's signed device list changed (the session re-reads it first)."""
+        return self._device_lists.add(callback)
 
     def on_send_failed(
         self, callback: Callback[tuple[PendingSend | None, SendFailedError]]
@@ -560,6 +571,11 @@ class RealtimeClient:
                 await self._presence.emit(frame)
         elif isinstance(frame, fr.ConversationJoined):
             await self._conversations.emit(frame)
+        elif isinstance(frame, fr.LinkRequest):
+            await self._link_requests.emit(frame)
+        elif isinstance(frame, fr.DeviceListChanged):
+            self.session.forget_directory(frame.username)
+            await self._device_lists.emit(frame)
         elif isinstance(frame, fr.Pong):
             self._answer(frame.id, None)
         elif isinstance(frame, fr.ErrorFrame):

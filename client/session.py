@@ -4,13 +4,16 @@
 secrets (persisted by `client.store.keystore`), the contacts' pinned identity keys, and, in memory
 only, the ChatKeys it has unwrapped.
 
-Trust rules (docs/protocol.md §2): a device is trusted only if its vouch verifies under its account's
-pinned identity key; keys are wrapped only for trusted devices, wrapped keys are accepted only from
-trusted devices of members, and messages only from trusted senders.
+Trust rules (docs/protocol.md §2): a device is trusted only if it is on its account's signed device
+list (2.9), verified from version 1 under the pinned identity key and never older than the newest
+version seen, and its vouch verifies; keys are wrapped only for trusted devices (a device the
+server adds or hides is refused and reported), wrapped keys are accepted only from trusted devices
+of members, and messages only from trusted senders.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 import uuid
@@ -29,10 +32,30 @@ from client.attachments import (
     guess_mime,
 )
 from client.crypto.attachment import AttachmentEncryptor, attachment_ciphertext_length, attachment_key_generate
+from client.crypto.device_list import (
+    DeviceListEntry,
+    DeviceListError,
+    ListedDevice,
+    VerifiedDeviceList,
+    device_list_entry_hash,
+    device_list_next,
+    device_list_verify,
+)
 from client.crypto.encoding import b64d, b64e
 from client.crypto.errors import DecryptError, DecryptFailure
-from client.crypto.fingerprint import device_fingerprint
+from client.crypto.fingerprint import device_fingerprint, device_fingerprint_bytes
 from client.crypto.keys import DeviceKeyPair, IdentityKeyPair
+from client.crypto.linking import (
+    LinkCode,
+    identity_key_unwrap,
+    identity_key_wrap,
+    link_approval_mac,
+    link_approval_message,
+    link_approval_verify,
+    link_code_decode,
+    link_code_encode,
+    link_keys,
+)
 from client.crypto.message import (
     message_encrypt,
     message_header,
@@ -44,9 +67,13 @@ from client.crypto.vouch import vouch_message, vouch_sign, vouch_verify
 from client.crypto.wrap import chatkey_generate, chatkey_unwrap, chatkey_wrap
 from client.errors import (
     AttachmentError,
+    DeviceListInvalidError,
     DeviceNotFoundError,
     FingerprintMismatchError,
+    HiddenDevicesError,
     IdentityChangedError,
+    LinkApprovalInvalidError,
+    LinkExpiredError,
     NoIdentityKeyError,
     UntrustedDevicesError,
 )
@@ -54,6 +81,8 @@ from client.payloads import payload_text
 from client.protocol import ApiError
 
 Rng = Callable[[int], bytes]
+
+DEVICE_LIST_PAGE = 1000  # entries per device-list page (the server's page size)
 
 
 class Transport(Protocol):
@@ -74,6 +103,9 @@ class DeviceSecrets:
     token: str | None
     pins: dict[str, bytes] = field(default_factory=dict)  # username -> identity key, first sight
     verified: dict[str, bytes] = field(default_factory=dict)  # username -> identity key compared by a person
+    # username -> (version, hash) of the newest signed device list verified: never go back (2.9)
+    device_lists: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    link_secret: bytes | None = None  # the one-time secret of this device's link code, until approved
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +117,8 @@ class DeviceSecrets:
             "token": self.token,
             "pins": {u: b64e(k) for u, k in self.pins.items()},
             "verified": {u: b64e(k) for u, k in self.verified.items()},
+            "device_lists": {u: [v, b64e(h)] for u, (v, h) in self.device_lists.items()},
+            "link_secret": b64e(self.link_secret) if self.link_secret else None,
         }
 
     @classmethod
@@ -98,6 +132,8 @@ class DeviceSecrets:
             token=data.get("token"),
             pins={u: b64d(k, length=32) for u, k in data.get("pins", {}).items()},
             verified={u: b64d(k, length=32) for u, k in data.get("verified", {}).items()},
+            device_lists={u: (int(v), b64d(h, length=32)) for u, (v, h) in data.get("device_lists", {}).items()},
+            link_secret=b64d(data["link_secret"], length=16) if data.get("link_secret") else None,
         )
 
 
@@ -105,8 +141,10 @@ class DeviceSecrets:
 class TrustedDirectory:
     username: str
     identity_key: bytes
-    devices: dict[uuid.UUID, proto.PublicDevice]  # only devices whose vouch verifies
-    untrusted: list[uuid.UUID]
+    devices: dict[uuid.UUID, proto.PublicDevice]  # only devices on the verified signed list
+    untrusted: list[uuid.UUID]  # shown by the server, not on the verified list (or no valid vouch)
+    hidden: list[uuid.UUID] = field(default_factory=list)  # on the verified list, not shown by the server
+    list_error: str | None = None  # why the account's signed device list did not verify
 
 
 @dataclass(frozen=True)
@@ -137,6 +175,16 @@ class UndecryptableMessage:
 MessageResult = ReceivedMessage | UndecryptableMessage
 
 
+@dataclass(frozen=True)
+class LinkResult:
+    """What approving a link took: ChatKeys wrapped for the new device and upload requests."""
+
+    device_id: uuid.UUID
+    wrapped_keys: int
+    upload_requests: int
+    seconds: float
+
+
 class Session:
     def __init__(self, secrets: DeviceSecrets, transport: Transport, *, rng: Rng = os.urandom) -> None:
         self.secrets = secrets
@@ -165,6 +213,15 @@ class Session:
         """Create an account: a fresh identity key and a first device it vouches for."""
         identity = IdentityKeyPair.generate(rng)
         device = DeviceKeyPair.generate(rng)
+        genesis = device_list_next(
+            identity=identity,
+            username=username,
+            head=None,
+            change="created",
+            subject=ListedDevice(device.device_id, device.x25519_public_key, device.ed25519_public_key, device_name),
+            actor_device_id=device.device_id,
+            timestamp_ms=int(time.time() * 1000),
+        )
         request = proto.register_request(
             username=username,
             password=password,
@@ -174,6 +231,7 @@ class Session:
             x25519_public_key=device.x25519_public_key,
             ed25519_public_key=device.ed25519_public_key,
             vouch_signature=vouch_sign(identity, device, username),
+            device_list=genesis,
         )
         _, body = transport.execute(request)
         secrets = DeviceSecrets(
@@ -184,6 +242,7 @@ class Session:
             identity=identity,
             token=body["token"],
             pins={username: identity.public_key},
+            device_lists={username: (1, device_list_entry_hash(username=username, entry=genesis))},
         )
         return cls(secrets, transport, rng=rng)
 
@@ -198,7 +257,8 @@ class Session:
         device_name: str,
         rng: Rng = os.urandom,
     ) -> Session:
-        """Log in from a new device. It stays pending until an active device vouches for it."""
+        """Log in from a new device. It stays pending until an active device approves its link
+        code (`request_link` here, `approve_link` there, then `complete_link` here)."""
         device = DeviceKeyPair.generate(rng)
         request = proto.login_request(
             username=username,
@@ -241,35 +301,254 @@ class Session:
         _, body = self.transport.execute(proto.own_devices_request())
         return [proto.PublicDevice.parse(d) for d in body["devices"]]
 
-    def vouch(self, device_id: uuid.UUID, *, expected_fingerprint: str | None = None) -> proto.PublicDevice:
-        """Vouch for a pending device of this account with the account identity key."""
-        identity = self.secrets.identity
-        if identity is None:
-            raise NoIdentityKeyError("this device does not hold the account identity key")
-        pending = next((d for d in self.own_devices() if d.device_id == device_id), None)
-        if pending is None:
-            raise DeviceNotFoundError(f"no device {device_id} on this account")
-        shown = device_fingerprint(pending.x25519_public_key, pending.ed25519_public_key)
-        if expected_fingerprint is not None and _norm(shown) != _norm(expected_fingerprint):
-            raise FingerprintMismatchError(
-                f"the server holds keys with fingerprint {shown}, not {expected_fingerprint}: refusing to vouch"
-            )
-        signature = identity.sign(
-            vouch_message(
-                username=self.username,
-                device_id=device_id,
-                x25519_public_key=pending.x25519_public_key,
-                ed25519_public_key=pending.ed25519_public_key,
-            )
-        )
-        _, body = self.transport.execute(proto.vouch_request(device_id=device_id, vouch_signature=signature))
-        self._directories.pop(self.username, None)
-        return proto.PublicDevice.parse(body)
-
     def logout(self) -> None:
         self.transport.execute(proto.logout_request())
         self.secrets.token = None
         self.transport.token = None
+
+    # -- linking a new device (docs/protocol.md 2.10-2.12, 4.7) ----------------------------------
+
+    def request_link(self) -> str:
+        """On the new (pending) device: make a link code, open the link request, and return the
+        code to show (text and QR). The one-time secret stays on this device."""
+        d = self.secrets.device
+        code = LinkCode.generate(
+            device_id=d.device_id,
+            fingerprint=device_fingerprint_bytes(d.x25519_public_key, d.ed25519_public_key),
+            rng=self._rng,
+        )
+        keys = link_keys(secret=code.secret, device_id=d.device_id)
+        self.transport.execute(proto.link_request_open_request(verifier_hash=keys.verifier_hash))
+        self.secrets.link_secret = code.secret
+        return link_code_encode(code)
+
+    def complete_link(self) -> bool:
+        """On the new device: False while the request waits; once approved, check the approval
+        with the one-time secret (it proves the approver saw this device's code, so the account
+        is the genuine one), take the account identity key and pin the signed device list.
+        Raises LinkExpiredError or LinkApprovalInvalidError."""
+        secret = self.secrets.link_secret
+        if secret is None:
+            raise LinkApprovalInvalidError("this device has no link code in progress")
+        _, body = self.transport.execute(proto.link_request_get_request())
+        state = proto.LinkRequestState.parse(body)
+        if state.status == "waiting":
+            return False
+        if state.status != "approved" or state.approval is None:
+            raise LinkExpiredError("the link code expired; show a new one")
+        approval = state.approval
+        _, raw = self.transport.execute(proto.device_list_request(self.username))
+        entries = [proto.parse_device_list_entry(e) for e in raw["entries"]]
+        version = approval.device_list_version
+        try:
+            at_approval = device_list_verify(
+                username=self.username, identity_public_key=approval.identity_key, entries=entries[:version]
+            )
+            newest = device_list_verify(
+                username=self.username,
+                identity_public_key=approval.identity_key,
+                entries=entries,
+                pinned=(version, at_approval.hash),
+            )
+        except DeviceListError as exc:
+            raise LinkApprovalInvalidError(f"the account's device list does not verify: {exc}") from exc
+        d = self.secrets.device
+        mine = at_approval.devices.get(d.device_id)
+        head = at_approval.entries[-1]
+        if (
+            mine is None
+            or (mine.x25519_public_key, mine.ed25519_public_key) != (d.x25519_public_key, d.ed25519_public_key)
+            or head.change != "linked"
+            or head.subject_device_id != d.device_id
+            or head.actor_device_id != approval.approved_by_device_id
+        ):
+            raise LinkApprovalInvalidError("the signed device list does not record this device's link")
+        keys = link_keys(secret=secret, device_id=d.device_id)
+        message = link_approval_message(
+            username=self.username,
+            device_id=d.device_id,
+            approver_device_id=approval.approved_by_device_id,
+            identity_public_key=approval.identity_key,
+            device_list_hash=at_approval.hash,
+            wrapped_identity_key=approval.wrapped_identity_key,
+        )
+        if not link_approval_verify(keys.mac_key, message, approval.approval_mac):
+            raise LinkApprovalInvalidError("the approval was not made with this device's link code")
+        try:
+            identity = identity_key_unwrap(wrapped=approval.wrapped_identity_key, username=self.username, device=d)
+        except DecryptError as exc:
+            raise LinkApprovalInvalidError(str(exc)) from exc
+        if identity.public_key != approval.identity_key:
+            raise LinkApprovalInvalidError("the wrapped identity key is not the account's")
+        self._pin(self.username, approval.identity_key)
+        self.secrets.identity = identity
+        self.secrets.device_lists[self.username] = (newest.version, newest.hash)
+        self.secrets.link_secret = None
+        self._directories.pop(self.username, None)
+        return True
+
+    def approve_link(self, code_text: str, *, batch_size: int = 200, now_ms: int | None = None) -> LinkResult:
+        """On an active device holding the identity key: check the pending device's keys against
+        the code's fingerprint, wrap every ChatKey epoch of every conversation for it (in batches),
+        sign it into the device list and upload the approval (docs/protocol.md 4.7)."""
+        code = link_code_decode(code_text)
+        identity = self.secrets.identity
+        if identity is None:
+            raise NoIdentityKeyError("this device does not hold the account identity key")
+        pending = next((d for d in self.own_devices() if d.device_id == code.device_id), None)
+        if pending is None:
+            raise DeviceNotFoundError(f"no device {code.device_id} on this account")
+        shown = device_fingerprint_bytes(pending.x25519_public_key, pending.ed25519_public_key)
+        if not hmac.compare_digest(shown, code.fingerprint):
+            raise FingerprintMismatchError(
+                "the server holds other keys for this device than the code shows: refusing to approve"
+            )
+        own_list = self.device_list(self.username)
+        if self.device_id not in own_list.devices:
+            raise UntrustedDevicesError(self.username, [self.device_id])
+        started = time.monotonic()
+        wrapped, requests = self._wrap_history_for(pending, batch_size=batch_size)
+        subject = ListedDevice(
+            pending.device_id, pending.x25519_public_key, pending.ed25519_public_key, pending.name or ""
+        )
+        entry = device_list_next(
+            identity=identity,
+            username=self.username,
+            head=own_list.entries[-1],
+            change="linked",
+            subject=subject,
+            actor_device_id=self.device_id,
+            timestamp_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+        )
+        wrapped_identity = identity_key_wrap(
+            identity=identity,
+            username=self.username,
+            device_id=pending.device_id,
+            recipient_x25519_public_key=pending.x25519_public_key,
+        )
+        keys = link_keys(secret=code.secret, device_id=pending.device_id)
+        message = link_approval_message(
+            username=self.username,
+            device_id=pending.device_id,
+            approver_device_id=self.device_id,
+            identity_public_key=identity.public_key,
+            device_list_hash=device_list_entry_hash(username=self.username, entry=entry),
+            wrapped_identity_key=wrapped_identity,
+        )
+        request = proto.link_approve_request(
+            device_id=pending.device_id,
+            verifier=keys.verifier,
+            vouch_signature=identity.sign(
+                vouch_message(
+                    username=self.username,
+                    device_id=pending.device_id,
+                    x25519_public_key=pending.x25519_public_key,
+                    ed25519_public_key=pending.ed25519_public_key,
+                )
+            ),
+            device_list=entry,
+            wrapped_identity_key=wrapped_identity,
+            approval_mac=link_approval_mac(keys.mac_key, message),
+        )
+        for attempt in range(3):
+            try:
+                self.transport.execute(request)
+                break
+            except ApiError as exc:
+                # An epoch started while we wrapped: wrap what is still missing and try again.
+                if exc.code != "link_keys_incomplete" or attempt == 2:
+                    raise
+                more, calls = self._wrap_history_for(pending, batch_size=batch_size)
+                wrapped, requests = wrapped + more, requests + calls
+        self.secrets.device_lists[self.username] = (
+            entry.version,
+            device_list_entry_hash(username=self.username, entry=entry),
+        )
+        self._directories.pop(self.username, None)
+        return LinkResult(pending.device_id, wrapped, requests, time.monotonic() - started)
+
+    def revoke_device(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
+        """Revoke a device of this account (itself included). A device on the signed list is
+        signed out of it with the identity key in the same request (2.9); a pending one (a refused
+        link request) is not on the list. Rotating the ChatKeys of its conversations afterwards is
+        the caller's (`rotate_epoch`)."""
+        target = next((d for d in self.own_devices() if d.device_id == device_id), None)
+        if target is None:
+            raise DeviceNotFoundError(f"no device {device_id} on this account")
+        entry: DeviceListEntry | None = None
+        own_list = self.device_list(self.username)
+        if device_id in own_list.devices:
+            identity = self.secrets.identity
+            if identity is None:
+                raise NoIdentityKeyError("this device does not hold the account identity key")
+            entry = device_list_next(
+                identity=identity,
+                username=self.username,
+                head=own_list.entries[-1],
+                change="revoked",
+                subject=own_list.devices[device_id],
+                actor_device_id=self.device_id,
+                timestamp_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+            )
+        _, body = self.transport.execute(proto.revoke_request(device_id, device_list=entry))
+        if entry is not None:
+            self.secrets.device_lists[self.username] = (
+                entry.version,
+                device_list_entry_hash(username=self.username, entry=entry),
+            )
+        self._directories.pop(self.username, None)
+        return proto.PublicDevice.parse(body)
+
+    def _wrap_history_for(self, pending: proto.PublicDevice, *, batch_size: int) -> tuple[int, int]:
+        """Wrap, for `pending`, every epoch the server says it still lacks, a page at a time;
+        returns (keys uploaded, upload requests)."""
+        after, wrapped, requests = 0, 0, 0
+        while True:
+            _, body = self.transport.execute(
+                proto.link_missing_keys_request(pending.device_id, after=after, limit=batch_size)
+            )
+            batch: list[tuple[uuid.UUID, int, bytes, bytes]] = []
+            for ref in body["epochs"]:
+                conversation_id, epoch = uuid.UUID(ref["conversation_id"]), int(ref["epoch"])
+                conversation = self.conversation(conversation_id)
+                if epoch > conversation.current_epoch:
+                    conversation = self.conversation(conversation_id, refresh=True)
+                w = chatkey_wrap(
+                    chat_key=self.chat_key(conversation, epoch),
+                    conversation_id=conversation_id,
+                    epoch=epoch,
+                    recipient_device_id=pending.device_id,
+                    recipient_x25519_public_key=pending.x25519_public_key,
+                    wrapper=self.secrets.device,
+                )
+                batch.append((conversation_id, epoch, w.wrapped_key, w.signature))
+            if batch:
+                self.transport.execute(proto.link_keys_upload_request(pending.device_id, batch))
+                wrapped, requests = wrapped + len(batch), requests + 1
+            if not body["has_more"]:
+                return wrapped, requests
+            after = int(body["next_after"])
+
+    def devices_verified(self) -> list[tuple[proto.PublicDevice, bool]]:
+        """The account's devices, each with whether it is on the verified signed device list."""
+        devices = self.own_devices()
+        try:
+            listed = self.device_list(self.username).devices
+        except DeviceListError:
+            listed = {}
+        return [
+            (
+                d,
+                d.device_id in listed
+                and (listed[d.device_id].x25519_public_key, listed[d.device_id].ed25519_public_key)
+                == (d.x25519_public_key, d.ed25519_public_key),
+            )
+            for d in devices
+        ]
+
+    def device_log(self) -> list[DeviceListEntry]:
+        """Every change to the account's devices, oldest first, from the verified signed list."""
+        return list(self.device_list(self.username).entries)
 
     # -- trust -----------------------------------------------------------------------------------
 
@@ -280,31 +559,75 @@ class Session:
         elif pinned != identity_key:
             raise IdentityChangedError(username)
 
+    def device_list(self, username: str) -> VerifiedDeviceList:
+        """The account's signed device list, verified from version 1 under its pinned identity key
+        and against the newest version this device saw before; raises DeviceListError."""
+        identity_key = self.secrets.pins.get(username)
+        if identity_key is None:
+            identity_key = self.directory(username).identity_key
+        entries: list[DeviceListEntry] = []
+        while True:
+            _, body = self.transport.execute(proto.device_list_request(username, after=len(entries)))
+            page = [proto.parse_device_list_entry(e) for e in body["entries"]]
+            entries.extend(page)
+            if not page or len(page) < DEVICE_LIST_PAGE:
+                break
+        verified = device_list_verify(
+            username=username,
+            identity_public_key=identity_key,
+            entries=entries,
+            pinned=self.secrets.device_lists.get(username),
+        )
+        self.secrets.device_lists[username] = (verified.version, verified.hash)
+        return verified
+
     def directory(self, username: str, *, refresh: bool = False) -> TrustedDirectory:
-        """The contact's devices that its (pinned) identity key vouched for."""
+        """The contact's devices that are on its verified signed device list (2.9) with a vouch
+        under its (pinned) identity key; the others are untrusted, and listed devices the server
+        does not show are hidden."""
         if not refresh and username in self._directories:
             return self._directories[username]
         _, body = self.transport.execute(proto.directory_request(username))
         entry = proto.DirectoryEntry.parse(body)
         self._pin(username, entry.identity_key)
+        listed: dict[uuid.UUID, ListedDevice] = {}
+        list_error: str | None = None
+        try:
+            listed = self.device_list(username).devices
+        except DeviceListError as exc:
+            list_error = str(exc)
+        except ApiError as exc:
+            list_error = f"the server did not return the device list: {exc.code}"
         trusted: dict[uuid.UUID, proto.PublicDevice] = {}
         untrusted: list[uuid.UUID] = []
         for device in entry.devices:
-            ok = device.vouch_signature is not None and vouch_verify(
-                identity_public_key=entry.identity_key,
-                signature=device.vouch_signature,
-                username=username,
-                device_id=device.device_id,
-                x25519_public_key=device.x25519_public_key,
-                ed25519_public_key=device.ed25519_public_key,
+            on_list = listed.get(device.device_id)
+            ok = (
+                on_list is not None
+                and on_list.x25519_public_key == device.x25519_public_key
+                and on_list.ed25519_public_key == device.ed25519_public_key
+                and device.vouch_signature is not None
+                and vouch_verify(
+                    identity_public_key=entry.identity_key,
+                    signature=device.vouch_signature,
+                    username=username,
+                    device_id=device.device_id,
+                    x25519_public_key=device.x25519_public_key,
+                    ed25519_public_key=device.ed25519_public_key,
+                )
             )
             if ok:
                 trusted[device.device_id] = device
             else:
                 untrusted.append(device.device_id)
-        result = TrustedDirectory(username, entry.identity_key, trusted, untrusted)
+        hidden = sorted(set(listed) - {device.device_id for device in entry.devices}, key=str)
+        result = TrustedDirectory(username, entry.identity_key, trusted, untrusted, hidden, list_error)
         self._directories[username] = result
         return result
+
+    def forget_directory(self, username: str) -> None:
+        """Drop the cached directory of `username` (its device list changed)."""
+        self._directories.pop(username, None)
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
@@ -335,8 +658,12 @@ class Session:
         wrapped: dict[uuid.UUID, tuple[bytes, bytes]] = {}
         for member in members:
             entry = self.directory(member, refresh=True)
+            if entry.list_error is not None:
+                raise DeviceListInvalidError(member, entry.list_error)
             if entry.untrusted:
                 raise UntrustedDevicesError(member, entry.untrusted)
+            if entry.hidden:
+                raise HiddenDevicesError(member, entry.hidden)
             for device in entry.devices.values():
                 w = chatkey_wrap(
                     chat_key=chat_key,

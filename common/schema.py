@@ -32,10 +32,11 @@ _ERROR_DESCRIPTIONS = {
     400: "`invalid_request` (malformed JSON, bad field or query parameter: `extra.fields`; a Host header "
     "the server does not serve), or an operation-specific code",
     401: "`not_authenticated` (no token) or `invalid_token` (unknown, revoked, malformed); `invalid_credentials`",
-    403: "`device_not_active`: the device is pending or revoked",
+    403: "`device_not_active`: the device is pending or revoked; `link_code_invalid`",
     404: "`not_found`, or the resource is unknown or not visible to this device",
     405: "`method_not_allowed`",
     409: "a conflict with the current state (operation-specific code)",
+    410: "`link_code_expired`: the link request has expired",
     413: "`request_too_large` (body above `E2EE_MAX_REQUEST_BYTES`) or `envelope_too_large`",
     415: "`unsupported_media_type`: the body is not JSON",
     429: "`rate_limited`: retry after `extra.retry_after_s` seconds (also the `Retry-After` header)",

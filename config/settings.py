@@ -9,6 +9,7 @@
 | DJANGO_ALLOWED_HOSTS | localhost,127.0.0.1,[::1],testserver |
 | E2EE_MAX_CIPHERTEXT_BYTES | 65536 |
 | E2EE_MAX_GROUP_MEMBERS | 256 |
+| E2EE_LINK_CODE_TTL_S | 600 (link codes expire after 10 minutes) |
 | E2EE_LOG_LEVEL | INFO |
 | E2EE_RATE_LIMITS, E2EE_RATE_LIMIT_ENABLED, E2EE_TRUSTED_PROXY_HOPS | see docs/operations.md |
 | E2EE_METRICS_TOKEN, E2EE_METRICS_ALLOWED_NETWORKS | see docs/operations.md |
@@ -209,6 +210,8 @@ E2EE_MAX_CIPHERTEXT_BYTES = _env_int("E2EE_MAX_CIPHERTEXT_BYTES", 65536)
 # devices each) stays far below it; anything larger is refused with 413 request_too_large.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _env_int("E2EE_MAX_REQUEST_BYTES", 4 * 1024 * 1024)
 E2EE_MAX_GROUP_MEMBERS = _env_int("E2EE_MAX_GROUP_MEMBERS", 256)
+# How long a link request (the code a new device shows) stays usable (protocol.md 4.7).
+E2EE_LINK_CODE_TTL_S = _env_int("E2EE_LINK_CODE_TTL_S", 600)
 
 # --- Media: encrypted attachments (media/, protocol.md 4.5) ------------------ begin media block --
 # Blobs are opaque ciphertext. "filesystem" (default) keeps them under E2EE_MEDIA_ROOT and the server
@@ -284,7 +287,12 @@ E2EE_RATE_LIMIT_DEFAULTS = {
     "login_account": "10/300",  # log-ins naming one account (brute force on its password)
     "register_ip": "10/3600",  # registrations from one address
     "send_device": "1200/60",  # message sends by one device (REST and WebSocket)
-    "link_account": "30/3600",  # vouch and revoke attempts by one account
+    "link_account": "30/3600",  # revocations asked by one account
+    # Link-code approvals naming one pending device, and from one address: a wrong code changes
+    # nothing, and these bound how often anyone may try (protocol.md 4.7).
+    "link_code_device": "10/600",
+    "link_code_ip": "60/600",
+    "link_request_device": "20/600",  # link requests (new codes) opened by one pending device
     "upload_device": "120/60",  # conversation creations and epoch uploads by one device
     # Frames received on one WebSocket connection, counted in its process. Every pushed message is
     # acknowledged with a frame, so this also bounds how fast one device can receive.

@@ -5,21 +5,32 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import UsernameField
-from common.fields import CanonicalUUIDField
+from common.errors import InvalidRequestError
+from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.models import Conversation
-from conversations.selectors import access_conversation, conversation_get, conversation_list, wrapped_key_list
-from conversations.serializers import ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
-from conversations.services import chat_key_epoch_upload, conversation_create
+from conversations.selectors import (
+    access_conversation,
+    conversation_get,
+    conversation_list,
+    link_missing_epochs,
+    wrapped_key_list,
+)
+from conversations.serializers import MAX_EPOCH, ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
+from conversations.services import LinkWrappedKeyUpload, chat_key_epoch_upload, conversation_create, link_keys_upload
 from devices.authentication import request_device
+from devices.selectors import device_get_own
+
+# Wrapped keys per link upload request, and epochs per missing-keys page (protocol.md 4.7).
+LINK_KEYS_MAX = 200
 
 
 class ConversationListCreateApi(APIView):
@@ -115,3 +126,81 @@ class WrappedKeyListApi(APIView):
         conversation = access_conversation(user=device.user, conversation_id=conversation_id)
         keys = wrapped_key_list(device=device, conversation=conversation)
         return Response(self.OutputSerializer({"keys": keys}).data)
+
+
+class LinkMissingKeysApi(APIView):
+    """Epochs of the account's conversations not yet wrapped for a device being linked, a page
+    at a time: the approving device wraps and uploads them until none is left."""
+
+    class QuerySerializer(serializers.Serializer[Any]):
+        after = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
+        limit = serializers.IntegerField(min_value=1, max_value=LINK_KEYS_MAX, default=LINK_KEYS_MAX)
+
+    class EpochRefSerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        epoch = serializers.IntegerField(source="number")
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        epochs = serializers.ListField()
+        next_after = serializers.IntegerField()
+        has_more = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="devices_link_missing_keys",
+        summary="Epochs still lacking a wrapped key for a pending device of the account",
+        parameters=[
+            OpenApiParameter("after", int, description="cursor: `next_after` of the previous page (default 0)"),
+            OpenApiParameter("limit", int, description=f"1 to {LINK_KEYS_MAX} (default {LINK_KEYS_MAX})"),
+        ],
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, 404)},
+    )
+    def get(self, request: Request, device_id: uuid.UUID) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        uploader = request_device(request)
+        target = device_get_own(user=uploader.user, device_id=device_id)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        epochs = link_missing_epochs(device=target, after=after, limit=limit + 1)
+        page = epochs[:limit]
+        return Response(
+            {
+                "epochs": self.EpochRefSerializer(page, many=True).data,
+                "next_after": page[-1].pk if page else after,
+                "has_more": len(epochs) > limit,
+            }
+        )
+
+
+class LinkKeysUploadApi(APIView):
+    class KeySerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+        wrapped_key = Base64Field(length=80)
+        signature = Base64Field(length=64)
+
+    class InputSerializer(serializers.Serializer[Any]):
+        wrapped_keys = serializers.ListField(min_length=1, max_length=LINK_KEYS_MAX)
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        stored = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="devices_link_keys_upload",
+        summary="Upload ChatKeys wrapped for a pending device being linked (idempotent, batches)",
+        request=InputSerializer,
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
+    )
+    def post(self, request: Request, device_id: uuid.UUID) -> Response:
+        uploader = request_device(request)
+        ratelimit_hit("upload_device", uploader.id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        keys = self.KeySerializer(data=payload.validated_data["wrapped_keys"], many=True)
+        if not keys.is_valid():
+            raise InvalidRequestError({"wrapped_keys": [str(keys.errors)]})
+        stored = link_keys_upload(
+            uploader=uploader,
+            device_id=device_id,
+            keys=[LinkWrappedKeyUpload(**key) for key in keys.validated_data],
+        )
+        return Response({"stored": stored})

@@ -68,3 +68,17 @@ class EpochConflictError(ApiError):
 
     def __init__(self, current_epoch: int) -> None:
         super().__init__(extra={"current_epoch": current_epoch})
+
+
+class EpochNotFoundError(ApiError):
+    status = 404
+    code = "epoch_not_found"
+    message = "No such epoch in a conversation of this account."
+
+    def __init__(self, conversation_id: uuid.UUID, epoch: int) -> None:
+        super().__init__(extra={"conversation_id": str(conversation_id), "epoch": epoch})
+
+
+class LinkKeysDuplicateError(InvalidRequestError):
+    def __init__(self) -> None:
+        super().__init__({"wrapped_keys": ["Each (conversation_id, epoch) may appear only once."]})

@@ -13,7 +13,7 @@ from django.db.models import Prefetch, QuerySet
 
 from accounts.models import User
 from conversations.errors import ConversationNotFoundError
-from conversations.models import Conversation, Membership, WrappedKey
+from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
 from devices.models import Device
 
 
@@ -81,3 +81,22 @@ def conversation_last_seqs(*, conversation_ids: Iterable[uuid.UUID]) -> dict[uui
     for start in range(0, len(ids), 1000):
         found.update(Conversation.objects.filter(pk__in=ids[start : start + 1000]).values_list("pk", "last_seq"))
     return found
+
+
+def _epochs_missing_for(device: Device) -> QuerySet[ChatKeyEpoch]:
+    """Epochs of the conversations of `device`'s account that hold no key for `device`."""
+    return ChatKeyEpoch.objects.filter(conversation__memberships__user_id=device.user_id).exclude(
+        pk__in=WrappedKey.objects.filter(recipient_device=device).values("epoch_id")
+    )
+
+
+def link_missing_epochs(*, device: Device, after: int = 0, limit: int = 200) -> list[ChatKeyEpoch]:
+    """A page of the epochs a device being linked still lacks a wrapped key for, in a stable
+    order (`after` is the previous page's last `pk`: a cursor, opaque to clients)."""
+    return list(
+        _epochs_missing_for(device).filter(pk__gt=after).order_by("pk").only("pk", "conversation_id", "number")[:limit]
+    )
+
+
+def link_missing_epoch_count(*, device: Device) -> int:
+    return _epochs_missing_for(device).count()

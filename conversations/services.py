@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.utils import timezone
 
 from accounts.errors import UserNotFoundError
 from accounts.locks import users_lock
@@ -20,6 +21,8 @@ from conversations.errors import (
     DirectConversationExistsError,
     DirectNeedsOnePeerError,
     EpochConflictError,
+    EpochNotFoundError,
+    LinkKeysDuplicateError,
     MissingDevicesError,
     UnexpectedDevicesError,
     WrappedKeysDuplicateDeviceError,
@@ -27,7 +30,8 @@ from conversations.errors import (
 from conversations.events import conversation_joined_event
 from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
 from conversations.selectors import access_conversation, conversation_member_ids
-from devices.models import Device
+from devices.errors import DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError, LinkRequestNotFoundError
+from devices.models import Device, LinkRequest
 from devices.selectors import device_list_active_of_users
 
 
@@ -169,3 +173,63 @@ def wrapped_keys_delete_for_devices(*, device_ids: Collection[uuid.UUID]) -> int
     gone). Keys they wrapped for other devices stay: those are the other devices' copies."""
     deleted, _ = WrappedKey.objects.filter(recipient_device_id__in=list(device_ids)).delete()
     return deleted
+
+
+@dataclass(frozen=True)
+class LinkWrappedKeyUpload:
+    """One epoch's ChatKey wrapped for a device being linked."""
+
+    conversation_id: uuid.UUID
+    epoch: int
+    wrapped_key: bytes
+    signature: bytes
+
+
+def link_keys_upload(*, uploader: Device, device_id: uuid.UUID, keys: Sequence[LinkWrappedKeyUpload]) -> int:
+    """An active device uploads ChatKeys it wrapped for a pending device of its account that has
+    a live link request (protocol.md 4.7), for epochs of conversations the account belongs to.
+    Idempotent: a key already stored for that epoch and device is left as is. Returns how many
+    keys were stored."""
+    pairs = [(key.conversation_id, key.epoch) for key in keys]
+    if len(set(pairs)) != len(pairs):
+        raise LinkKeysDuplicateError()
+    with transaction.atomic(durable=True):
+        # The same serialisation point as the approval, which checks that no key is missing.
+        users_lock(user_ids=[uploader.user_id])
+        if not Device.objects.filter(pk=uploader.pk, status=Device.Status.ACTIVE).exists():
+            raise DeviceNotActiveError()
+        target = Device.objects.filter(pk=device_id, user_id=uploader.user_id).first()
+        if target is None:
+            raise DeviceNotFoundError()
+        if target.status != Device.Status.PENDING:
+            raise DeviceNotPendingError()
+        if not target.link_requests.filter(status=LinkRequest.Status.WAITING, expires_at__gt=timezone.now()).exists():
+            raise LinkRequestNotFoundError()
+        epochs = {
+            (conversation_id, number): pk
+            for pk, conversation_id, number in ChatKeyEpoch.objects.filter(
+                conversation__memberships__user_id=uploader.user_id,
+                conversation_id__in={pair[0] for pair in pairs},
+                number__in={pair[1] for pair in pairs},
+            ).values_list("pk", "conversation_id", "number")
+        }
+        for conversation_id, number in pairs:
+            if (conversation_id, number) not in epochs:
+                raise EpochNotFoundError(conversation_id, number)
+        held = set(
+            WrappedKey.objects.filter(recipient_device=target, epoch_id__in=epochs.values()).values_list(
+                "epoch_id", flat=True
+            )
+        )
+        new = [key for key in keys if epochs[(key.conversation_id, key.epoch)] not in held]
+        WrappedKey.objects.bulk_create(
+            WrappedKey(
+                epoch_id=epochs[(key.conversation_id, key.epoch)],
+                recipient_device=target,
+                wrapping_device=uploader,
+                wrapped_key=key.wrapped_key,
+                signature=key.signature,
+            )
+            for key in new
+        )
+    return len(new)

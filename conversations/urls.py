@@ -6,6 +6,8 @@ from conversations.apis import (
     ChatKeyEpochUploadApi,
     ConversationDetailApi,
     ConversationListCreateApi,
+    LinkKeysUploadApi,
+    LinkMissingKeysApi,
     WrappedKeyListApi,
 )
 
@@ -14,4 +16,6 @@ urlpatterns = [
     path("conversations/<uuid:conversation_id>", ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:conversation_id>/epochs", ChatKeyEpochUploadApi.as_view(), name="conversation-epochs"),
     path("conversations/<uuid:conversation_id>/keys", WrappedKeyListApi.as_view(), name="conversation-keys"),
+    path("devices/<uuid:device_id>/link/missing-keys", LinkMissingKeysApi.as_view(), name="device-link-missing-keys"),
+    path("devices/<uuid:device_id>/link/keys", LinkKeysUploadApi.as_view(), name="device-link-keys"),
 ]

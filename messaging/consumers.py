@@ -740,6 +740,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def device_revoked(self, event: dict[str, Any]) -> None:
         await self._refuse(_InvalidTokenError("This device was revoked."), CLOSE_INVALID_TOKEN)
 
+    async def device_link_requested(self, event: dict[str, Any]) -> None:
+        """A pending device of this account asks to join it (protocol.md 4.7): tell the client."""
+        if not self.closing and self.device is not None:
+            frame = {"type": "link_request", "device": event["device"], "expires_at": event["expires_at"]}
+            await self.send(text_data=frame_json(frame))
+
+    async def device_list_changed(self, event: dict[str, Any]) -> None:
+        """An account this device cares about has a new signed device list version."""
+        if not self.closing and self.device is not None:
+            frame = {"type": "device_list", "username": event["username"], "version": event["version"]}
+            await self.send(text_data=frame_json(frame))
+
     # --- presence --------------------------------------------------------------------------------
 
     async def _presence_connect(self) -> bool:

@@ -131,3 +131,75 @@ def register_json(username: str, password: str, **overrides: Any) -> dict[str, A
     }
     body.update(overrides)
     return body
+
+
+def device_list_start(device: Device) -> None:
+    """Give `device`'s account its first signed device-list entry (listing `device` alone) if it
+    has none: what registration through the SDK does."""
+    from devices.device_list import GENESIS_PREV_HASH, DeviceListEntryData, ListedDevice
+    from devices.models import DeviceListEntry
+    from devices.services import device_list_append
+
+    if DeviceListEntry.objects.filter(user_id=device.user_id).exists():
+        return
+    listed = ListedDevice(device.id, bytes(device.x25519_public_key), bytes(device.ed25519_public_key), device.name)
+    entry = DeviceListEntryData(1, GENESIS_PREV_HASH, "created", device.id, device.id, 0, (listed,), os.urandom(64))
+    device_list_append(
+        user=device.user,
+        entry=entry,
+        change=DeviceListEntry.Change.CREATED,
+        subject=device,
+        actor=device,
+        devices_after=[device],
+    )
+
+
+def link_approval_json(approver: Device, pending: Device) -> dict[str, Any]:
+    """Open a link request for `pending` and return the body of an approval by `approver` that the
+    server accepts (right verifier, a device-list entry following the head); signatures, MAC and
+    wrapped identity key are random bytes."""
+    import hashlib
+
+    from devices.device_list import ListedDevice, device_list_entry_hash
+    from devices.selectors import device_list_entry_data, device_list_head
+    from devices.services import link_request_open
+
+    device_list_start(approver)
+    verifier = os.urandom(32)
+    link_request_open(device=pending, verifier_hash=hashlib.sha256(verifier).digest())
+    head = device_list_head(user_id=approver.user_id)
+    assert head is not None
+    active = list(Device.objects.filter(user_id=approver.user_id, status=Device.Status.ACTIVE))
+    listed = sorted(
+        (
+            ListedDevice(d.id, bytes(d.x25519_public_key), bytes(d.ed25519_public_key), d.name)
+            for d in [*active, pending]
+        ),
+        key=lambda d: d.device_id.bytes,
+    )
+    return {
+        "verifier": b64(verifier),
+        "vouch_signature": b64(os.urandom(64)),
+        "device_list": {
+            "version": head.version + 1,
+            "prev_hash": b64(
+                device_list_entry_hash(username=approver.user.username, entry=device_list_entry_data(head))
+            ),
+            "change": "linked",
+            "subject_device_id": str(pending.id),
+            "actor_device_id": str(approver.id),
+            "timestamp_ms": 1764115200000,
+            "devices": [
+                {
+                    "device_id": str(d.device_id),
+                    "x25519_public_key": b64(d.x25519_public_key),
+                    "ed25519_public_key": b64(d.ed25519_public_key),
+                    "name": d.name,
+                }
+                for d in listed
+            ],
+            "signature": b64(os.urandom(64)),
+        },
+        "wrapped_identity_key": b64(os.urandom(80)),
+        "approval_mac": b64(os.urandom(32)),
+    }

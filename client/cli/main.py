@@ -11,15 +11,21 @@ import asyncio
 import getpass
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import segno
+
 from client.cli import chat as live
+from client.crypto.device_list import DeviceListError
 from client.crypto.errors import DecryptError, KeystoreError
 from client.crypto.fingerprint import device_fingerprint
-from client.errors import SdkError, ServerUnreachableError
+from client.crypto.linking import LinkCodeError
+from client.errors import LinkExpiredError, SdkError, ServerUnreachableError
 from client.protocol import ApiError
 from client.session import DeviceSecrets, ReceivedMessage, Session
 from client.store import keystore
@@ -94,23 +100,70 @@ def cmd_register(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_login(ctx: Context, args: argparse.Namespace) -> int:
+def _show_code(code: str) -> None:
+    print("On a device of yours that is already active, run:")
+    print(f"  python -m client approve {code}")
+    print("or scan this QR code with it:")
+    qr = segno.make(code, error="m")
+    qr.terminal(compact=True)
+
+
+def _fetch_keys(session: Session) -> tuple[int, int]:
+    """Open every ChatKey this device was given: (conversations, epochs)."""
+    conversations = session.conversations()
+    epochs = 0
+    for conversation in conversations:
+        for epoch in range(1, conversation.current_epoch + 1):
+            try:
+                session.chat_key(conversation, epoch)
+                epochs += 1
+            except DecryptError as exc:
+                print(f"warning: {conversation.conversation_id} epoch {epoch}: {exc}", file=sys.stderr)
+    return len(conversations), epochs
+
+
+def cmd_link(ctx: Context, args: argparse.Namespace) -> int:
+    """Log in as a new device, show its link code (text and QR), wait for an active device of
+    the account to approve it, then open the ChatKeys it was given. Run it again in the same
+    home to keep waiting (or to show a fresh code once the old one expired)."""
     if ctx.path.exists():
-        raise SystemExit(f"{ctx.path} already holds a device; use another --home")
-    password = _secret("E2EE_PASSWORD", f"password for {args.username}: ")
-    session = Session.login(
-        HttpTransport(args.server),
-        server_url=args.server,
-        username=args.username,
-        password=password,
-        device_name=args.device_name,
-    )
-    ctx.save(session, new=True)
-    print(f"logged in as {args.username}; this device is {session.device_id} and waits for approval.")
-    print(
-        f"On a device of yours that is already active, run:\n"
-        f"  python -m client vouch {session.device_id} --fingerprint '{session.fingerprint}'"
-    )
+        session = ctx.open()
+        if session.secrets.identity is not None:
+            raise SystemExit(f"{ctx.path} already holds a linked device")
+        if session.secrets.link_secret is None or args.new_code:
+            _show_code(session.request_link())
+            ctx.save(session)
+    else:
+        if not args.server or not args.username:
+            raise SystemExit("link needs --server and --username for a new device")
+        password = _secret("E2EE_PASSWORD", f"password for {args.username}: ")
+        session = Session.login(
+            HttpTransport(args.server),
+            server_url=args.server,
+            username=args.username,
+            password=password,
+            device_name=args.device_name,
+        )
+        code = session.request_link()
+        ctx.save(session, new=True)
+        print(f"logged in as {args.username}; this device is {session.device_id} ({session.fingerprint})")
+        _show_code(code)
+    deadline = time.monotonic() + args.wait_s
+    try:
+        while not session.complete_link():
+            if time.monotonic() >= deadline:
+                print("still waiting for approval; run `link` again to keep waiting")
+                return 2
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    except LinkExpiredError:
+        session.secrets.link_secret = None
+        ctx.save(session)
+        print("the link code expired; run `link --new-code` for a fresh one", file=sys.stderr)
+        return 3
+    ctx.save(session)
+    conversations, epochs = _fetch_keys(session)
+    ctx.save(session)
+    print(f"linked: this device joined {session.username} and holds {epochs} ChatKeys of {conversations} conversations")
     return 0
 
 
@@ -126,20 +179,53 @@ def cmd_whoami(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_devices(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    for d in session.own_devices():
+    for d, verified in session.devices_verified():
         mark = "*" if d.device_id == session.device_id else " "
         fp = device_fingerprint(d.x25519_public_key, d.ed25519_public_key)
+        trust = "verified" if verified else "NOT ON THE SIGNED LIST"
         print(
             f"{mark} {d.device_id}  {d.status:8} {d.name!s:16} {fp}  created {d.created_at}  "
-            f"last seen {d.last_seen_at or '-'}"
+            f"last seen {d.last_seen_at or '-'}  {trust}"
         )
+    ctx.save(session)
     return 0
 
 
-def cmd_vouch(ctx: Context, args: argparse.Namespace) -> int:
+def cmd_device_log(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    device = session.vouch(uuid.UUID(args.device_id), expected_fingerprint=args.fingerprint)
-    print(f"device {device.device_id} is now active")
+    entries = session.device_log()
+    names = {d.device_id: d.name for entry in entries for d in entry.devices}
+    for entry in entries:
+        when = datetime.fromtimestamp(entry.timestamp_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+        subject = f"{names.get(entry.subject_device_id, '?')} ({entry.subject_device_id})"
+        actor = f"{names.get(entry.actor_device_id, '?')} ({entry.actor_device_id})"
+        if entry.change == "created":
+            what = f"account created with {subject}"
+        else:
+            what = f"{actor} {entry.change} {subject}"
+        print(f"v{entry.version:<4} {when} UTC  {what}  -> {len(entry.devices)} devices")
+    print(f"signed by the account identity key; chain verified up to version {len(entries)}")
+    ctx.save(session)
+    return 0
+
+
+def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    result = session.approve_link(" ".join(args.code))
+    ctx.save(session)
+    print(
+        f"device {result.device_id} is now active: {result.wrapped_keys} ChatKeys wrapped for it "
+        f"in {result.upload_requests} uploads ({result.seconds:.1f} s)"
+    )
+    return 0
+
+
+def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    device = session.revoke_device(uuid.UUID(args.device_id))
+    ctx.save(session)
+    print(f"device {device.device_id} is revoked and signed out of the device list")
+    print("start a new epoch in its conversations (`rotate`) so it cannot read what comes next")
     return 0
 
 
@@ -318,19 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    for name, handler, help_ in (
-        ("register", cmd_register, "create an account and its first device"),
-        ("login", cmd_login, "add this machine as a new (pending) device of an account"),
-    ):
-        p = add(name, handler, help_)
-        p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
-        p.add_argument("--username", required=True)
-        p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
+    p = add("register", cmd_register, "create an account and its first device")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--username", required=True)
+    p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
+    p = add("link", cmd_link, "add this machine to an account: show a link code, wait for approval, fetch keys")
+    p.add_argument("--server", help="server URL, e.g. http://127.0.0.1:8000 (for a new device)")
+    p.add_argument("--username", help="the account to join (for a new device)")
+    p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
+    p.add_argument("--wait-s", type=float, default=600.0, help="how long to wait for approval (default 600)")
+    p.add_argument("--new-code", action="store_true", help="show a fresh link code (the old one stops working)")
     add("whoami", cmd_whoami, "show this device and account")
-    add("devices", cmd_devices, "list this account's devices")
-    p = add("vouch", cmd_vouch, "approve a pending device of this account")
+    add("devices", cmd_devices, "list this account's devices and whether each is on the signed device list")
+    add("device-log", cmd_device_log, "every change to this account's devices, from the signed device list")
+    p = add("approve", cmd_approve, "approve a new device of this account with the link code it shows")
+    p.add_argument("code", nargs="+", help="the link code (dashes and spaces do not matter)")
+    p = add("revoke", cmd_revoke, "revoke a device of this account and sign it out of the device list")
     p.add_argument("device_id")
-    p.add_argument("--fingerprint", help="the fingerprint the new device shows; refuse if the server's keys differ")
     add("conversations", cmd_conversations, "list conversations")
     p = add("create", cmd_create, "create a conversation")
     group = p.add_mutually_exclusive_group(required=True)
@@ -380,6 +470,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerUnreachableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    except (SdkError, KeystoreError) as exc:
+    except (SdkError, KeystoreError, LinkCodeError, DeviceListError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -87,6 +87,10 @@ class IdentityKeyPair:
     def to_private_dict(self) -> dict[str, str]:
         return {"ed25519_private_key": b64e(_raw_private(self.private_key))}
 
+    def private_bytes(self) -> bytes:
+        """The raw 32-byte private key: only ever sealed to another device of the account (2.12)."""
+        return _raw_private(self.private_key)
+
     @classmethod
     def from_private_dict(cls, data: Mapping[str, Any]) -> IdentityKeyPair:
         """Inverse of `to_private_dict`; raises ValueError on a malformed dict."""

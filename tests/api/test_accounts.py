@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Any
 
@@ -10,7 +9,7 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.builders import b64, device_json, make_dev, register_json
+from tests.builders import b64, device_json, link_approval_json, make_dev, register_json
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -210,7 +209,7 @@ def _register_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def test_register_then_login_then_vouch_flow(api: APIClient) -> None:
+def test_register_then_login_then_link_flow(api: APIClient) -> None:
     registered = api.post("/api/v1/accounts/register", _register_body(), format="json").json()
     login = api.post(
         "/api/v1/accounts/login",
@@ -218,11 +217,10 @@ def test_register_then_login_then_vouch_flow(api: APIClient) -> None:
         format="json",
     ).json()
     new_id = login["device"]["device_id"]
-    signature = b64(os.urandom(64))
+    body = link_approval_json(Device.objects.get(pk=registered["device"]["device_id"]), Device.objects.get(pk=new_id))
+    signature = body["vouch_signature"]
 
-    vouched = _bearer(registered["token"]).post(
-        f"/api/v1/devices/{new_id}/vouch", {"vouch_signature": signature}, format="json"
-    )
+    vouched = _bearer(registered["token"]).post(f"/api/v1/devices/{new_id}/link/approve", body, format="json")
 
     assert vouched.status_code == 200
     assert vouched.json()["status"] == "active"

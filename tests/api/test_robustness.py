@@ -23,6 +23,7 @@ from tests.builders import (
     active_devices,
     device_json,
     envelope_json,
+    link_approval_json,
     make_conversation,
     make_dev,
     register_json,
@@ -129,10 +130,10 @@ def _login() -> tuple[APIClient, str, dict[str, Any]]:
     return APIClient(), "/api/v1/accounts/login", {"username": "alice", "password": PASSWORD, "device": device_json()}
 
 
-def _vouch() -> tuple[APIClient, str, dict[str, Any]]:
+def _approve() -> tuple[APIClient, str, dict[str, Any]]:
     dev = make_dev()
     pending = DeviceFactory.create(user=dev.user, status=Device.Status.PENDING)
-    return dev.client(), f"/api/v1/devices/{pending.id}/vouch", {"vouch_signature": "A" * 86 + "=="}
+    return dev.client(), f"/api/v1/devices/{pending.id}/link/approve", link_approval_json(dev.device, pending)
 
 
 def _create_conversation() -> tuple[APIClient, str, dict[str, Any]]:
@@ -162,7 +163,7 @@ def _message() -> tuple[APIClient, str, dict[str, Any]]:
 ENDPOINTS: dict[str, Endpoint] = {
     "register": _register,
     "login": _login,
-    "vouch": _vouch,
+    "link_approve": _approve,
     "create_conversation": _create_conversation,
     "epoch_upload": _epoch,
     "send_message": _message,
@@ -203,7 +204,7 @@ def test_every_field_replaced_by_garbage_never_500s(endpoint: str) -> None:
     [
         "/api/v1/conversations/not-a-uuid/messages",
         "/api/v1/conversations/6F1C0A0E-4C1E-4A8E-9D55-0B7B8C0F1E2A",
-        "/api/v1/devices/%00/vouch",
+        "/api/v1/devices/%00/link/approve",
         "/api/v1/users/%ED%A0%80",
         "/api/v1/users/" + "a" * 5000,
         "/api/v1/conversations/6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a/keys/more",

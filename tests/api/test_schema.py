@@ -17,8 +17,13 @@ API_OPERATIONS = {
     ("get", "/api/v1/accounts/me"),
     ("get", "/api/v1/users/{username}"),
     ("get", "/api/v1/devices"),
-    ("post", "/api/v1/devices/{device_id}/vouch"),
     ("post", "/api/v1/devices/{device_id}/revoke"),
+    ("get", "/api/v1/devices/link"),
+    ("post", "/api/v1/devices/link"),
+    ("post", "/api/v1/devices/{device_id}/link/approve"),
+    ("get", "/api/v1/devices/{device_id}/link/missing-keys"),
+    ("post", "/api/v1/devices/{device_id}/link/keys"),
+    ("get", "/api/v1/users/{username}/device-list"),
     ("get", "/api/v1/conversations"),
     ("post", "/api/v1/conversations"),
     ("get", "/api/v1/conversations/{conversation_id}"),
@@ -73,6 +78,7 @@ def test_authenticated_operations_declare_the_bearer_token() -> None:
         # The filesystem backend's media links: the signed token in the URL is the credential.
         ("put", "/api/v1/media/{blob_id}/content"),
         ("get", "/api/v1/media/{blob_id}/content"),
+        ("get", "/api/v1/users/{username}/device-list"),
     }
     for path, item in schema["paths"].items():
         for method, operation in item.items():

@@ -14,7 +14,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from common.logs import JsonLineFormatter
-from tests.builders import b64, device_json, register_json
+from devices.models import Device
+from tests.builders import b64, device_json, link_approval_json, register_json
 
 pytestmark = pytest.mark.django_db
 
@@ -116,9 +117,10 @@ def test_a_full_scenario_logs_no_token_key_or_ciphertext(
         "/api/v1/accounts/login",
         {"username": "alice_logs", "password": "wrong " + password, "device": device_json()},
     )
-    vouch = call(
-        alice, "post", f"/api/v1/devices/{phone_device['device_id']}/vouch", {"vouch_signature": b64(os.urandom(64))}
+    approval = link_approval_json(
+        Device.objects.get(pk=alice_body["device"]["device_id"]), Device.objects.get(pk=phone_device["device_id"])
     )
+    vouch = call(alice, "post", f"/api/v1/devices/{phone_device['device_id']}/link/approve", approval)
     assert vouch.status_code == 200
 
     devices = [alice_body["device"]["device_id"], phone_device["device_id"], bob_body["device"]["device_id"]]

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from common.ratelimit import LocalRateLimit, RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.builders import Dev, b64, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
+from tests.builders import Dev, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
 
 pytestmark = pytest.mark.django_db
 
@@ -152,8 +152,8 @@ def test_link_attempts_per_account(clock: dict[str, float]) -> None:
     with limits(link_account="2/60"):
         _trip(
             lambda: client.post(
-                f"/api/v1/devices/{make_dev(user=dev.user, status=Device.Status.PENDING).device.id}/vouch",
-                {"vouch_signature": b64(os.urandom(64))},
+                f"/api/v1/devices/{make_dev(user=dev.user, status=Device.Status.PENDING).device.id}/revoke",
+                {},
                 format="json",
             ),
             2,

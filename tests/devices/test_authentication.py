@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ from rest_framework.test import APIClient
 
 from devices.models import Device, DeviceToken
 from devices.tokens import token_generate
-from tests.builders import make_dev
+from tests.builders import b64, make_dev
 
 pytestmark = pytest.mark.django_db
 
@@ -86,11 +87,17 @@ def test_inactive_device_may_not_use_conversations(status: Device.Status) -> Non
         assert response.json()["code"] == "device_not_active"
 
 
-def test_pending_device_may_use_me_devices_and_logout() -> None:
+def test_pending_device_may_use_me_its_link_request_and_logout_only() -> None:
     dev = make_dev(status=Device.Status.PENDING)
     client = dev.client()
     assert client.get("/api/v1/accounts/me").status_code == 200
-    assert client.get("/api/v1/devices").status_code == 200
+    opened = client.post("/api/v1/devices/link", {"verifier_hash": b64(os.urandom(32))}, format="json")
+    assert opened.status_code == 201
+    assert client.get("/api/v1/devices/link").status_code == 200
+    # Nothing about the account's other devices, conversations or keys before approval.
+    for path in ("/api/v1/devices", "/api/v1/conversations", f"/api/v1/devices/{dev.device.id}/link/missing-keys"):
+        response = client.get(path)
+        assert (response.status_code, response.json()["code"]) == (403, "device_not_active"), path
     assert client.post("/api/v1/accounts/logout").status_code == 204
 
 

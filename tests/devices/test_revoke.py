@@ -13,7 +13,7 @@ from common.testing import PublishedEvent
 from devices.errors import DeviceAlreadyRevokedError, DeviceNotActiveError
 from devices.models import Device, DeviceToken
 from devices.services import device_revoke
-from tests.builders import make_dev
+from tests.builders import link_approval_json, make_dev
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -109,8 +109,8 @@ def test_rest_revoke_needs_an_active_device() -> None:
 def test_a_pending_device_can_be_refused_by_revoking_it() -> None:
     dev = make_dev()
     pending = make_dev(user=dev.user, status=Device.Status.PENDING)
+    approval = link_approval_json(dev.device, pending.device)
     assert dev.client().post(f"/api/v1/devices/{pending.device.id}/revoke").status_code == 200
-    vouch = dev.client().post(
-        f"/api/v1/devices/{pending.device.id}/vouch", {"vouch_signature": "A" * 86 + "=="}, format="json"
-    )
-    assert vouch.json()["code"] == "device_not_pending"
+    # Its link request ended with it: the code it showed no longer works.
+    response = dev.client().post(f"/api/v1/devices/{pending.device.id}/link/approve", approval, format="json")
+    assert (response.status_code, response.json()["code"]) == (410, "link_code_expired")

@@ -8,14 +8,13 @@ import pytest
 from django.utils import timezone
 
 from accounts.errors import InvalidCredentialsError
-from devices.errors import DeviceIdTakenError, DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError
+from devices.errors import DeviceIdTakenError
 from devices.models import Device, DeviceToken
 from devices.services import (
     DeviceKeys,
     device_last_seen_mark,
     device_login,
     device_token_revoke,
-    device_vouch,
 )
 from devices.tokens import token_hash
 from tests.accounts.factories import PASSWORD, UserFactory
@@ -103,56 +102,6 @@ def test_token_revoke_makes_token_dead() -> None:
     device_token_revoke(token=token)
     token.refresh_from_db()
     assert token.revoked_at is not None
-
-
-def test_vouch_activates_pending_device_of_same_account() -> None:
-    voucher = make_dev()
-    pending = DeviceFactory.create(user=voucher.user, status=Device.Status.PENDING)
-    signature = os.urandom(64)
-
-    device = device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=signature)
-
-    pending.refresh_from_db()
-    assert device == pending
-    assert pending.status == Device.Status.ACTIVE
-    assert pending.vouch_signature is not None
-    assert bytes(pending.vouch_signature) == signature
-    assert pending.vouched_by == voucher.device
-
-
-def test_vouch_for_another_accounts_device_is_not_found() -> None:
-    voucher = make_dev()
-    strangers = DeviceFactory.create(status=Device.Status.PENDING)
-    with pytest.raises(DeviceNotFoundError):
-        device_vouch(voucher=voucher.device, device_id=strangers.id, vouch_signature=os.urandom(64))
-    strangers.refresh_from_db()
-    assert strangers.status == Device.Status.PENDING
-
-
-def test_vouch_for_unknown_device_is_not_found() -> None:
-    voucher = make_dev()
-    with pytest.raises(DeviceNotFoundError):
-        device_vouch(voucher=voucher.device, device_id=uuid.uuid4(), vouch_signature=os.urandom(64))
-
-
-@pytest.mark.parametrize("status", [Device.Status.ACTIVE, Device.Status.REVOKED])
-def test_vouch_for_non_pending_device_is_refused(status: Device.Status) -> None:
-    voucher = make_dev()
-    other = DeviceFactory.create(user=voucher.user, status=status)
-    before = bytes(other.vouch_signature) if other.vouch_signature is not None else None
-    with pytest.raises(DeviceNotPendingError):
-        device_vouch(voucher=voucher.device, device_id=other.id, vouch_signature=os.urandom(64))
-    other.refresh_from_db()
-    assert other.status == status
-    assert (bytes(other.vouch_signature) if other.vouch_signature is not None else None) == before
-
-
-def test_vouch_by_a_device_revoked_meanwhile_is_refused() -> None:
-    voucher = make_dev()
-    pending = DeviceFactory.create(user=voucher.user, status=Device.Status.PENDING)
-    Device.objects.filter(pk=voucher.device.pk).update(status=Device.Status.REVOKED)
-    with pytest.raises(DeviceNotActiveError):
-        device_vouch(voucher=voucher.device, device_id=pending.id, vouch_signature=os.urandom(64))
 
 
 def test_last_seen_is_written_at_most_once_per_minute() -> None:

@@ -48,7 +48,7 @@ def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
 
 @pytest.fixture
 def link(server_url: str) -> Callable[[Session, str], Session]:
-    """Log in a second device of `existing`'s account and have `existing` vouch for it."""
+    """Log in a second device of `existing`'s account and link it: its code approved by `existing`."""
 
     def _link(existing: Session, device_name: str) -> Session:
         new = Session.login(
@@ -58,8 +58,9 @@ def link(server_url: str) -> Callable[[Session, str], Session]:
             password=PASSWORD,
             device_name=device_name,
         )
-        existing.vouch(new.device_id, expected_fingerprint=new.fingerprint)
-        new.me()
+        code = new.request_link()
+        existing.approve_link(code)
+        assert new.complete_link()
         return new
 
     return _link

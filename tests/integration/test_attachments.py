@@ -58,8 +58,8 @@ class World:
             HttpTransport(url), server_url=url, username=self.alice.username, password=PASSWORD, device_name="phone"
         )
         self.sessions.append(self.alice_phone)
-        self.alice.vouch(self.alice_phone.device_id, expected_fingerprint=self.alice_phone.fingerprint)
-        self.alice_phone.me()
+        self.alice.approve_link(self.alice_phone.request_link())
+        assert self.alice_phone.complete_link()
         self.conversation = self.alice.create_conversation([self.bob.username]).conversation_id
 
     def _register(self, username: str, device: str) -> Session:

@@ -1,6 +1,7 @@
 """Attacks, each rejected by the receiving client with its typed reason: bit flips in every field of a
-stored envelope, replays into another conversation, epoch or sender, and a device the server slipped
-into an account without the account identity key."""
+stored envelope, replays into another conversation, epoch or sender, a device the server slipped
+into an account without the account identity key (with or without a forged device-list entry), a
+device the server hides, and a device list it rolls back."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any, cast
 
 import pytest
 
+from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.keys import DeviceKeyPair
-from client.errors import UntrustedDevicesError
+from client.errors import DeviceListInvalidError, HiddenDevicesError, UntrustedDevicesError
 from client.protocol import Envelope
 from client.session import DeviceSecrets, ReceivedMessage, Session, UndecryptableMessage
 from client.transport.http import HttpTransport
@@ -182,3 +184,129 @@ def test_device_slipped_in_by_the_server_gets_no_key_and_its_messages_are_reject
         assert isinstance(results[forged.seq], UndecryptableMessage)
         assert results[forged.seq].reason == DecryptFailure.UNVOUCHED_DEVICE  # type: ignore[union-attr]
         assert isinstance(results[1], ReceivedMessage) and results[1].text == "attack at dawn"
+
+
+def test_device_slipped_in_with_a_forged_device_list_entry_is_refused_by_every_client(
+    scene: dict[str, object],
+    server_url: str,
+) -> None:
+    """The server writes the device and also appends it to the account's signed device list, with a
+    signature it made up (it has no identity key): the chain no longer verifies."""
+    from conversations.models import WrappedKey
+    from devices.device_list import device_list_entry_hash
+    from devices.models import Device, DeviceListEntry
+    from devices.selectors import device_list_entry_data, device_list_head
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    bob: Session = scene["bob"]  # type: ignore[assignment]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+    user_id = Device.objects.get(id=alice.device_id).user_id
+    head = device_list_head(user_id=user_id)
+    assert head is not None
+    devices = sorted(
+        [
+            *head.devices,
+            {
+                "device_id": str(evil.device_id),
+                "name": "totally-legit",
+                "x25519_public_key": b64e(evil.secrets.device.x25519_public_key),
+                "ed25519_public_key": b64e(evil.secrets.device.ed25519_public_key),
+            },
+        ],
+        key=lambda d: uuid.UUID(d["device_id"]).bytes,
+    )
+    DeviceListEntry.objects.create(
+        user_id=user_id,
+        version=head.version + 1,
+        prev_hash=device_list_entry_hash(username=alice.username, entry=device_list_entry_data(head)),
+        change="linked",
+        subject_device_id=evil.device_id,
+        actor_device_id=alice.device_id,
+        timestamp_ms=0,
+        devices=devices,
+        signature=os.urandom(64),
+    )
+
+    for honest in (restart(alice), restart(bob)):
+        with pytest.raises(DeviceListInvalidError) as excinfo:
+            honest.rotate_epoch(conversation_id)
+        assert "not signed" in excinfo.value.reason
+    assert not WrappedKey.objects.filter(recipient_device_id=evil.device_id).exists()
+
+    evil._chat_keys[(conversation_id, 1)] = alice._chat_keys[(conversation_id, 1)]
+    forged = evil.send_text(conversation_id, "new bank details attached")
+    for receiver in (restart(bob), restart(alice), restart(scene["alice_phone"])):  # type: ignore[arg-type]
+        result = {r.seq: r for r in receiver.history(conversation_id)}[forged.seq]
+        assert isinstance(result, UndecryptableMessage) and result.reason == DecryptFailure.UNVOUCHED_DEVICE
+
+
+def test_a_device_hidden_by_the_server_is_detected_and_nothing_is_wrapped(scene: dict[str, object]) -> None:
+    """The server stops showing Alice's phone (to keep it out of the next epoch) without a signed
+    revocation: the phone is still on the signed list, so Bob's client refuses to rotate."""
+    from devices.models import Device
+
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    Device.objects.filter(id=alice_phone.device_id).update(status=Device.Status.REVOKED)
+    with pytest.raises(HiddenDevicesError) as excinfo:
+        bob.rotate_epoch(conversation_id)
+    assert excinfo.value.device_ids == [alice_phone.device_id]
+
+
+def test_a_device_list_rolled_back_by_the_server_is_detected(scene: dict[str, object]) -> None:
+    """Bob has seen version 2 of Alice's list (her phone linked); the server then serves version 1
+    only (as if the phone had never joined): Bob's client refuses the list and trusts none of it."""
+    from devices.models import Device, DeviceListEntry
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    bob: Session = scene["bob"]  # type: ignore[assignment]
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    assert bob.secrets.device_lists[alice.username][0] == 2
+    user_id = Device.objects.get(id=alice.device_id).user_id
+    DeviceListEntry.objects.filter(user_id=user_id, version=2).delete()
+    Device.objects.filter(id=scene["alice_phone"].device_id).update(status=Device.Status.REVOKED)  # type: ignore[attr-defined]
+    later = restart(bob)
+    entry = later.directory(alice.username)
+    assert entry.list_error is not None and "rolled back" in entry.list_error and not entry.devices
+    with pytest.raises(DeviceListInvalidError):
+        later.rotate_epoch(conversation_id)
+    # Alice's "attack at dawn", accepted before, is now refused: no device of hers is trusted.
+    direct = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    result = later.history(direct)[0]
+    assert isinstance(result, UndecryptableMessage) and result.reason == DecryptFailure.UNVOUCHED_DEVICE
+    # Alice's own devices saw version 2 too, and refuse the rolled-back list just the same.
+    assert restart(alice).directory(alice.username).list_error is not None
+
+
+def test_a_signed_revocation_is_no_hidden_device_and_the_log_records_it(scene: dict[str, object]) -> None:
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    restart(alice).revoke_device(alice_phone.device_id)
+
+    assert bob.rotate_epoch(conversation_id) == 2  # no hidden device: the list says it left
+    from conversations.models import WrappedKey
+
+    assert not WrappedKey.objects.filter(recipient_device_id=alice_phone.device_id, epoch__number=2).exists()
+    log = restart(alice).device_log()
+    assert [(e.version, e.change) for e in log] == [(1, "created"), (2, "linked"), (3, "revoked")]
+    assert (log[2].subject_device_id, log[2].actor_device_id) == (alice_phone.device_id, alice.device_id)
+
+
+def test_an_operators_revocation_is_hidden_until_a_device_of_the_account_signs_it(scene: dict[str, object]) -> None:
+    from devices.models import Device
+    from devices.services import device_revoke
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    device_revoke(device=Device.objects.get(id=alice_phone.device_id), reason="operator")
+    with pytest.raises(HiddenDevicesError):
+        restart(scene["bob"]).rotate_epoch(conversation_id)  # type: ignore[arg-type]
+
+    restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
+    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 2  # type: ignore[arg-type]
+    assert [e.change for e in restart(alice).device_log()] == ["created", "linked", "revoked"]

@@ -37,21 +37,30 @@ def test_cli_register_link_create_send_and_read(
     assert stat.S_IMODE((laptop / "keystore.json").stat().st_mode) == 0o600
     assert cli(bobs, "register", "--server", server_url, "--username", bob)[0] == 0
 
-    code, out, _ = cli(phone, "login", "--server", server_url, "--username", alice, "--device-name", "phone")
-    assert code == 0 and "waits for approval" in out
-    vouch_line = next(line for line in out.splitlines() if " vouch " in line)
-    device_id = vouch_line.split(" vouch ")[1].split()[0]
-    fingerprint = vouch_line.split("--fingerprint ")[1].strip("'")
+    code, out, _ = cli(
+        phone, "link", "--server", server_url, "--username", alice, "--device-name", "phone", "--wait-s", "0"
+    )
+    assert code == 2 and "still waiting" in out
+    phone_id = out.split("this device is ")[1].split()[0]
+    approve_line = next(line for line in out.splitlines() if " approve " in line)
+    link_code = approve_line.split(" approve ")[1].strip()
+    assert "\u2588" in out or "\u2580" in out or "\u2584" in out  # the QR code, drawn with block characters
 
     # The pending phone can do nothing yet.
     code, _, err = cli(phone, "conversations")
     assert code == 1 and "device_not_active" in err
-    # A wrong fingerprint is refused; the right one activates the phone.
-    code, _, err = cli(laptop, "vouch", device_id, "--fingerprint", "0000 0000 0000 0000 0000")
-    assert code == 3 and "fingerprint" in err
-    assert cli(laptop, "vouch", device_id, "--fingerprint", fingerprint)[0] == 0
+    # A mistyped code is refused before anything is sent; the right one activates the phone.
+    typo = ("B" if link_code[0] != "B" else "C") + link_code[1:]
+    code, _, err = cli(laptop, "approve", typo)
+    assert code == 3 and "link code" in err
+    code, out, _ = cli(laptop, "approve", link_code)
+    assert code == 0 and "is now active" in out
+    code, out, _ = cli(phone, "link", "--wait-s", "5")
+    assert code == 0 and "linked" in out
     code, out, _ = cli(laptop, "devices")
-    assert out.count("active") == 2
+    assert out.count("active") == 2 and out.count(" verified") == 2
+    code, out, _ = cli(phone, "device-log")
+    assert code == 0 and "account created with laptop" in out and "linked phone" in out
 
     code, out, _ = cli(laptop, "create", "--direct", bob)
     assert code == 0
@@ -70,6 +79,17 @@ def test_cli_register_link_create_send_and_read(
     _, bob_sees, _ = cli(bobs, "safety-number", alice, "--mark-verified")
     assert alice_sees.splitlines()[1] == bob_sees.splitlines()[1]
     assert "marked verified" in bob_sees
+
+    # The laptop revokes the phone: signed out of the device list, and the log says who did it.
+    code, out, _ = cli(laptop, "revoke", phone_id)
+    assert code == 0 and "revoked" in out
+    code, out, _ = cli(laptop, "device-log")
+    assert f"laptop ({laptop_id(out)}) revoked phone ({phone_id})" in out
+    assert cli(bobs, "rotate", conversation)[0] == 0  # Bob's client sees no hidden device
+
+
+def laptop_id(log: str) -> str:
+    return log.split("account created with laptop (")[1].split(")")[0]
 
 
 def test_cli_refuses_a_wrong_passphrase(

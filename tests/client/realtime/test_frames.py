@@ -174,3 +174,32 @@ def test_a_message_frame_whose_envelope_names_another_conversation_is_refused() 
 def test_binary_messages_are_not_frames() -> None:
     with pytest.raises(fr.FrameError):
         fr.decode_frame(b'{"type": "pong", "id": "q"}')
+
+
+def test_link_request_and_device_list_frames_are_parsed() -> None:
+    device = {
+        "device_id": str(DEV),
+        "name": "phone",
+        "x25519_public_key": b64e(b"x" * 32),
+        "ed25519_public_key": b64e(b"e" * 32),
+        "created_at": "2026-11-26T01:00:00Z",
+    }
+    frame = fr.decode_frame(
+        json.dumps({"type": "link_request", "device": device, "expires_at": "2026-11-26T01:10:00Z"})
+    )
+    assert frame == fr.LinkRequest(DEV, "phone", b"x" * 32, b"e" * 32, "2026-11-26T01:00:00Z", "2026-11-26T01:10:00Z")
+    changed = fr.decode_frame(json.dumps({"type": "device_list", "username": "alice", "version": 3}))
+    assert changed == fr.DeviceListChanged("alice", 3)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"type": "link_request", "device": "phone", "expires_at": "x"},
+        {"type": "link_request", "device": {"device_id": str(DEV)}, "expires_at": "x"},
+        {"type": "device_list", "username": "alice", "version": "3"},
+    ],
+)
+def test_malformed_link_frames_are_refused(data: dict[str, Any]) -> None:
+    with pytest.raises(fr.FrameError):
+        fr.parse_frame(data)
