@@ -27,6 +27,7 @@ from messaging.errors import (
 from messaging.events import ConversationMessagesEvent, conversation_messages_event
 from messaging.models import DeliveryCursor, Message
 from messaging.wire import message_frame_json
+from notifications.services import messages_notify_on_commit
 
 PROTOCOL_VERSION = 1
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
@@ -202,6 +203,8 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 results[index] = EnvelopeSendResult(message, created=True)
             if to_insert:
                 _messages_insert(cursor, to_insert, locked)
+                # Wakes offline devices after commit: one enqueue per batch, none without targets.
+                messages_notify_on_commit(to_insert)
 
         events = _fanout_events(requests, results, to_insert)
         if publish:
