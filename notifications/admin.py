@@ -39,6 +39,7 @@ class DeadLetterAdmin(ReadOnlyModelAdmin):
 class NotificationAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "device", "status", "backend", "attempts", "created_at", "finished_at")
     list_filter = ("status", "backend", "created_at")
+    list_select_related = ("device",)
     search_fields = ("=id", "=device__id")
     fields = ("id", "device", "status", "backend", "attempts", "last_error", "created_at", "lease_until", "finished_at")
     readonly_fields = fields
@@ -48,6 +49,7 @@ class NotificationAdmin(ReadOnlyModelAdmin):
 class PushTargetAdmin(ReadOnlyModelAdmin):
     list_display = ("device", "kind", "created_at")
     list_filter = ("kind", "created_at")
+    list_select_related = ("device",)
     search_fields = ("=device__id",)
     # No secret, no URL (it may carry a receiver's own token in its path).
     fields = ("device", "kind", "created_at")

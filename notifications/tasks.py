@@ -42,23 +42,36 @@ def notifications_fan_out(windows: list[NotifyWindow]) -> None:
 
 @shared_task(bind=True, name="notifications.deliver", max_retries=None, **_LATE)
 def notification_deliver(self: Task[Any, Any], notification_id: str) -> None:
-    pk = uuid.UUID(notification_id)
+    while True:
+        delay = _attempt(uuid.UUID(notification_id))
+        if delay is None:
+            return
+        if not self.request.is_eager:
+            raise self.retry(countdown=abs(delay))
+        # Eager (the embedded default, no broker): nothing can schedule a later try, so the
+        # retries run at once, in the sending process; a lease held elsewhere cannot happen.
+        if delay < 0:
+            return
+
+
+def _attempt(pk: uuid.UUID) -> float | None:
+    """One delivery attempt: None when finished (sent, skipped, dead), else the delay before
+    the next look (negative: only waiting for another worker's lease)."""
     claim = notification_claim(notification_id=pk)
     if claim.busy_for is not None:
         # Another worker holds the attempt (a redelivered copy of this task): look again after
         # its lease, in case that worker died.
-        raise self.retry(countdown=claim.busy_for + 1)
+        return -(claim.busy_for + 1)
     if claim.target is None or claim.wake is None:
-        return
+        return None
     try:
         wake_send(target=claim.target, wake=claim.wake)
     except DeliveryFailedError as exc:
         final = exc.permanent or claim.attempt > settings.E2EE_NOTIFY_MAX_RETRIES
         notification_failed(notification_id=pk, error=str(exc), final=final)
-        if not final:
-            raise self.retry(countdown=retry_delay(claim.attempt)) from None
-        return
+        return None if final else retry_delay(claim.attempt)
     notification_delivered(notification_id=pk)
+    return None
 
 
 @shared_task(name="notifications.prune")

@@ -1,0 +1,25 @@
+"""Notifications tests run their background tasks eagerly (the embedded default), even when
+REDIS_URL is set: the real worker is exercised by tests/integration/test_notifications_worker.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from config.celery import app as celery_app
+from notifications.selectors import push_targets_flag
+
+
+@pytest.fixture(autouse=True)
+def _notifications_eager(settings: Any) -> Iterator[None]:
+    settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = True
+    settings.E2EE_NOTIFY_RETRY_BASE_S = 0.01
+    settings.E2EE_NOTIFY_HTTP_TIMEOUT_S = 2.0
+    before = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    push_targets_flag.forget()
+    yield
+    celery_app.conf.task_always_eager = before
+    push_targets_flag.forget()
