@@ -30,9 +30,7 @@ class DeadLetterAdmin(ReadOnlyModelAdmin):
                 replayed += 1
             else:
                 skipped += 1
-        self.message_user(
-            request, f"Replayed {replayed} dead letter(s); {skipped} already replayed.", messages.SUCCESS
-        )
+        self.message_user(request, f"Replayed {replayed} dead letter(s); {skipped} already replayed.", messages.SUCCESS)
 
 
 @admin.register(Notification)

@@ -89,9 +89,7 @@ class RegisteredTarget:
     secret: str | None  # the webhook secret, returned to the device this once
 
 
-def push_target_register(
-    *, device: Device, kind: str, url: str, p256dh: str = "", auth: str = ""
-) -> RegisteredTarget:
+def push_target_register(*, device: Device, kind: str, url: str, p256dh: str = "", auth: str = "") -> RegisteredTarget:
     """Create or replace the device's push target. A webhook gets a fresh secret every time."""
     push_target_url_check(url)
     if kind == PushTarget.Kind.WEBPUSH and not settings.E2EE_VAPID_PRIVATE_KEY:
@@ -162,7 +160,7 @@ def _enqueue(task_name: str, args: tuple[Any, ...], countdown: float) -> None:
     }[task_name]
     try:
         task.apply_async(args, countdown=countdown or None)
-    except Exception:  # noqa: BLE001 - the broker is down (or an eager task failed): log, go on
+    except Exception:
         logger.exception("notification enqueue failed", extra={"fields": {"task": task_name}})
 
 
@@ -235,7 +233,11 @@ def notification_claim(*, notification_id: uuid.UUID) -> Claim:
     online = device_id in devices_connected([(notification["device__user_id"], device_id)])
     with transaction.atomic(durable=True):
         row = Notification.objects.select_for_update().select_related("device").filter(pk=notification_id).first()
-        if row is None or row.status in (Notification.Status.SENT, Notification.Status.SKIPPED, Notification.Status.DEAD):
+        if row is None or row.status in (
+            Notification.Status.SENT,
+            Notification.Status.SKIPPED,
+            Notification.Status.DEAD,
+        ):
             return Claim()
         if row.status == Notification.Status.SENDING and row.lease_until is not None and row.lease_until > now:
             return Claim(busy_for=(row.lease_until - now).total_seconds())
@@ -329,7 +331,9 @@ def notifications_requeue_stalled(*, now: datetime | None = None) -> int:
             status__in=[Notification.Status.PENDING, Notification.Status.RETRYING], created_at__lt=stale
         ).values_list("pk", flat=True)
     ) + list(
-        Notification.objects.filter(status=Notification.Status.SENDING, lease_until__lt=now).values_list("pk", flat=True)
+        Notification.objects.filter(status=Notification.Status.SENDING, lease_until__lt=now).values_list(
+            "pk", flat=True
+        )
     )
     for notification_id in ids:
         _enqueue("notifications.deliver", (str(notification_id),), 0.0)

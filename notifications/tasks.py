@@ -32,15 +32,15 @@ _LATE = {"acks_late": True, "reject_on_worker_lost": True}
 def retry_delay(attempt: int) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
     ceiling = min(settings.E2EE_NOTIFY_RETRY_MAX_S, settings.E2EE_NOTIFY_RETRY_BASE_S * 2 ** max(attempt - 1, 0))
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
+    return random.uniform(0, ceiling)
 
 
-@shared_task(name="notifications.fan_out", **_LATE)
+@shared_task(name="notifications.fan_out", **_LATE)  # type: ignore[untyped-decorator]  # celery is untyped
 def notifications_fan_out(windows: list[NotifyWindow]) -> None:
     notifications_open(windows=[(str(c), int(s), [str(d) for d in senders]) for c, s, senders in windows])
 
 
-@shared_task(bind=True, name="notifications.deliver", max_retries=None, **_LATE)
+@shared_task(bind=True, name="notifications.deliver", max_retries=None, **_LATE)  # type: ignore[untyped-decorator]  # celery is untyped
 def notification_deliver(self: Task[Any, Any], notification_id: str) -> None:
     while True:
         delay = _attempt(uuid.UUID(notification_id))
@@ -74,11 +74,11 @@ def _attempt(pk: uuid.UUID) -> float | None:
     return None
 
 
-@shared_task(name="notifications.prune")
+@shared_task(name="notifications.prune")  # type: ignore[untyped-decorator]  # celery is untyped
 def notifications_prune_task() -> int:
     return notifications_prune()
 
 
-@shared_task(name="notifications.requeue_stalled")
+@shared_task(name="notifications.requeue_stalled")  # type: ignore[untyped-decorator]  # celery is untyped
 def notifications_requeue_stalled_task() -> int:
     return notifications_requeue_stalled()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPushException, webpush  # type: ignore[import-untyped]
 
 from notifications.backends import Wake
 from notifications.errors import DeliveryFailedError
@@ -39,5 +39,5 @@ def webpush_wake_send(*, endpoint: str, p256dh: str, auth: str, wake: Wake) -> N
         status = exc.response.status_code if exc.response is not None else None
         # 404/410: the subscription expired or was withdrawn; retrying cannot help.
         raise DeliveryFailedError(f"push service answered {status}", permanent=status in (404, 410)) from exc
-    except Exception as exc:  # noqa: BLE001 - requests' connection errors and the like: retried
+    except Exception as exc:
         raise DeliveryFailedError(f"push request failed: {type(exc).__name__}") from exc

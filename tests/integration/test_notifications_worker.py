@@ -69,7 +69,9 @@ def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        ready = wait_until(lambda: " ready." in log_path.read_text(errors="replace") or process.poll() is not None, timeout=60)
+        ready = wait_until(
+            lambda: " ready." in log_path.read_text(errors="replace") or process.poll() is not None, timeout=60
+        )
         assert ready and process.poll() is None, log_path.read_text(errors="replace")
         yield log_path
     finally:

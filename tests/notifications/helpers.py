@@ -22,9 +22,7 @@ def webhook_register(dev: Dev, url: str) -> str:
 
 
 def send(dev: Dev, conversation: Conversation) -> dict[str, Any]:
-    response = dev.client().post(
-        f"/api/v1/conversations/{conversation.pk}/messages", envelope_json(dev), format="json"
-    )
+    response = dev.client().post(f"/api/v1/conversations/{conversation.pk}/messages", envelope_json(dev), format="json")
     assert response.status_code == 201, response.content
     return dict(response.json())
 

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _dead_letter(dev: Dev) -> DeadLetter:
     notification = Notification.objects.create(
-        device=dev.device, status=Notification.Status.DEAD, backend="webhook", attempts=6, last_error="webhook answered 503"
+        device=dev.device,
+        status=Notification.Status.DEAD,
+        backend="webhook",
+        attempts=6,
+        last_error="webhook answered 503",
     )
     return DeadLetter.objects.create(
         notification=notification, device=dev.device, backend="webhook", attempts=6, last_error="webhook answered 503"

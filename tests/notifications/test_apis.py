@@ -45,14 +45,18 @@ def test_delete_removes_the_target_and_a_second_delete_is_404(alice: Dev) -> Non
     assert client.get(TARGET).json()["code"] == "push_target_not_found"
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "http:///nohost", "http://u:p@example.com/"])
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "file:///etc/passwd", "http:///nohost", "http://u:p@example.com/"]
+)
 def test_registration_refuses_non_http_urls(alice: Dev, url: str) -> None:
     response = alice.client().put(TARGET, {"kind": "webhook", "url": url}, format="json")
 
     assert response.status_code == 400 and response.json()["code"] == "push_target_url_refused"
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "http://10.1.2.3/x", "http://[::1]/x", "http://169.254.169.254/x"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/x", "http://10.1.2.3/x", "http://[::1]/x", "http://169.254.169.254/x"]
+)
 def test_registration_refuses_private_addresses_unless_allowed(alice: Dev, url: str, settings: Any) -> None:
     settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = False
     response = alice.client().put(TARGET, {"kind": "webhook", "url": url}, format="json")

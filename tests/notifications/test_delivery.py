@@ -108,9 +108,7 @@ def test_permanently_failing_receiver_ends_in_one_dead_letter(
     assert dead.last_error == "webhook answered 503"
 
 
-def test_replayed_dead_letter_is_delivered_under_the_same_id(
-    alice: Dev, bob: Dev, conversation: Conversation
-) -> None:
+def test_replayed_dead_letter_is_delivered_under_the_same_id(alice: Dev, bob: Dev, conversation: Conversation) -> None:
     with running_receiver([503] * 6 + [200]) as receiver:
         webhook_register(bob, receiver.url)
         send(alice, conversation)

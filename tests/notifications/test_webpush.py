@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from py_vapid import Vapid
+from py_vapid import Vapid  # type: ignore[import-untyped]
 
 from conversations.models import Conversation
 from notifications.models import DeadLetter, Notification
