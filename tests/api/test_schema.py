@@ -26,6 +26,13 @@ API_OPERATIONS = {
     ("get", "/api/v1/conversations/{conversation_id}/keys"),
     ("get", "/api/v1/conversations/{conversation_id}/messages"),
     ("post", "/api/v1/conversations/{conversation_id}/messages"),
+    # Push notifications (protocol.md 4.6)
+    ("get", "/api/v1/devices/me/push-target"),
+    ("put", "/api/v1/devices/me/push-target"),
+    ("delete", "/api/v1/devices/me/push-target"),
+    ("get", "/api/v1/push/config"),
+    ("put", "/api/v1/conversations/{conversation_id}/mute"),
+    ("delete", "/api/v1/conversations/{conversation_id}/mute"),
 }
 
 
