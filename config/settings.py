@@ -263,6 +263,9 @@ E2EE_NOTIFY_HTTP_TIMEOUT_S = float(os.environ.get("E2EE_NOTIFY_HTTP_TIMEOUT_S", 
 # Push targets may point at loopback/private/link-local addresses only when this is on: on by
 # default with DJANGO_DEBUG=1 (and in the test suite), off in production.
 E2EE_NOTIFY_ALLOW_PRIVATE_URLS = os.environ.get("E2EE_NOTIFY_ALLOW_PRIVATE_URLS", "1" if DEBUG else "0") == "1"
+# Each server process hands the send batches of this interval to one fan-out task (one broker
+# round trip per interval, not per batch).
+E2EE_NOTIFY_FLUSH_MS = _env_int("E2EE_NOTIFY_FLUSH_MS", 100)
 # How long a server process trusts its "no device has a push target" answer before asking the
 # database again (the send hot path skips notifications entirely while it holds).
 E2EE_NOTIFY_TARGETS_RECHECK_S = float(os.environ.get("E2EE_NOTIFY_TARGETS_RECHECK_S", "10"))

@@ -11,7 +11,7 @@ from conversations.models import Conversation
 from messaging.services import SendRequest, envelope_send_batch
 from notifications import services
 from notifications.selectors import push_targets_flag
-from tests.builders import Dev, envelope_content
+from tests.builders import Dev, envelope_content, make_conversation
 from tests.notifications.helpers import webhook_register
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +44,31 @@ def test_a_batch_enqueues_one_fan_out_whatever_its_size(
     name, (windows,), _ = enqueue.call_args.args
     assert name == "notifications.fan_out"
     assert windows == [(conversation.pk.hex, 50, [alice.device.pk.hex])]
+
+
+def test_with_a_broker_batches_are_merged_into_one_fan_out_per_flush(
+    alice: Dev, bob: Dev, conversation: Conversation, django_capture_on_commit_callbacks: Any
+) -> None:
+    from config.celery import app as celery_app
+
+    webhook_register(bob, "http://127.0.0.1:9/hook")
+    other = make_conversation(bob, alice.user)
+    celery_app.conf.task_always_eager = False  # restored by the conftest fixture
+    # No flusher thread (it would flush on its own schedule): the test flushes itself.
+    with mock.patch.object(services, "_enqueue") as enqueue, mock.patch.object(services.window_buffer, "_run"):
+        with django_capture_on_commit_callbacks(execute=True):
+            envelope_send_batch(_batch(alice, conversation, 3), publish=False)
+        with django_capture_on_commit_callbacks(execute=True):
+            envelope_send_batch(_batch(alice, conversation, 2) + _batch(bob, other, 1), publish=False)
+        enqueue.assert_not_called()
+        services.window_buffer.flush()
+
+    enqueue.assert_called_once()
+    name, (windows,), _ = enqueue.call_args.args
+    assert name == "notifications.fan_out"
+    assert sorted(windows) == sorted(
+        [(conversation.pk.hex, 5, [alice.device.pk.hex]), (other.pk.hex, 1, [bob.device.pk.hex])]
+    )
 
 
 def test_rolled_back_batch_enqueues_nothing(alice: Dev, conversation: Conversation, bob: Dev) -> None:
