@@ -27,15 +27,16 @@ class PushTargetOutputSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
-class PushTargetApi(APIView):
-    class WebPushKeysSerializer(serializers.Serializer[Any]):
-        p256dh = serializers.CharField(max_length=128)
-        auth = serializers.CharField(max_length=64)
+class _WebPushKeysSerializer(serializers.Serializer[Any]):
+    p256dh = serializers.CharField(max_length=128)
+    auth = serializers.CharField(max_length=64)
 
+
+class PushTargetApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
         kind = serializers.ChoiceField(choices=PushTarget.Kind.values)
         url = serializers.CharField(max_length=2048)
-        keys = serializers.DictField(child=serializers.CharField(max_length=128), required=False)
+        keys = _WebPushKeysSerializer(required=False)
 
     class RegisteredSerializer(PushTargetOutputSerializer):
         secret = serializers.CharField(allow_null=True)

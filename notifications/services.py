@@ -287,7 +287,7 @@ def notification_claim(*, notification_id: uuid.UUID) -> Claim:
     device_id = notification["device_id"]
     online = device_id in devices_connected([(notification["device__user_id"], device_id)])
     with transaction.atomic(durable=True):
-        row = Notification.objects.select_for_update().select_related("device").filter(pk=notification_id).first()
+        row = Notification.objects.select_for_update().filter(pk=notification_id).first()
         if row is None or row.status in (
             Notification.Status.SENT,
             Notification.Status.SKIPPED,
@@ -300,7 +300,7 @@ def notification_claim(*, notification_id: uuid.UUID) -> Claim:
         if (
             target is None
             or online
-            or row.device.status != Device.Status.ACTIVE
+            or not Device.objects.filter(pk=device_id, status=Device.Status.ACTIVE).exists()
             or not device_has_undelivered(device_id=device_id)
         ):
             _finish(row, Notification.Status.SKIPPED, now=now)

@@ -21,6 +21,7 @@ from bench.server import REPO, DaphneServer, process_stop
 from config.celery import app as celery_app
 from conversations.models import Conversation
 from notifications.models import DeadLetter, Notification
+from notifications.selectors import push_targets_flag
 from tests.builders import Dev, make_conversation, make_dev
 from tests.integration import daphne as live_servers
 from tests.messaging.test_gateway import send_frame
@@ -47,8 +48,10 @@ WORKER_ENV = {
 
 
 @pytest.fixture(autouse=True)
-def _loopback_targets(settings: Any) -> None:
+def _loopback_targets(settings: Any) -> Iterator[None]:
     settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = True  # the receivers listen on 127.0.0.1
+    yield
+    push_targets_flag.forget()  # later tests' sends need not look for targets
 
 
 @pytest.fixture(scope="module")

@@ -108,3 +108,11 @@ def test_non_member_cannot_mute(conversation: Conversation) -> None:
 
 def test_endpoints_need_a_device_token(api: Any) -> None:
     assert api.get(TARGET).status_code == 401
+
+
+def test_webpush_keys_longer_than_stored_are_refused(alice: Dev, settings: Any) -> None:
+    settings.E2EE_VAPID_PRIVATE_KEY = "configured"
+    body = {"kind": "webpush", "url": "https://push.example.com/x", "keys": {"p256dh": "a", "auth": "b" * 65}}
+    response = alice.client().put(TARGET, body, format="json")
+
+    assert response.status_code == 400 and "keys.auth" in response.json()["extra"]["fields"]

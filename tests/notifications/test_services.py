@@ -135,3 +135,27 @@ def test_beat_schedule_names_the_periodic_cleanups() -> None:
     assert {"media.tasks.prune_orphan_media", "devices.tasks.link_codes_expire"} <= scheduled
     app.loader.import_default_modules()
     assert {"notifications.prune", "notifications.requeue_stalled"} <= scheduled & set(app.tasks)
+
+
+def test_claim_skips_a_device_that_came_online_meanwhile(
+    alice: Dev, bob: Dev, conversation: Conversation, bob_target: PushTarget
+) -> None:
+    from tests.notifications.helpers import mark_connected, mark_disconnected
+
+    notification = Notification.objects.create(device=bob.device)
+    mark_connected(bob)
+    try:
+        assert notification_claim(notification_id=notification.pk).target is None
+    finally:
+        mark_disconnected(bob)
+    notification.refresh_from_db()
+    assert notification.status == Notification.Status.SKIPPED
+
+
+def test_claim_skips_a_revoked_device(alice: Dev, bob: Dev, bob_target: PushTarget) -> None:
+    from devices.models import Device
+
+    notification = Notification.objects.create(device=bob.device)
+    Device.objects.filter(pk=bob.device.pk).update(status=Device.Status.REVOKED)
+
+    assert notification_claim(notification_id=notification.pk).target is None
