@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from conversations.selectors import access_conversation
@@ -156,11 +156,12 @@ def messages_notify_on_commit(messages: Sequence[Message]) -> None:
 class _WindowBuffer:
     """Committed windows of this process, merged per conversation (highest seq, union of senders)
     and handed to Celery as one fan-out task per flush interval by a daemon thread: a broker
-    round trip costs about a millisecond, several times what the send batch's own hook may cost.
+    round trip costs about a millisecond, many times what the send batch's own hook costs.
 
-    Without a broker (eager Celery, the embedded default) there is nothing to amortise: the
-    fan-out runs at once. A process that dies loses at most one interval of wake-ups (never a
-    message: the log is the truth and devices catch up when they connect).
+    Without a broker (eager Celery, the embedded default) the same thread runs the fan-out and the
+    deliveries itself, so a slow or dead receiver never holds up a send. A process that dies
+    loses at most one interval of wake-ups (never a message: the log is the truth and devices
+    catch up when they connect).
     """
 
     def __init__(self) -> None:
@@ -170,9 +171,6 @@ class _WindowBuffer:
         self._thread: threading.Thread | None = None
 
     def add(self, windows: dict[uuid.UUID, tuple[int, set[uuid.UUID]]]) -> None:
-        if current_app.conf.task_always_eager:
-            _enqueue("notifications.fan_out", (_payload(windows),), 0.0)
-            return
         with self._lock:
             for key, (top, senders) in windows.items():
                 known_top, known_senders = self._pending.get(key, (0, set()))
@@ -183,7 +181,7 @@ class _WindowBuffer:
         self._signal.set()
 
     def flush(self) -> None:
-        """Hand everything buffered to one fan-out task now."""
+        """Hand everything buffered to one fan-out task now (eager: run it, in this thread)."""
         with self._lock:
             taken, self._pending = self._pending, {}
             self._signal.clear()
@@ -191,10 +189,17 @@ class _WindowBuffer:
             _enqueue("notifications.fan_out", (_payload(taken),), 0.0)
 
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             self._signal.wait()
             time.sleep(settings.E2EE_NOTIFY_FLUSH_MS / 1000)  # let the interval's batches gather
-            self.flush()
+            if self._thread is not me:  # retired (tests): the next add starts a fresh thread
+                return
+            try:
+                self.flush()
+            finally:
+                if current_app.conf.task_always_eager:
+                    connections.close_all()  # this thread's own; an idle thread holds none
 
 
 def _payload(windows: dict[uuid.UUID, tuple[int, set[uuid.UUID]]]) -> list[NotifyWindow]:

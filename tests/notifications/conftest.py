@@ -1,14 +1,18 @@
 """Notifications tests run their background tasks eagerly (the embedded default), even when
-REDIS_URL is set: the real worker is exercised by tests/integration/test_notifications_worker.py."""
+REDIS_URL is set: the real worker is exercised by tests/integration/test_notifications_worker.py.
+The window buffer's flusher thread does not run here: tests flush it themselves (helpers.send), so
+every delivery has happened, in the test's thread, when the step returns."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 
 from config.celery import app as celery_app
+from notifications import services
 from notifications.selectors import push_targets_flag
 
 
@@ -20,6 +24,8 @@ def _notifications_eager(settings: Any) -> Iterator[None]:
     before = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
     push_targets_flag.forget()
-    yield
+    with mock.patch.object(services.window_buffer, "_run", lambda: None):
+        yield
+        services.window_buffer.flush()  # nothing buffered leaks into the next test
     celery_app.conf.task_always_eager = before
     push_targets_flag.forget()

@@ -11,6 +11,7 @@ from django.conf import settings
 
 from conversations.models import Conversation
 from devices import presence
+from notifications import services
 from tests.builders import Dev, envelope_json
 
 
@@ -22,8 +23,10 @@ def webhook_register(dev: Dev, url: str) -> str:
 
 
 def send(dev: Dev, conversation: Conversation) -> dict[str, Any]:
+    """A REST send, then the window buffer flushed (eager: fan-out and deliveries done)."""
     response = dev.client().post(f"/api/v1/conversations/{conversation.pk}/messages", envelope_json(dev), format="json")
     assert response.status_code == 201, response.content
+    services.window_buffer.flush()
     return dict(response.json())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,27 @@ def test_device_that_acknowledged_everything_is_skipped(alice: Dev, bob: Dev, co
     notification.refresh_from_db()
     assert notification.status == Notification.Status.SKIPPED
     assert receiver.requests == []
+
+
+def test_embedded_default_delivers_from_the_flusher_thread_not_the_request(
+    alice: Dev, bob: Dev, conversation: Conversation, settings: Any
+) -> None:
+    from unittest import mock
+
+    from notifications import services
+    from tests.builders import envelope_json
+    from tests.notifications.receiver import wait_until
+
+    settings.E2EE_NOTIFY_FLUSH_MS = 300
+    real_run = services._WindowBuffer._run.__get__(services.window_buffer)
+    with running_receiver([200]) as receiver, mock.patch.object(services.window_buffer, "_run", real_run):
+        webhook_register(bob, receiver.url)
+        response = alice.client().post(
+            f"/api/v1/conversations/{conversation.pk}/messages", envelope_json(alice), format="json"
+        )
+        assert response.status_code == 201
+        assert receiver.requests == []  # the send returned before any delivery started
+
+        assert wait_until(lambda: Notification.objects.filter(status=Notification.Status.SENT).exists())
+        services.window_buffer._thread = None  # retire the real thread: other tests flush themselves
+    assert len(receiver.requests) == 1

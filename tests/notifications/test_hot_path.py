@@ -37,8 +37,10 @@ def test_a_batch_enqueues_one_fan_out_whatever_its_size(
     alice: Dev, bob: Dev, conversation: Conversation, django_capture_on_commit_callbacks: Any
 ) -> None:
     webhook_register(bob, "http://127.0.0.1:9/hook")
-    with mock.patch.object(services, "_enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
-        envelope_send_batch(_batch(alice, conversation, 50), publish=False)
+    with mock.patch.object(services, "_enqueue") as enqueue:
+        with django_capture_on_commit_callbacks(execute=True):
+            envelope_send_batch(_batch(alice, conversation, 50), publish=False)
+        services.window_buffer.flush()
 
     enqueue.assert_called_once()
     name, (windows,), _ = enqueue.call_args.args
@@ -46,16 +48,13 @@ def test_a_batch_enqueues_one_fan_out_whatever_its_size(
     assert windows == [(conversation.pk.hex, 50, [alice.device.pk.hex])]
 
 
-def test_with_a_broker_batches_are_merged_into_one_fan_out_per_flush(
+def test_batches_are_merged_into_one_fan_out_per_flush(
     alice: Dev, bob: Dev, conversation: Conversation, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from config.celery import app as celery_app
-
     webhook_register(bob, "http://127.0.0.1:9/hook")
     other = make_conversation(bob, alice.user)
-    celery_app.conf.task_always_eager = False  # restored by the conftest fixture
-    # No flusher thread (it would flush on its own schedule): the test flushes itself.
-    with mock.patch.object(services, "_enqueue") as enqueue, mock.patch.object(services.window_buffer, "_run"):
+    # No flusher thread here (conftest): the test flushes itself.
+    with mock.patch.object(services, "_enqueue") as enqueue:
         with django_capture_on_commit_callbacks(execute=True):
             envelope_send_batch(_batch(alice, conversation, 3), publish=False)
         with django_capture_on_commit_callbacks(execute=True):
