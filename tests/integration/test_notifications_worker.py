@@ -175,3 +175,34 @@ def test_permanently_failing_receiver_ends_in_one_dead_letter(
         "webhook answered 500",
     )
     assert Notification.objects.get().status == Notification.Status.DEAD
+
+
+def test_offline_device_gets_one_push_for_a_burst_over_rest(
+    worker: Path, alice: Dev, bob: Dev, conversation: Conversation
+) -> None:
+    with running_receiver([200]) as receiver:
+        webhook_register(bob, receiver.url)
+        started = time.monotonic()
+        for _ in range(20):
+            send(alice, conversation)  # one fan-out task each: coalescing happens in the worker
+        took = time.monotonic() - started
+        assert took < COALESCE_S, f"the burst took {took:.1f} s, longer than the coalescing delay"
+        assert _settled(receiver, 1)
+
+    assert Notification.objects.count() == 1
+
+
+def test_a_delivery_task_handed_out_twice_sends_once(
+    worker: Path, alice: Dev, bob: Dev, conversation: Conversation
+) -> None:
+    from notifications.tasks import notification_deliver
+
+    send(alice, conversation)  # before bob has a target: no wake-up of its own, but one unread
+    with running_receiver([200]) as receiver:
+        webhook_register(bob, receiver.url)
+        notification = Notification.objects.create(device=bob.device)
+        for _ in range(2):  # what the broker does after a worker died before acknowledging
+            notification_deliver.apply_async((str(notification.pk),))
+        assert _settled(receiver, 1, quiet=2.0)
+
+    assert receiver.requests[0].headers["x-e2ee-notification-id"] == str(notification.pk)
