@@ -266,9 +266,6 @@ E2EE_NOTIFY_ALLOW_PRIVATE_URLS = os.environ.get("E2EE_NOTIFY_ALLOW_PRIVATE_URLS"
 # Each server process hands the send batches of this interval to one fan-out task (one broker
 # round trip per interval, not per batch).
 E2EE_NOTIFY_FLUSH_MS = _env_int("E2EE_NOTIFY_FLUSH_MS", 100)
-# How long a server process trusts its "no device has a push target" answer before asking the
-# database again (the send hot path skips notifications entirely while it holds).
-E2EE_NOTIFY_TARGETS_RECHECK_S = float(os.environ.get("E2EE_NOTIFY_TARGETS_RECHECK_S", "10"))
 # Sent and skipped notifications are deleted after this many days (dead letters stay).
 E2EE_NOTIFY_KEEP_DAYS = _env_int("E2EE_NOTIFY_KEEP_DAYS", 7)
 # Web Push (VAPID): the server's key pair, as printed by py-vapid (README), and the contact claim.

@@ -2,54 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
-from django.conf import settings
 from django.db.models import F
 
 from conversations.models import Membership
 from devices.models import Device
 from messaging.models import DeliveryCursor
 from notifications.models import ConversationMute, DeadLetter, Notification, PushTarget
-
-
-class _TargetsFlag:
-    """Whether any device has a push target, as this process last saw it: the send hot path asks
-    this before anything else, so a deployment without push targets pays one attribute read.
-
-    A True answer is kept (targets rarely all disappear); a False answer is trusted for
-    E2EE_NOTIFY_TARGETS_RECHECK_S, and a registration in this process sets it at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.known = False
-        self.checked_at = float("-inf")
-
-    def get(self) -> bool:
-        if self.known:
-            return True
-        now = time.monotonic()
-        if now - self.checked_at < settings.E2EE_NOTIFY_TARGETS_RECHECK_S:
-            return False
-        with self._lock:
-            self.checked_at = now
-            self.known = PushTarget.objects.exists()
-        return self.known
-
-    def forget(self) -> None:
-        """Ask the database next time (tests; a deployment that removed every target)."""
-        self.known = False
-        self.checked_at = float("-inf")
-
-
-push_targets_flag = _TargetsFlag()
-
-
-def push_targets_may_exist() -> bool:
-    return push_targets_flag.get()
 
 
 def push_target_get(*, device: Device) -> PushTarget | None:

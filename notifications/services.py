@@ -40,8 +40,6 @@ from notifications.selectors import (
     device_has_undelivered,
     notification_recipients,
     notifications_open_for,
-    push_targets_flag,
-    push_targets_may_exist,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,8 +108,6 @@ def push_target_register(*, device: Device, kind: str, url: str, p256dh: str = "
                 "created_at": timezone.now(),
             },
         )
-        # This process's send path starts notifying at once (other processes within the recheck).
-        transaction.on_commit(partial(setattr, push_targets_flag, "known", True))
     return RegisteredTarget(target=target, secret=secret or None)
 
 
@@ -139,11 +135,12 @@ def conversation_unmute(*, device: Device, conversation_id: uuid.UUID) -> None:
 
 
 def messages_notify_on_commit(messages: Sequence[Message]) -> None:
-    """Called by the send path inside its transaction with the batch's new messages: registers at
-    most one after-commit callback, and nothing while no device anywhere has a push target. The
-    callback only merges the batch into this process's window buffer (microseconds); the buffer
-    hands all batches of the last E2EE_NOTIFY_FLUSH_MS to one fan-out task."""
-    if not messages or not push_targets_may_exist():
+    """Called by the send path inside its transaction with the batch's new messages, only when
+    some device has a push target (the send path learns that in its conversation lock query):
+    registers one after-commit callback that merges the batch into this process's window buffer
+    (microseconds); the buffer hands all batches of the last E2EE_NOTIFY_FLUSH_MS to one
+    fan-out task."""
+    if not messages:
         return
     windows: dict[uuid.UUID, tuple[int, set[uuid.UUID]]] = {}
     for message in messages:

@@ -21,7 +21,6 @@ from bench.server import REPO, DaphneServer, process_stop
 from config.celery import app as celery_app
 from conversations.models import Conversation
 from notifications.models import DeadLetter, Notification
-from notifications.selectors import push_targets_flag
 from tests.builders import Dev, make_conversation, make_dev
 from tests.integration import daphne as live_servers
 from tests.messaging.test_gateway import send_frame
@@ -43,15 +42,12 @@ WORKER_ENV = {
     "E2EE_NOTIFY_RETRY_BASE_S": "0.05",
     "E2EE_NOTIFY_HTTP_TIMEOUT_S": "3",
     "E2EE_NOTIFY_ALLOW_PRIVATE_URLS": "1",
-    "E2EE_NOTIFY_TARGETS_RECHECK_S": "0",
 }
 
 
 @pytest.fixture(autouse=True)
-def _loopback_targets(settings: Any) -> Iterator[None]:
+def _loopback_targets(settings: Any) -> None:
     settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = True  # the receivers listen on 127.0.0.1
-    yield
-    push_targets_flag.forget()  # later tests' sends need not look for targets
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 
 from config.celery import app as celery_app
 from notifications import services
-from notifications.selectors import push_targets_flag
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +22,7 @@ def _notifications_eager(settings: Any) -> Iterator[None]:
     settings.E2EE_NOTIFY_HTTP_TIMEOUT_S = 2.0
     before = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
-    push_targets_flag.forget()
     with mock.patch.object(services.window_buffer, "_run", lambda: None):
         yield
         services.window_buffer.flush()  # nothing buffered leaks into the next test
     celery_app.conf.task_always_eager = before
-    push_targets_flag.forget()

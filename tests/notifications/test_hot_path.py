@@ -10,7 +10,6 @@ import pytest
 from conversations.models import Conversation
 from messaging.services import SendRequest, envelope_send_batch
 from notifications import services
-from notifications.selectors import push_targets_flag
 from tests.builders import Dev, envelope_content, make_conversation
 from tests.notifications.helpers import webhook_register
 
@@ -21,16 +20,18 @@ def _batch(dev: Dev, conversation: Conversation, size: int) -> list[SendRequest]
     return [SendRequest(dev.device, dev.device.pk, envelope_content(conversation)) for _ in range(size)]
 
 
-def test_no_push_target_anywhere_means_no_enqueue_and_no_query(
+def test_no_push_target_anywhere_means_no_enqueue_and_no_extra_query(
     alice: Dev, conversation: Conversation, django_capture_on_commit_callbacks: Any, django_assert_max_num_queries: Any
 ) -> None:
-    envelope_send_batch(_batch(alice, conversation, 1), publish=False)  # warms the flag: no targets
     with mock.patch.object(services, "_enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
         with django_assert_max_num_queries(100) as queries:
             envelope_send_batch(_batch(alice, conversation, 50), publish=False)
 
     enqueue.assert_not_called()
-    assert not [q for q in queries.captured_queries if "notifications_" in q["sql"]]
+    # The only mention of push targets rides on the conversation lock query.
+    assert not [
+        q for q in queries.captured_queries if "notifications_" in q["sql"] and "FROM conversations_" not in q["sql"]
+    ]
 
 
 def test_a_batch_enqueues_one_fan_out_whatever_its_size(
@@ -78,12 +79,16 @@ def test_rolled_back_batch_enqueues_nothing(alice: Dev, conversation: Conversati
     enqueue.assert_not_called()
 
 
-def test_flag_trusts_no_targets_until_the_recheck(alice: Dev, bob: Dev, settings: Any) -> None:
-    settings.E2EE_NOTIFY_TARGETS_RECHECK_S = 3600
-    assert push_targets_flag.get() is False
+def test_a_target_registered_elsewhere_counts_from_the_next_batch(
+    alice: Dev, bob: Dev, conversation: Conversation, django_capture_on_commit_callbacks: Any
+) -> None:
     from notifications.models import PushTarget
 
-    PushTarget.objects.create(device=bob.device, kind="webhook", url="http://127.0.0.1:9/", secret="s")  # elsewhere
-    assert push_targets_flag.get() is False
-    push_targets_flag.forget()
-    assert push_targets_flag.get() is True
+    with mock.patch.object(services.window_buffer, "add") as add:
+        with django_capture_on_commit_callbacks(execute=True):
+            envelope_send_batch(_batch(alice, conversation, 1), publish=False)
+        PushTarget.objects.create(device=bob.device, kind="webhook", url="http://127.0.0.1:9/", secret="s")
+        with django_capture_on_commit_callbacks(execute=True):
+            envelope_send_batch(_batch(alice, conversation, 1), publish=False)
+
+    add.assert_called_once()
