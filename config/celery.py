@@ -1,8 +1,9 @@
 """Celery application.
 
 Broker: `REDIS_URL` when set; otherwise the in-memory transport with eager execution, so a
-development machine and the test suite need no broker. No tasks exist yet; task outcomes are
-counted for /metrics (common.metrics.CELERY_TASKS) through Celery's signals.
+development machine and the test suite need no broker. Tasks live in each app's `tasks.py`
+(autodiscovered); `CELERY_BEAT_SCHEDULE` in config/settings.py names the periodic ones. Task outcomes
+are counted for /metrics (common.metrics.CELERY_TASKS) through Celery's signals.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@
 | E2EE_LOG_LEVEL | INFO |
 | E2EE_RATE_LIMITS, E2EE_RATE_LIMIT_ENABLED, E2EE_TRUSTED_PROXY_HOPS | see docs/operations.md |
 | E2EE_METRICS_TOKEN, E2EE_METRICS_ALLOWED_NETWORKS | see docs/operations.md |
+| E2EE_CELERY_BROKER_URL | REDIS_URL |
+| E2EE_NOTIFY_*, E2EE_VAPID_* | see the push notification section below and README |
 """
 
 from __future__ import annotations
@@ -157,9 +159,24 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-CELERY_BROKER_URL = REDIS_URL or "memory://"
+# E2EE_CELERY_BROKER_URL puts the broker elsewhere than REDIS_URL (the test suite uses another
+# Redis database for it). Without REDIS_URL tasks run eagerly, in the calling process.
+CELERY_BROKER_URL = os.environ.get("E2EE_CELERY_BROKER_URL") or REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redelivery of an unacknowledged task after this long (countdowns stay well below it).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("E2EE_CELERY_VISIBILITY_TIMEOUT_S", 3600)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic clean-ups, run by `celery -A config beat` (README, Production setup). Tasks are named by
+# string so this file imports none of them.
+CELERY_BEAT_SCHEDULE = {
+    "notifications-prune": {"task": "notifications.prune", "schedule": 3600.0},
+    "notifications-requeue-stalled": {"task": "notifications.requeue_stalled", "schedule": 60.0},
+    "media-prune-orphans": {"task": "media.tasks.prune_orphan_media", "schedule": 86400.0},
+    "link-codes-expire": {"task": "devices.tasks.link_codes_expire", "schedule": 300.0},
+}
 
 # --- Auth ---------------------------------------------------------------------------------------
 
@@ -278,6 +295,30 @@ E2EE_WS_SWEEP_S = float(os.environ.get("E2EE_WS_SWEEP_S", "5"))
 # from the database threads: at 200 msg/s that convoy alone took the send-to-decrypted p50 from
 # about 35 ms to about 320 ms (bench/realtime_load.py). 0 keeps the interpreter's default.
 E2EE_GIL_SWITCH_INTERVAL_MS = float(os.environ.get("E2EE_GIL_SWITCH_INTERVAL_MS", "0.5"))
+
+# --- Push notifications (notifications/, protocol.md 4.6, README "Push notifications") ---------------
+
+# A burst of messages for one offline device waits this long and then wakes it once.
+E2EE_NOTIFY_COALESCE_S = float(os.environ.get("E2EE_NOTIFY_COALESCE_S", "2"))
+# Attempts after the first failed one, spaced by full-jitter exponential backoff from the base
+# delay (capped); then the notification becomes a dead letter (Django admin, replayable).
+E2EE_NOTIFY_MAX_RETRIES = _env_int("E2EE_NOTIFY_MAX_RETRIES", 5)
+E2EE_NOTIFY_RETRY_BASE_S = float(os.environ.get("E2EE_NOTIFY_RETRY_BASE_S", "2"))
+E2EE_NOTIFY_RETRY_MAX_S = float(os.environ.get("E2EE_NOTIFY_RETRY_MAX_S", "300"))
+# Timeout of one delivery request (webhook or push service).
+E2EE_NOTIFY_HTTP_TIMEOUT_S = float(os.environ.get("E2EE_NOTIFY_HTTP_TIMEOUT_S", "5"))
+# Push targets may point at loopback/private/link-local addresses only when this is on: on by
+# default with DJANGO_DEBUG=1 (and in the test suite), off in production.
+E2EE_NOTIFY_ALLOW_PRIVATE_URLS = os.environ.get("E2EE_NOTIFY_ALLOW_PRIVATE_URLS", "1" if DEBUG else "0") == "1"
+# Each server process hands the send batches of this interval to one fan-out task (one broker
+# round trip per interval, not per batch).
+E2EE_NOTIFY_FLUSH_MS = _env_int("E2EE_NOTIFY_FLUSH_MS", 100)
+# Sent and skipped notifications are deleted after this many days (dead letters stay).
+E2EE_NOTIFY_KEEP_DAYS = _env_int("E2EE_NOTIFY_KEEP_DAYS", 7)
+# Web Push (VAPID): the server's key pair, as printed by py-vapid (README), and the contact claim.
+E2EE_VAPID_PRIVATE_KEY = os.environ.get("E2EE_VAPID_PRIVATE_KEY", "")
+E2EE_VAPID_PUBLIC_KEY = os.environ.get("E2EE_VAPID_PUBLIC_KEY", "")
+E2EE_VAPID_SUBJECT = os.environ.get("E2EE_VAPID_SUBJECT", "mailto:operator@example.invalid")
 
 # --- Rate limits (common/ratelimit.py, docs/operations.md) -------------------------------------------
 # "count/period_seconds" per key. E2EE_RATE_LIMITS overrides some of them from the environment:

@@ -15,6 +15,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("", include("conversations.urls")),
     path("", include("messaging.urls")),
     path("", include("media.urls")),
+    path("", include("notifications.urls")),
     path("schema", SchemaApi.as_view(), name="schema"),
     path("docs", SchemaDocsApi.as_view(), name="docs"),
 ]

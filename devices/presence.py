@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -46,6 +47,18 @@ def _ttl() -> float:
     return float(settings.E2EE_WS_HEARTBEAT_S * PRESENCE_TTL_HEARTBEATS)
 
 
+def presence_connection(device_id: uuid.UUID, channel_name: str) -> str:
+    """The presence entry of one connection: the device's id, then the connection's channel. A
+    user is online while any entry is live; a device is connected while an entry of its own is."""
+    return f"{device_id.hex}/{channel_name}"
+
+
+# Every live connection of this process's MemoryPresence stores, whatever loop made them, with its
+# expiry: what `devices_connected` reads without Redis (one process, eager background tasks).
+_memory_connections: dict[str, float] = {}
+_sync_redis: Any = None
+
+
 class MemoryPresence:
     def __init__(self) -> None:
         self._connections: dict[int, dict[str, float]] = {}
@@ -61,13 +74,14 @@ class MemoryPresence:
         now = time.time()
         entries = self._live(user_id, now)
         was_offline = not entries
-        entries[connection] = now + _ttl()
+        entries[connection] = _memory_connections[connection] = now + _ttl()
         self._connections[user_id] = entries
         return was_offline
 
     async def disconnect(self, user_id: int, connection: str) -> bool:
         entries = self._live(user_id, time.time())
         entries.pop(connection, None)
+        _memory_connections.pop(connection, None)
         if not entries:
             self._connections.pop(user_id, None)
         return not entries
@@ -76,6 +90,8 @@ class MemoryPresence:
         expiry = time.time() + _ttl()
         for user_id, connection in entries:
             self._connections.setdefault(user_id, {})[connection] = expiry
+            if connection in _memory_connections:
+                _memory_connections[connection] = expiry
 
     async def online(self, user_ids: Iterable[int]) -> set[int]:
         now = time.time()
@@ -185,3 +201,32 @@ _registry: PerLoop[PresenceRegistry] = PerLoop(_new_registry)
 def presence_registry() -> PresenceRegistry:
     """The registry of the running event loop (one per process under daphne)."""
     return _registry.get()
+
+
+def devices_connected(devices: Iterable[tuple[int, uuid.UUID]]) -> set[uuid.UUID]:
+    """Which of these (user id, device id) pairs hold a live connection to any server process.
+
+    Synchronous, for background workers: with Redis one pipelined read per batch (the users'
+    live entries); without Redis this process's connections (the embedded setup runs its
+    background tasks eagerly, in the server process).
+    """
+    pairs = list(devices)
+    if not pairs:
+        return set()
+    now = time.time()
+    if not settings.REDIS_URL:
+        live = [c for c, expiry in list(_memory_connections.items()) if expiry > now]
+        prefixes = {c.split("/", 1)[0] for c in live}
+        return {device_id for _, device_id in pairs if device_id.hex in prefixes}
+    global _sync_redis
+    if _sync_redis is None:
+        import redis
+
+        _sync_redis = redis.Redis.from_url(settings.REDIS_URL)
+    users = sorted({user_id for user_id, _ in pairs})
+    with _sync_redis.pipeline(transaction=False) as pipe:
+        for user_id in users:
+            pipe.zrangebyscore(RedisPresence._key(user_id), f"({now}", "+inf")
+        results = pipe.execute()
+    prefixes = {bytes(member).split(b"/", 1)[0].decode("ascii", "replace") for members in results for member in members}
+    return {device_id for _, device_id in pairs if device_id.hex in prefixes}

@@ -35,7 +35,7 @@ from common.realtime import conversation_group, device_group
 from conversations.errors import ConversationNotFoundError
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
-from devices.presence import TYPING_TTL_S, presence_registry
+from devices.presence import TYPING_TTL_S, presence_connection, presence_registry
 from devices.selectors import device_token_get_live_by_token
 from messaging import frames
 from messaging.batching import send_batcher
@@ -297,7 +297,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         except Exception:  # noqa: BLE001 - the layer is down; its subscriptions die with it
             logger.warning("group discard failed on disconnect")
         try:
-            went_offline = await presence_registry().disconnect(self.device.user_id, self.channel_name)
+            went_offline = await presence_registry().disconnect(
+                self.device.user_id, presence_connection(self.device.pk, self.channel_name)
+            )
             if went_offline:
                 await self._publish_presence(online=False)
         except Exception:  # noqa: BLE001 - Redis down: the presence entry expires on its own
@@ -757,7 +759,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def _presence_connect(self) -> bool:
         assert self.device is not None
         try:
-            return await presence_registry().connect(self.device.user_id, self.channel_name)
+            return await presence_registry().connect(
+                self.device.user_id, presence_connection(self.device.pk, self.channel_name)
+            )
         except Exception:  # noqa: BLE001 - Redis down: presence is best effort, messaging is not
             logger.warning("presence connect failed")
             return False

@@ -29,6 +29,8 @@ from messaging.errors import (
 from messaging.events import ConversationMessagesEvent, conversation_messages_event
 from messaging.models import DeliveryCursor, Message
 from messaging.wire import message_frame_json
+from notifications.models import PushTarget
+from notifications.services import messages_notify_on_commit
 
 PROTOCOL_VERSION = 1
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
@@ -176,7 +178,7 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
 
         to_insert: list[Message] = []
         if fresh:
-            locked = _conversations_lock(cursor, {requests[i].content.conversation_id for i in fresh})
+            locked, push_targets = _conversations_lock(cursor, {requests[i].content.conversation_id for i in fresh})
             now = timezone.now()
             in_batch: dict[tuple[uuid.UUID, bytes], Message] = {}
             for index in fresh:
@@ -215,6 +217,8 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 _messages_insert(cursor, to_insert, locked)
                 if with_attachments:
                     _references_insert(cursor, requests, results)
+                if push_targets:  # wake offline devices after commit (one cheap callback per batch)
+                    messages_notify_on_commit(to_insert)
 
         events = _fanout_events(requests, results, to_insert)
         if publish:
@@ -332,17 +336,22 @@ def _existing_sends(
     }
 
 
-def _conversations_lock(cursor: Any, conversation_ids: set[uuid.UUID]) -> dict[uuid.UUID, list[int]]:
+def _conversations_lock(cursor: Any, conversation_ids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, list[int]], bool]:
     """Lock every conversation written to, in id order (no deadlock between batches); their
-    [current epoch, last seq]. SQLite has no row locks: its write transaction serialises."""
+    [current epoch, last seq]. SQLite has no row locks: its write transaction serialises.
+
+    Also whether any device anywhere has a push target, in the same round trip (an uncorrelated
+    EXISTS, evaluated once: one index page): without targets the batch does nothing for them."""
     ordered = [_db_uuid(pk) for pk in sorted(conversation_ids)]
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     cursor.execute(
-        f"SELECT id, current_epoch, last_seq FROM {Conversation._meta.db_table} "  # noqa: S608
-        f"WHERE id IN ({_in_list(ordered)}) ORDER BY id{lock}",
+        f"SELECT id, current_epoch, last_seq, EXISTS (SELECT 1 FROM {PushTarget._meta.db_table}) "  # noqa: S608
+        f"FROM {Conversation._meta.db_table} WHERE id IN ({_in_list(ordered)}) ORDER BY id{lock}",
         ordered,
     )
-    return {_as_uuid(pk): [int(epoch), int(last_seq)] for pk, epoch, last_seq in cursor.fetchall()}
+    rows = cursor.fetchall()
+    locked = {_as_uuid(pk): [int(epoch), int(last_seq)] for pk, epoch, last_seq, _ in rows}
+    return locked, any(bool(row[3]) for row in rows)
 
 
 def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUID, list[int]]) -> None:

@@ -36,6 +36,13 @@ API_OPERATIONS = {
     ("post", "/api/v1/media/{blob_id}/complete"),
     ("put", "/api/v1/media/{blob_id}/content"),
     ("get", "/api/v1/media/{blob_id}/content"),
+    # Push notifications (protocol.md 4.6)
+    ("get", "/api/v1/devices/me/push-target"),
+    ("put", "/api/v1/devices/me/push-target"),
+    ("delete", "/api/v1/devices/me/push-target"),
+    ("get", "/api/v1/push/config"),
+    ("put", "/api/v1/conversations/{conversation_id}/mute"),
+    ("delete", "/api/v1/conversations/{conversation_id}/mute"),
 }
 
 
