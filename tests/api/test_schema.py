@@ -12,6 +12,7 @@ from django.test import Client
 
 API_OPERATIONS = {
     ("post", "/api/v1/accounts/register"),
+    ("post", "/api/v1/accounts/reset-identity"),
     ("post", "/api/v1/accounts/login"),
     ("post", "/api/v1/accounts/logout"),
     ("get", "/api/v1/accounts/me"),
@@ -77,6 +78,7 @@ def test_authenticated_operations_declare_the_bearer_token() -> None:
     public = {
         ("post", "/api/v1/accounts/register"),
         ("post", "/api/v1/accounts/login"),
+        ("post", "/api/v1/accounts/reset-identity"),
         ("get", "/api/v1/users/{username}"),
         # The filesystem backend's media links: the signed token in the URL is the credential.
         ("put", "/api/v1/media/{blob_id}/content"),
