@@ -196,6 +196,8 @@ class Session:
         self._chat_keys: dict[tuple[uuid.UUID, int], bytes] = {}  # memory only, never persisted
         self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
         self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
+        # username -> every device ever listed on its verified signed device list (ed25519 key)
+        self._former_devices: dict[str, dict[uuid.UUID, bytes]] = {}
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -634,8 +636,36 @@ class Session:
         other = self.directory(username).identity_key
         return format_safety_number(safety_number(self.username, own, username, other))
 
-    def mark_verified(self, username: str) -> None:
+    def mark_verified(self, username: str, *, identity_key: bytes | None = None) -> None:
+        """Record that a person compared `username`'s safety number. With `identity_key`: accept
+        that key, which the server now shows, in place of a pinned one that changed (the contact
+        reset its identity, protocol.md 4.8): it is pinned, its new device-list chain is verified
+        from version 1, and it is verified. Refused (IdentityChangedError) if the server shows
+        another key than the one compared."""
+        if identity_key is not None and self.secrets.pins.get(username) != identity_key:
+            if self.identity_offered(username) != identity_key:
+                raise IdentityChangedError(username)
+            self.secrets.pins[username] = identity_key
+            self.secrets.device_lists.pop(username, None)  # the old chain ended with the old key
+            self._directories.pop(username, None)
+            self._former_devices.pop(username, None)
         self.secrets.verified[username] = self.directory(username).identity_key
+
+    def identity_offered(self, username: str) -> bytes:
+        """The identity key the server shows for `username` now, pinned or not (to compare its
+        safety number after an `identity_changed`, before accepting it with `mark_verified`)."""
+        _, body = self.transport.execute(proto.directory_request(username))
+        return proto.DirectoryEntry.parse(body).identity_key
+
+    def safety_number_offered(self, username: str) -> str:
+        """The safety number with the identity key the server shows for `username` now."""
+        own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
+        return format_safety_number(safety_number(self.username, own, username, self.identity_offered(username)))
+
+    def trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
+        """The device if it is on `username`'s verified signed device list with a valid vouch
+        under the pinned identity key; DecryptError (unvouched_device, identity_changed) if not."""
+        return self._trusted_device(username, device_id)
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -733,7 +763,7 @@ class Session:
     def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
         if record.wrapped_by_username not in conversation.members:
             raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, "wrapped by someone who is not a member")
-        wrapper = self._trusted_device(record.wrapped_by_username, record.wrapped_by_device_id)
+        wrapper_key = self._signing_key(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
             wrapped_key=record.wrapped_key,
             signature=record.signature,
@@ -741,7 +771,7 @@ class Session:
             epoch=record.epoch,
             recipient=self.secrets.device,
             wrapper_device_id=record.wrapped_by_device_id,
-            wrapper_ed25519_public_key=wrapper.ed25519_public_key,
+            wrapper_ed25519_public_key=wrapper_key,
         )
 
     def _trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
@@ -759,6 +789,28 @@ class Session:
                 DecryptFailure.UNVOUCHED_DEVICE, f"device {device_id} is not vouched for by {username}'s identity key"
             )
         return device
+
+    def _signing_key(self, username: str, device_id: uuid.UUID) -> bytes:
+        """The ed25519 key of the device that signed a message or wrapped a ChatKey: a trusted
+        device, or one listed in an earlier version of the account's verified signed device list
+        and revoked since (a lost device): what it sent and wrapped before stays readable after
+        the revocation (protocol.md 4.8). Anything else raises the trusted-device DecryptError."""
+        try:
+            return self._trusted_device(username, device_id).ed25519_public_key
+        except DecryptError as exc:
+            if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
+                raise
+            former = self._former_devices.get(username)
+            if former is None or device_id not in former:  # read again: it may have been linked since
+                try:
+                    entries = self.device_list(username).entries
+                except (DeviceListError, ApiError, IdentityChangedError):
+                    raise exc from None
+                former = {d.device_id: d.ed25519_public_key for entry in entries for d in entry.devices}
+                self._former_devices[username] = former
+            if device_id not in former:
+                raise
+            return former[device_id]
 
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         slot = (conversation.conversation_id, epoch)
@@ -900,7 +952,7 @@ class Session:
             raise DecryptError(
                 DecryptFailure.TAMPERED, "the envelope names a conversation this device is not a member of"
             ) from exc
-        sender = self._trusted_device(envelope.sender_username, envelope.sender_device_id)
+        sender_key = self._signing_key(envelope.sender_username, envelope.sender_device_id)
         header = message_header(
             conversation_id=envelope.conversation_id,
             epoch=envelope.epoch,
@@ -912,7 +964,7 @@ class Session:
             nonce=envelope.nonce,
             ciphertext=envelope.ciphertext,
             signature=envelope.signature,
-            sender_ed25519_public_key=sender.ed25519_public_key,
+            sender_ed25519_public_key=sender_key,
         ):
             raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
         chat_key = self.chat_key(conversation, envelope.epoch)
