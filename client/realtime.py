@@ -849,6 +849,11 @@ class RealtimeClient:
             return
         await self._key_answers.emit(outcome)
 
+    async def answer_key_requests(self) -> None:
+        """Answer every open key request this device may answer now: after the person verified a
+        contact (`Session.mark_verified`), without waiting for the requester's next retry."""
+        await self._answer_open_key_requests()
+
     async def _answer_open_key_requests(self) -> None:
         """Answer the key requests filed while this device was offline (catch-up on connect)."""
         try:
