@@ -106,6 +106,9 @@ class DeviceSecrets:
     # username -> (version, hash) of the newest signed device list verified: never go back (2.9)
     device_lists: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     link_secret: bytes | None = None  # the one-time secret of this device's link code, until approved
+    # username -> device id -> ed25519 key of every device ever listed on a verified device list of
+    # that account, kept across an identity reset (protocol.md 2.20): what they signed stays readable
+    known_devices: dict[str, dict[uuid.UUID, bytes]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +122,9 @@ class DeviceSecrets:
             "verified": {u: b64e(k) for u, k in self.verified.items()},
             "device_lists": {u: [v, b64e(h)] for u, (v, h) in self.device_lists.items()},
             "link_secret": b64e(self.link_secret) if self.link_secret else None,
+            "known_devices": {
+                u: {str(d): b64e(k) for d, k in devices.items()} for u, devices in self.known_devices.items()
+            },
         }
 
     @classmethod
@@ -134,6 +140,10 @@ class DeviceSecrets:
             verified={u: b64d(k, length=32) for u, k in data.get("verified", {}).items()},
             device_lists={u: (int(v), b64d(h, length=32)) for u, (v, h) in data.get("device_lists", {}).items()},
             link_secret=b64d(data["link_secret"], length=16) if data.get("link_secret") else None,
+            known_devices={
+                u: {uuid.UUID(d): b64d(k, length=32) for d, k in devices.items()}
+                for u, devices in data.get("known_devices", {}).items()
+            },
         )
 
 
@@ -196,8 +206,7 @@ class Session:
         self._chat_keys: dict[tuple[uuid.UUID, int], bytes] = {}  # memory only, never persisted
         self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
         self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
-        # username -> every device ever listed on its verified signed device list (ed25519 key)
-        self._former_devices: dict[str, dict[uuid.UUID, bytes]] = {}
+        self._lists_checked: set[str] = set()  # accounts whose device list verified in this session
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -581,6 +590,10 @@ class Session:
             pinned=self.secrets.device_lists.get(username),
         )
         self.secrets.device_lists[username] = (verified.version, verified.hash)
+        known = self.secrets.known_devices.setdefault(username, {})
+        for entry in verified.entries:
+            for listed in entry.devices:
+                known.setdefault(listed.device_id, listed.ed25519_public_key)
         return verified
 
     def directory(self, username: str, *, refresh: bool = False) -> TrustedDirectory:
@@ -630,6 +643,7 @@ class Session:
     def forget_directory(self, username: str) -> None:
         """Drop the cached directory of `username` (its device list changed)."""
         self._directories.pop(username, None)
+        self._lists_checked.discard(username)
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
@@ -648,7 +662,7 @@ class Session:
             self.secrets.pins[username] = identity_key
             self.secrets.device_lists.pop(username, None)  # the old chain ended with the old key
             self._directories.pop(username, None)
-            self._former_devices.pop(username, None)
+            self._lists_checked.discard(username)
         self.secrets.verified[username] = self.directory(username).identity_key
 
     def identity_offered(self, username: str) -> bytes:
@@ -657,10 +671,12 @@ class Session:
         _, body = self.transport.execute(proto.directory_request(username))
         return proto.DirectoryEntry.parse(body).identity_key
 
-    def safety_number_offered(self, username: str) -> str:
-        """The safety number with the identity key the server shows for `username` now."""
+    def safety_number_offered(self, username: str, *, identity_key: bytes | None = None) -> str:
+        """The safety number with `identity_key` (default: the one the server shows for
+        `username` now), to compare before accepting it with `mark_verified`."""
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
-        return format_safety_number(safety_number(self.username, own, username, self.identity_offered(username)))
+        other = identity_key if identity_key is not None else self.identity_offered(username)
+        return format_safety_number(safety_number(self.username, own, username, other))
 
     def trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
         """The device if it is on `username`'s verified signed device list with a valid vouch
@@ -800,17 +816,18 @@ class Session:
         except DecryptError as exc:
             if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
                 raise
-            former = self._former_devices.get(username)
-            if former is None or device_id not in former:  # read again: it may have been linked since
+            # Only while the account's current list verifies (no rollback or forgery going on);
+            # verifying it also records every device of its chain in `known_devices`.
+            if username not in self._lists_checked or device_id not in self.secrets.known_devices.get(username, {}):
                 try:
-                    entries = self.device_list(username).entries
+                    self.device_list(username)
                 except (DeviceListError, ApiError, IdentityChangedError):
                     raise exc from None
-                former = {d.device_id: d.ed25519_public_key for entry in entries for d in entry.devices}
-                self._former_devices[username] = former
-            if device_id not in former:
+                self._lists_checked.add(username)
+            known = self.secrets.known_devices.get(username, {})
+            if device_id not in known:
                 raise
-            return former[device_id]
+            return known[device_id]
 
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         slot = (conversation.conversation_id, epoch)
