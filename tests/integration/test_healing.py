@@ -21,7 +21,7 @@ from client.recovery import identity_reset
 from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
-from tests.integration.conftest import PASSWORD
+from tests.integration.conftest import PASSWORD, restart
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -255,4 +255,9 @@ def test_all_devices_lost_identity_reset_history_returns_once_the_contact_verifi
     assert {seq: after[seq] for seq in bob_sent} == bob_sent
     assert _keys_held(alice.device_id) == 2
     assert {seq for seq in sent if seq not in bob_sent}.isdisjoint(after)
+    # Bob, restarted (no key in memory), still reads everything, Alice's lost devices' messages
+    # and the keys they wrapped included: he verified those devices under her old identity.
+    later = restart(bob)
+    assert {r.seq: r.text for r in later.history(cid) if isinstance(r, ReceivedMessage)} == sent
+    later.transport.close()  # type: ignore[attr-defined]
     print(f"\nidentity reset: 2 epochs re-shared {healed_s * 1000:.0f} ms after the contact verified")
