@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from accounts.selectors import user_directory_get
 from accounts.serializers import UsernameField
-from accounts.services import user_register
+from accounts.services import user_identity_reset, user_register
 from common.fields import Base64Field, StrictCharField
 from common.ratelimit import client_ip, ratelimit_hit
 from common.schema import BODY_ERRORS, error_responses
@@ -111,6 +111,49 @@ class LoginApi(APIView):
         ratelimit_hit("login_account", hashlib.sha256(data["username"].encode()).hexdigest()[:32])
         issued = device_login(username=data["username"], password=data["password"], keys=DeviceKeys(**data["device"]))
         return Response(self.OutputSerializer(issued).data, status=status.HTTP_201_CREATED)
+
+
+class ResetIdentityApi(APIView):
+    """Every device lost (protocol.md 4.8): a new identity key and first device, by password."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    class InputSerializer(serializers.Serializer[Any]):
+        # No username format check: a malformed name is just wrong credentials.
+        username = StrictCharField(trim_whitespace=False, max_length=150)
+        password = StrictCharField(trim_whitespace=False)
+        identity_key = Base64Field(length=32)
+        device = RegisterDeviceInputSerializer()
+        device_list = DeviceListEntrySerializer()
+
+    class OutputSerializer(AccountOutputSerializer):
+        token = serializers.CharField()
+
+    @extend_schema(
+        operation_id="accounts_reset_identity",
+        summary="Replace the identity key and every device of an account (all devices lost)",
+        auth=[],
+        request=InputSerializer,
+        responses={200: OutputSerializer, **error_responses(*BODY_ERRORS, 401, 405, 409, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        ratelimit_hit("login_ip", client_ip(request))
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        ratelimit_hit("login_account", hashlib.sha256(data["username"].encode()).hexdigest()[:32])
+        device = dict(data["device"])
+        vouch_signature = device.pop("vouch_signature")
+        reset = user_identity_reset(
+            username=data["username"],
+            password=data["password"],
+            identity_key=data["identity_key"],
+            device=DeviceKeys(**device),
+            vouch_signature=vouch_signature,
+            device_list=DeviceListEntrySerializer.entry_data(data["device_list"]),
+        )
+        return Response(self.OutputSerializer(reset).data)
 
 
 class LogoutApi(APIView):

@@ -6,19 +6,23 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.contrib.auth import authenticate
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 
-from accounts.errors import PasswordInvalidError, UsernameTakenError
+from accounts.errors import InvalidCredentialsError, PasswordInvalidError, UsernameTakenError
 from accounts.locks import users_lock
 from accounts.models import User
 from accounts.selectors import PurgeCounts, user_purge_plan
+from common.realtime import device_group, publish_to_groups_on_commit
 from conversations.services import memberships_remove_user, wrapped_keys_delete_for_devices
 from devices.device_list import DeviceListEntryData
 from devices.errors import DeviceIdTakenError
+from devices.events import device_list_changed_event
 from devices.models import Device, DeviceListEntry, DeviceToken
+from devices.selectors import device_ids_observing_account
 from devices.services import (
     DeviceKeys,
     device_create,
@@ -140,3 +144,58 @@ def user_purge(*, user: User) -> PurgeCounts:
     logger.info("user purged", extra={"fields": {"user_id": user.pk}})
     user.refresh_from_db()
     return plan
+
+
+def user_identity_reset(
+    *,
+    username: str,
+    password: str,
+    identity_key: bytes,
+    device: DeviceKeys,
+    vouch_signature: bytes,
+    device_list: DeviceListEntryData,
+) -> Registration:
+    """Every device of the account is lost (protocol.md 4.8): authenticated by the password
+    alone, replace the account identity key, revoke every device and token at once (their
+    sockets close), drop the ChatKeys wrapped for them and the old signed device list, and start a
+    new list whose first entry lists the new first device, active at once. Memberships and the
+    message log stay: the new device asks members for the keys (key requests), and contacts'
+    devices answer only once a person verified the new identity key.
+
+    The server could do all of this itself; that is why contacts' clients see an identity change
+    and share nothing until it is verified (docs/security.md)."""
+    user = authenticate(username=username, password=password)
+    if not isinstance(user, User):
+        raise InvalidCredentialsError()
+    try:
+        with transaction.atomic(durable=True):
+            users_lock(user_ids=[user.pk])
+            if Device.objects.filter(pk=device.device_id).exists():
+                raise DeviceIdTakenError()
+            old_devices = list(Device.objects.filter(user=user).values_list("pk", flat=True))
+            devices_revoke_rows(device_ids=old_devices)
+            wrapped_keys_delete_for_devices(device_ids=old_devices)
+            DeviceListEntry.objects.filter(user=user).delete()
+            User.objects.filter(pk=user.pk).update(identity_key=identity_key)
+            user.identity_key = identity_key
+            first_device = device_create(
+                user=user, keys=device, status=Device.Status.ACTIVE, vouch_signature=vouch_signature
+            )
+            device_list_append(
+                user=user,
+                entry=device_list,
+                change=DeviceListEntry.Change.CREATED,
+                subject=first_device,
+                actor=first_device,
+                devices_after=[first_device],
+            )
+            observers = device_ids_observing_account(user_id=user.pk)
+            publish_to_groups_on_commit(
+                [device_group(device_id) for device_id in observers],
+                device_list_changed_event(username=user.username, version=device_list.version),
+            )
+            token = device_token_issue(device=first_device)
+    except IntegrityError:
+        raise DeviceIdTakenError() from None
+    logger.info("identity reset", extra={"fields": {"user_id": user.pk, "revoked_devices": len(old_devices)}})
+    return Registration(user=user, device=first_device, token=token)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from client.crypto.encoding import b64d
-from client.protocol import PROTOCOL_VERSION, Envelope
+from client.protocol import PROTOCOL_VERSION, Envelope, KeyRequestInfo
 
 SUBPROTOCOL = "e2ee.v1"
 WS_PATH = "/ws/v1/"
@@ -192,6 +192,22 @@ class DeviceListChanged:
 
 
 @dataclass(frozen=True)
+class KeyRequestFrame:
+    """Another member device lacks an epoch's ChatKey (§4.8): re-wrap it if it is entitled."""
+
+    key_request: KeyRequestInfo
+
+
+@dataclass(frozen=True)
+class KeyAvailable:
+    """A ChatKey this device asked for was wrapped for it: fetch its keys again (§4.8)."""
+
+    request_id: uuid.UUID
+    conversation_id: uuid.UUID
+    epoch: int
+
+
+@dataclass(frozen=True)
 class Pong:
     id: str
 
@@ -222,6 +238,8 @@ ServerFrame = (
     | ConversationJoined
     | LinkRequest
     | DeviceListChanged
+    | KeyRequestFrame
+    | KeyAvailable
     | Pong
     | ErrorFrame
     | UnknownFrame
@@ -394,6 +412,17 @@ def _device_list(data: dict[str, Any]) -> DeviceListChanged:
     return DeviceListChanged(username=_str(data, "username"), version=_int(data, "version"))
 
 
+def _key_request(data: dict[str, Any]) -> KeyRequestFrame:
+    inner = data["key_request"]
+    if not isinstance(inner, dict):
+        raise FrameError("'key_request' must be an object")
+    return KeyRequestFrame(KeyRequestInfo.parse(inner))
+
+
+def _key_available(data: dict[str, Any]) -> KeyAvailable:
+    return KeyAvailable(_uuid(data, "request_id"), _uuid(data, "conversation_id"), _int(data, "epoch"))
+
+
 def _pong(data: dict[str, Any]) -> Pong:
     return Pong(id=_str(data, "id"))
 
@@ -410,6 +439,8 @@ def _error(data: dict[str, Any]) -> ErrorFrame:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], ServerFrame]] = {
+    "key_request": _key_request,
+    "key_available": _key_available,
     "welcome": _welcome,
     "message": _message,
     "sent": _sent,

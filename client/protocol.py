@@ -486,3 +486,71 @@ class LinkRequestState:
             else None
         )
         return cls(uuid.UUID(data["device_id"]), str(data["status"]), str(data["expires_at"]), approval)
+
+
+# -- key requests (§4.8) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRequestInfo:
+    """`KeyRequest` of §4.8: a member device lacks an epoch's ChatKey."""
+
+    request_id: uuid.UUID
+    conversation_id: uuid.UUID
+    epoch: int
+    username: str
+    device_id: uuid.UUID
+    status: str  # "open" or "served"
+    created_at: str
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> KeyRequestInfo:
+        return cls(
+            request_id=uuid.UUID(data["request_id"]),
+            conversation_id=uuid.UUID(data["conversation_id"]),
+            epoch=int(data["epoch"]),
+            username=str(data["username"]),
+            device_id=uuid.UUID(data["device_id"]),
+            status=str(data["status"]),
+            created_at=str(data["created_at"]),
+        )
+
+
+def key_request_file_request(conversation_id: uuid.UUID, epoch: int) -> Request:
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/key-requests", {"epoch": epoch})
+
+
+def key_requests_open_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/key-requests")
+
+
+def key_request_answer_request(request_id: uuid.UUID, *, wrapped_key: bytes, signature: bytes) -> Request:
+    body = {"wrapped_key": b64e(wrapped_key), "signature": b64e(signature)}
+    return Request("POST", f"{API_PREFIX}/key-requests/{request_id}/answer", body)
+
+
+def reset_identity_request(
+    *,
+    username: str,
+    password: str,
+    identity_key: bytes,
+    device_id: uuid.UUID,
+    device_name: str,
+    x25519_public_key: bytes,
+    ed25519_public_key: bytes,
+    vouch_signature: bytes,
+    device_list: DeviceListEntry,
+) -> Request:
+    """§4.8: the body of a registration, for an existing account whose devices are all lost."""
+    body = register_request(
+        username=username,
+        password=password,
+        identity_key=identity_key,
+        device_id=device_id,
+        device_name=device_name,
+        x25519_public_key=x25519_public_key,
+        ed25519_public_key=ed25519_public_key,
+        vouch_signature=vouch_signature,
+        device_list=device_list,
+    ).json
+    return Request("POST", f"{API_PREFIX}/accounts/reset-identity", body, authenticated=False)

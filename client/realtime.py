@@ -24,6 +24,11 @@ Guarantees, each from §6:
   server has simply not pushed the others' messages yet (§6.4).
 * The sending device's own messages are stored from their `sent` frame (decrypting its own
   envelope), so the contiguous cursor passes over them.
+* Missing keys heal themselves (§4.8): a message stored as `missing_key` keeps its envelope; the
+  client files a key request for the epoch (once), files it again with backoff (`key_retry`)
+  until it is served, and on `key_available` decrypts the held messages in place and reports each
+  again to `on_message`, now with its payload. It answers other devices' key requests itself
+  (`client.key_requests` decides who is entitled), including those filed while it was offline.
 
 Session calls may do blocking HTTP (keys, directory) and run in a worker thread, one at a time.
 The message store is used from the event loop's thread only.
@@ -55,6 +60,7 @@ from client.errors import (
     SdkError,
     SendFailedError,
 )
+from client.key_requests import KeyRequestOutcome, key_request_answer, key_request_file, key_requests_answer_open
 from client.payloads import payload_text
 from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore, OutboxEntry
@@ -154,6 +160,7 @@ class RealtimeClient:
         open_timeout: float = 10.0,
         rng: Rng = os.urandom,
         jitter: random.Random | None = None,
+        key_retry: Backoff | None = None,
     ) -> None:
         self.session = session
         self.store = store
@@ -173,6 +180,10 @@ class RealtimeClient:
         self._device_lists: _Callbacks[fr.DeviceListChanged] = _Callbacks()
         self._send_failures: _Callbacks[tuple[PendingSend | None, SendFailedError]] = _Callbacks()
         self._errors: _Callbacks[fr.ErrorFrame] = _Callbacks()
+        self._key_answers: _Callbacks[KeyRequestOutcome] = _Callbacks()
+        self.key_retry = key_retry or Backoff(initial=1.0, cap=60.0)
+        # (conversation, epoch) -> set when its key may have arrived; one request loop per slot.
+        self._key_waits: dict[tuple[uuid.UUID, int], asyncio.Event] = {}
         self._conn: WebSocketConnection | None = None
         self._connected = asyncio.Event()
         self._caught_up = asyncio.Event()
@@ -228,6 +239,11 @@ class RealtimeClient:
     ) -> Callback[tuple[PendingSend | None, SendFailedError]]:
         """Called when the server refuses a queued message for good (it leaves the outbox)."""
         return self._send_failures.add(callback)
+
+    def on_key_request(self, callback: Callback[KeyRequestOutcome]) -> Callback[KeyRequestOutcome]:
+        """Called for each key request of another device this client considered (answered or
+        refused, with the reason)."""
+        return self._key_answers.add(callback)
 
     def on_error(self, callback: Callback[fr.ErrorFrame]) -> Callback[fr.ErrorFrame]:
         """Error frames that answer no request of this client."""
@@ -359,6 +375,9 @@ class RealtimeClient:
         self._connected.set()
         self._spawn(self._flush_outbox(conn))
         self._spawn(self._report_reads(conn))
+        self._spawn(self._answer_open_key_requests())
+        for conversation_id, epoch in self.store.held_epochs():
+            self._key_wanted(conversation_id, epoch)
         watcher = asyncio.create_task(self._watch_gaps(conn))
         try:
             async for frame in conn.frames():
@@ -576,6 +595,12 @@ class RealtimeClient:
         elif isinstance(frame, fr.DeviceListChanged):
             self.session.forget_directory(frame.username)
             await self._device_lists.emit(frame)
+        elif isinstance(frame, fr.KeyRequestFrame):
+            self._spawn(self._answer_key_request(frame.key_request))
+        elif isinstance(frame, fr.KeyAvailable):
+            waiting = self._key_waits.get((frame.conversation_id, frame.epoch))
+            if waiting is not None:
+                waiting.set()
         elif isinstance(frame, fr.Pong):
             self._answer(frame.id, None)
         elif isinstance(frame, fr.ErrorFrame):
@@ -646,6 +671,9 @@ class RealtimeClient:
             failure=failure.value if failure is not None else None,
             failure_detail=detail,
         )
+        if stored and failure == DecryptFailure.MISSING_KEY:
+            self.store.hold(envelope)
+            self._key_wanted(cid, envelope.epoch)
         await self._queue_ack(conn, cid, contiguous=contiguous, force=not stored)
         if self._pushed_max.get(cid, 0) > contiguous:  # a pushed message beyond a hole
             self._gaps.setdefault(cid, time.monotonic())
@@ -727,6 +755,114 @@ class RealtimeClient:
     async def _in_session(self, function: Callable[..., T], *args: Any) -> T:
         async with self._session_lock:
             return await asyncio.to_thread(function, *args)
+
+    # -- missing keys (§4.8) -----------------------------------------------------------------------
+
+    def _key_wanted(self, conversation_id: uuid.UUID, epoch: int) -> None:
+        slot = (conversation_id, epoch)
+        if slot not in self._key_waits and not self._closed.is_set():
+            self._key_waits[slot] = asyncio.Event()
+            self._spawn(self._key_request_loop(conversation_id, epoch))
+
+    async def _key_request_loop(self, conversation_id: uuid.UUID, epoch: int) -> None:
+        """File the key request, again after each backoff delay, until the key arrives and no held
+        message of the epoch is left `missing_key`."""
+        slot = (conversation_id, epoch)
+        attempt = 0
+        try:
+            while not self._closed.is_set():
+                arrived = self._key_waits[slot]
+                arrived.clear()
+                try:
+                    info = await self._in_session(key_request_file, self.session, conversation_id, epoch)
+                    served = info.status == "served"
+                except (proto.ApiError, SdkError) as exc:
+                    logger.info("key request for epoch %s of %s failed: %s", epoch, conversation_id, exc)
+                    served = False
+                if not served:
+                    try:
+                        await asyncio.wait_for(arrived.wait(), timeout=self.key_retry.delay(attempt, self._jitter))
+                    except TimeoutError:
+                        attempt += 1
+                        continue
+                if await self._recover_held(conversation_id, epoch):
+                    return
+                attempt += 1
+                await self._pause_keys(attempt)
+        finally:
+            self._key_waits.pop(slot, None)
+
+    async def _pause_keys(self, attempt: int) -> None:
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout=self.key_retry.delay(attempt, self._jitter))
+        except TimeoutError:
+            pass
+
+    async def _recover_held(self, conversation_id: uuid.UUID, epoch: int) -> bool:
+        """Decrypt the messages held for the epoch's key, update them in the store and report
+        them to `on_message`; True once none is left waiting for the key."""
+        for envelope in self.store.held(conversation_id, epoch):
+            try:
+                result = await self._in_session(self.session.receive, envelope)
+            except (proto.ApiError, SdkError) as exc:
+                logger.info("cannot decrypt held message %s of %s yet: %s", envelope.seq, conversation_id, exc)
+                return False
+            payload: dict[str, Any] | None = None
+            failure: DecryptFailure | None = None
+            detail: str | None = None
+            if isinstance(result, ReceivedMessage):
+                payload = result.payload
+            elif result.reason == DecryptFailure.MISSING_KEY:
+                return False  # the key is not there yet: the others of the epoch lack it too
+            else:
+                failure, detail = result.reason, result.detail
+            if not self.store.held_resolve(
+                conversation_id,
+                envelope.seq,
+                payload=payload,
+                failure=failure.value if failure is not None else None,
+                failure_detail=detail,
+            ):
+                payload, failure = None, DecryptFailure.REPLAYED
+                detail = "this message id was already accepted at another position"
+            if envelope.sender_device_id != self.session.device_id:
+                await self._messages.emit(
+                    IncomingMessage(
+                        conversation_id=conversation_id,
+                        seq=envelope.seq,
+                        sender_username=envelope.sender_username,
+                        sender_device_id=envelope.sender_device_id,
+                        client_message_id=envelope.client_message_id,
+                        payload=payload,
+                        failure=failure,
+                        failure_detail=detail,
+                        created_at=envelope.created_at,
+                    )
+                )
+        return True
+
+    async def _answer_key_request(self, request: proto.KeyRequestInfo) -> None:
+        try:
+            outcome = await self._in_session(key_request_answer, self.session, request)
+        except (proto.ApiError, SdkError, DecryptError) as exc:
+            logger.warning("cannot answer key request %s: %s", request.request_id, exc)
+            return
+        await self._key_answers.emit(outcome)
+
+    async def answer_key_requests(self) -> None:
+        """Answer every open key request this device may answer now: after the person verified a
+        contact (`Session.mark_verified`), without waiting for the requester's next retry."""
+        await self._answer_open_key_requests()
+
+    async def _answer_open_key_requests(self) -> None:
+        """Answer the key requests filed while this device was offline (catch-up on connect)."""
+        try:
+            outcomes = await self._in_session(key_requests_answer_open, self.session)
+        except (proto.ApiError, SdkError, DecryptError) as exc:
+            logger.warning("cannot answer open key requests: %s", exc)
+            return
+        for outcome in outcomes:
+            await self._key_answers.emit(outcome)
 
     # -- receipts, typing, presence --------------------------------------------------------------
 

@@ -106,6 +106,9 @@ class DeviceSecrets:
     # username -> (version, hash) of the newest signed device list verified: never go back (2.9)
     device_lists: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     link_secret: bytes | None = None  # the one-time secret of this device's link code, until approved
+    # username -> device id -> ed25519 key of every device ever listed on a verified device list of
+    # that account, kept across an identity reset (protocol.md 2.20): what they signed stays readable
+    known_devices: dict[str, dict[uuid.UUID, bytes]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +122,9 @@ class DeviceSecrets:
             "verified": {u: b64e(k) for u, k in self.verified.items()},
             "device_lists": {u: [v, b64e(h)] for u, (v, h) in self.device_lists.items()},
             "link_secret": b64e(self.link_secret) if self.link_secret else None,
+            "known_devices": {
+                u: {str(d): b64e(k) for d, k in devices.items()} for u, devices in self.known_devices.items()
+            },
         }
 
     @classmethod
@@ -134,6 +140,10 @@ class DeviceSecrets:
             verified={u: b64d(k, length=32) for u, k in data.get("verified", {}).items()},
             device_lists={u: (int(v), b64d(h, length=32)) for u, (v, h) in data.get("device_lists", {}).items()},
             link_secret=b64d(data["link_secret"], length=16) if data.get("link_secret") else None,
+            known_devices={
+                u: {uuid.UUID(d): b64d(k, length=32) for d, k in devices.items()}
+                for u, devices in data.get("known_devices", {}).items()
+            },
         )
 
 
@@ -196,6 +206,7 @@ class Session:
         self._chat_keys: dict[tuple[uuid.UUID, int], bytes] = {}  # memory only, never persisted
         self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
         self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
+        self._lists_checked: set[str] = set()  # accounts whose device list verified in this session
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -579,6 +590,10 @@ class Session:
             pinned=self.secrets.device_lists.get(username),
         )
         self.secrets.device_lists[username] = (verified.version, verified.hash)
+        known = self.secrets.known_devices.setdefault(username, {})
+        for entry in verified.entries:
+            for listed in entry.devices:
+                known.setdefault(listed.device_id, listed.ed25519_public_key)
         return verified
 
     def directory(self, username: str, *, refresh: bool = False) -> TrustedDirectory:
@@ -628,14 +643,45 @@ class Session:
     def forget_directory(self, username: str) -> None:
         """Drop the cached directory of `username` (its device list changed)."""
         self._directories.pop(username, None)
+        self._lists_checked.discard(username)
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
         other = self.directory(username).identity_key
         return format_safety_number(safety_number(self.username, own, username, other))
 
-    def mark_verified(self, username: str) -> None:
+    def mark_verified(self, username: str, *, identity_key: bytes | None = None) -> None:
+        """Record that a person compared `username`'s safety number. With `identity_key`: accept
+        that key, which the server now shows, in place of a pinned one that changed (the contact
+        reset its identity, protocol.md 4.8): it is pinned, its new device-list chain is verified
+        from version 1, and it is verified. Refused (IdentityChangedError) if the server shows
+        another key than the one compared."""
+        if identity_key is not None and self.secrets.pins.get(username) != identity_key:
+            if self.identity_offered(username) != identity_key:
+                raise IdentityChangedError(username)
+            self.secrets.pins[username] = identity_key
+            self.secrets.device_lists.pop(username, None)  # the old chain ended with the old key
+            self._directories.pop(username, None)
+            self._lists_checked.discard(username)
         self.secrets.verified[username] = self.directory(username).identity_key
+
+    def identity_offered(self, username: str) -> bytes:
+        """The identity key the server shows for `username` now, pinned or not (to compare its
+        safety number after an `identity_changed`, before accepting it with `mark_verified`)."""
+        _, body = self.transport.execute(proto.directory_request(username))
+        return proto.DirectoryEntry.parse(body).identity_key
+
+    def safety_number_offered(self, username: str, *, identity_key: bytes | None = None) -> str:
+        """The safety number with `identity_key` (default: the one the server shows for
+        `username` now), to compare before accepting it with `mark_verified`."""
+        own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
+        other = identity_key if identity_key is not None else self.identity_offered(username)
+        return format_safety_number(safety_number(self.username, own, username, other))
+
+    def trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
+        """The device if it is on `username`'s verified signed device list with a valid vouch
+        under the pinned identity key; DecryptError (unvouched_device, identity_changed) if not."""
+        return self._trusted_device(username, device_id)
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -733,7 +779,7 @@ class Session:
     def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
         if record.wrapped_by_username not in conversation.members:
             raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, "wrapped by someone who is not a member")
-        wrapper = self._trusted_device(record.wrapped_by_username, record.wrapped_by_device_id)
+        wrapper_key = self._signing_key(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
             wrapped_key=record.wrapped_key,
             signature=record.signature,
@@ -741,7 +787,7 @@ class Session:
             epoch=record.epoch,
             recipient=self.secrets.device,
             wrapper_device_id=record.wrapped_by_device_id,
-            wrapper_ed25519_public_key=wrapper.ed25519_public_key,
+            wrapper_ed25519_public_key=wrapper_key,
         )
 
     def _trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
@@ -759,6 +805,29 @@ class Session:
                 DecryptFailure.UNVOUCHED_DEVICE, f"device {device_id} is not vouched for by {username}'s identity key"
             )
         return device
+
+    def _signing_key(self, username: str, device_id: uuid.UUID) -> bytes:
+        """The ed25519 key of the device that signed a message or wrapped a ChatKey: a trusted
+        device, or one listed in an earlier version of the account's verified signed device list
+        and revoked since (a lost device): what it sent and wrapped before stays readable after
+        the revocation (protocol.md 4.8). Anything else raises the trusted-device DecryptError."""
+        try:
+            return self._trusted_device(username, device_id).ed25519_public_key
+        except DecryptError as exc:
+            if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
+                raise
+            # Only while the account's current list verifies (no rollback or forgery going on);
+            # verifying it also records every device of its chain in `known_devices`.
+            if username not in self._lists_checked or device_id not in self.secrets.known_devices.get(username, {}):
+                try:
+                    self.device_list(username)
+                except (DeviceListError, ApiError, IdentityChangedError):
+                    raise exc from None
+                self._lists_checked.add(username)
+            known = self.secrets.known_devices.get(username, {})
+            if device_id not in known:
+                raise
+            return known[device_id]
 
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         slot = (conversation.conversation_id, epoch)
@@ -900,7 +969,7 @@ class Session:
             raise DecryptError(
                 DecryptFailure.TAMPERED, "the envelope names a conversation this device is not a member of"
             ) from exc
-        sender = self._trusted_device(envelope.sender_username, envelope.sender_device_id)
+        sender_key = self._signing_key(envelope.sender_username, envelope.sender_device_id)
         header = message_header(
             conversation_id=envelope.conversation_id,
             epoch=envelope.epoch,
@@ -912,7 +981,7 @@ class Session:
             nonce=envelope.nonce,
             ciphertext=envelope.ciphertext,
             signature=envelope.signature,
-            sender_ed25519_public_key=sender.ed25519_public_key,
+            sender_ed25519_public_key=sender_key,
         ):
             raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
         chat_key = self.chat_key(conversation, envelope.epoch)

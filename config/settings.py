@@ -335,6 +335,7 @@ E2EE_RATE_LIMIT_DEFAULTS = {
     "link_code_ip": "60/600",
     "link_request_device": "20/600",  # link requests (new codes) opened by one pending device
     "upload_device": "120/60",  # conversation creations and epoch uploads by one device
+    "key_request_device": "600/60",  # key requests filed or answered by one device (protocol.md 4.8)
     # Frames received on one WebSocket connection, counted in its process. Every pushed message is
     # acknowledged with a frame, so this also bounds how fast one device can receive.
     "ws_frame": "6000/60",

@@ -16,16 +16,24 @@ from common.errors import InvalidRequestError
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
-from conversations.models import Conversation
+from conversations.models import Conversation, KeyRequest
 from conversations.selectors import (
     access_conversation,
     conversation_get,
     conversation_list,
+    key_request_list_open,
     link_missing_epochs,
     wrapped_key_list,
 )
 from conversations.serializers import MAX_EPOCH, ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
-from conversations.services import LinkWrappedKeyUpload, chat_key_epoch_upload, conversation_create, link_keys_upload
+from conversations.services import (
+    LinkWrappedKeyUpload,
+    chat_key_epoch_upload,
+    conversation_create,
+    key_request_answer,
+    key_request_file,
+    link_keys_upload,
+)
 from devices.authentication import request_device
 from devices.selectors import device_get_own
 
@@ -202,5 +210,93 @@ class LinkKeysUploadApi(APIView):
             uploader=uploader,
             device_id=device_id,
             keys=[LinkWrappedKeyUpload(**key) for key in keys.validated_data],
+        )
+        return Response({"stored": stored})
+
+
+# -- key requests (protocol.md 4.8) ---------------------------------------------------------------
+
+KEY_REQUESTS_MAX = 200
+
+
+class KeyRequestSerializer(serializers.Serializer[Any]):
+    """`KeyRequest` (protocol.md 4.8)."""
+
+    request_id = CanonicalUUIDField(source="id")
+    conversation_id = CanonicalUUIDField()
+    epoch = serializers.IntegerField(source="epoch.number")
+    username = serializers.CharField(source="device.user.username")
+    device_id = CanonicalUUIDField()
+    status = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_status(self, request: KeyRequest) -> str:
+        return "open" if request.served_at is None else "served"
+
+
+class KeyRequestFileApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+
+    @extend_schema(
+        operation_id="conversations_key_request_file",
+        summary="Ask the other member devices to re-wrap an epoch's ChatKey for this device (idempotent)",
+        request=InputSerializer,
+        responses={
+            200: KeyRequestSerializer,
+            201: KeyRequestSerializer,
+            **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 429),
+        },
+    )
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        device = request_device(request)
+        ratelimit_hit("key_request_device", device.id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        filed = key_request_file(device=device, conversation_id=conversation_id, epoch=payload.validated_data["epoch"])
+        return Response(
+            KeyRequestSerializer(filed.request).data,
+            status=status.HTTP_201_CREATED if filed.created else status.HTTP_200_OK,
+        )
+
+
+class KeyRequestListApi(APIView):
+    class OutputSerializer(serializers.Serializer[Any]):
+        key_requests = KeyRequestSerializer(many=True)
+
+    @extend_schema(
+        operation_id="key_requests_list",
+        summary="Open key requests of other member devices this device may answer, oldest first",
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS)},
+    )
+    def get(self, request: Request) -> Response:
+        requests = key_request_list_open(device=request_device(request), limit=KEY_REQUESTS_MAX)
+        return Response(self.OutputSerializer({"key_requests": requests}).data)
+
+
+class KeyRequestAnswerApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        wrapped_key = Base64Field(length=80)
+        signature = Base64Field(length=64)
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        stored = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="key_requests_answer",
+        summary="Answer a key request with the ChatKey wrapped for the requesting device",
+        request=InputSerializer,
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
+    )
+    def post(self, request: Request, request_id: uuid.UUID) -> Response:
+        device = request_device(request)
+        ratelimit_hit("key_request_device", device.id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        stored = key_request_answer(
+            device=device,
+            request_id=request_id,
+            wrapped_key=payload.validated_data["wrapped_key"],
+            signature=payload.validated_data["signature"],
         )
         return Response({"stored": stored})

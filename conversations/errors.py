@@ -82,3 +82,15 @@ class EpochNotFoundError(ApiError):
 class LinkKeysDuplicateError(InvalidRequestError):
     def __init__(self) -> None:
         super().__init__({"wrapped_keys": ["Each (conversation_id, epoch) may appear only once."]})
+
+
+class KeyRequestNotFoundError(ApiError):
+    status = 404
+    code = "key_request_not_found"
+    message = "No such open key request in a conversation of this account."
+
+
+class KeyRequestClosedError(ApiError):
+    status = 409
+    code = "key_request_closed"
+    message = "The requesting device is no longer an active device of a member."

@@ -73,3 +73,26 @@ class WrappedKey(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["epoch", "recipient_device"], name="wrappedkey_unique_recipient"),
         ]
+
+
+class KeyRequest(models.Model):
+    """A device of a member lacks the ChatKey of an epoch (a late or failed upload) and asks the
+    other member devices to re-wrap it (protocol.md 4.8). One per (epoch, device): filing again
+    only re-announces it. Served once a wrapped key for that device and epoch is stored."""
+
+    id = models.UUIDField(primary_key=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="key_requests")
+    epoch = models.ForeignKey(ChatKeyEpoch, on_delete=models.CASCADE, related_name="key_requests")
+    device = models.ForeignKey("devices.Device", on_delete=models.CASCADE, related_name="key_requests")
+    created_at = models.DateTimeField(default=timezone.now)
+    last_asked_at = models.DateTimeField(default=timezone.now)
+    served_at = models.DateTimeField(null=True)
+    served_by = models.ForeignKey("devices.Device", on_delete=models.SET_NULL, null=True, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["epoch", "device"], name="keyrequest_unique_epoch_device"),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "served_at"], name="keyrequest_conversation_open"),
+        ]

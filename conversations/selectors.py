@@ -9,11 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
 from accounts.models import User
 from conversations.errors import ConversationNotFoundError
-from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
+from conversations.models import ChatKeyEpoch, Conversation, KeyRequest, Membership, WrappedKey
 from devices.models import Device
 
 
@@ -100,3 +100,26 @@ def link_missing_epochs(*, device: Device, after: int = 0, limit: int = 200) -> 
 
 def link_missing_epoch_count(*, device: Device) -> int:
     return _epochs_missing_for(device).count()
+
+
+def _requester_still_member() -> Exists:
+    return Exists(
+        Membership.objects.filter(conversation_id=OuterRef("conversation_id"), user_id=OuterRef("device__user_id"))
+    )
+
+
+def key_request_list_open(*, device: Device, limit: int = 200) -> list[KeyRequest]:
+    """Open key requests this device may answer (protocol.md 4.8): in conversations of its
+    account, filed by another active device of a member that is still a member, oldest first.
+    Whether to answer is the client's decision (trust in the requesting device and account)."""
+    return list(
+        KeyRequest.objects.filter(
+            served_at__isnull=True,
+            conversation__memberships__user_id=device.user_id,
+            device__status=Device.Status.ACTIVE,
+        )
+        .filter(_requester_still_member())
+        .exclude(device_id=device.pk)
+        .select_related("epoch", "device__user")
+        .order_by("created_at", "id")[:limit]
+    )

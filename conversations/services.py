@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.errors import UserNotFoundError
 from accounts.locks import users_lock
 from accounts.models import User
-from common.realtime import device_group, publish_to_groups_on_commit
+from common.realtime import device_group, publish_on_commit, publish_to_groups_on_commit
 from conversations.errors import (
     ConversationIdTakenError,
     ConversationTooManyMembersError,
@@ -22,14 +22,16 @@ from conversations.errors import (
     DirectNeedsOnePeerError,
     EpochConflictError,
     EpochNotFoundError,
+    KeyRequestClosedError,
+    KeyRequestNotFoundError,
     LinkKeysDuplicateError,
     MissingDevicesError,
     UnexpectedDevicesError,
     WrappedKeysDuplicateDeviceError,
 )
-from conversations.events import conversation_joined_event
-from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
-from conversations.selectors import access_conversation, conversation_member_ids
+from conversations.events import conversation_joined_event, key_request_filed_event, key_request_served_event
+from conversations.models import ChatKeyEpoch, Conversation, KeyRequest, Membership, WrappedKey
+from conversations.selectors import access_conversation, conversation_active_device_ids, conversation_member_ids
 from devices.errors import DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError, LinkRequestNotFoundError
 from devices.models import Device, LinkRequest
 from devices.selectors import device_list_active_of_users
@@ -233,3 +235,92 @@ def link_keys_upload(*, uploader: Device, device_id: uuid.UUID, keys: Sequence[L
             for key in new
         )
     return len(new)
+
+
+# -- key requests: missing keys heal themselves (protocol.md 4.8) --------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRequestFiled:
+    request: KeyRequest
+    created: bool
+    epoch: int
+
+
+def key_request_file(*, device: Device, conversation_id: uuid.UUID, epoch: int) -> KeyRequestFiled:
+    """`device` (active, of a member) lacks the ChatKey of `epoch`: record the request, or find
+    the one it filed before, and announce it after commit to every other active device of every
+    member, who may answer by re-wrapping the key (`key_request_answer`). Idempotent per (epoch,
+    device); filing again announces it again (the client's retry). A request whose key the device
+    already holds is served at once and announced to nobody."""
+    with transaction.atomic(durable=True):
+        conversation = access_conversation(user=device.user, conversation_id=conversation_id)
+        epoch_row = ChatKeyEpoch.objects.filter(conversation=conversation, number=epoch).first()
+        if epoch_row is None:
+            raise EpochNotFoundError(conversation_id, epoch)
+        now = timezone.now()
+        request, created = KeyRequest.objects.get_or_create(
+            epoch=epoch_row,
+            device=device,
+            defaults={"id": uuid.uuid4(), "conversation": conversation, "created_at": now, "last_asked_at": now},
+        )
+        if request.served_at is not None:
+            return KeyRequestFiled(request=request, created=created, epoch=epoch)
+        held = WrappedKey.objects.filter(epoch=epoch_row, recipient_device=device).first()
+        if held is not None:
+            request.served_at, request.served_by_id = now, held.wrapping_device_id
+            request.save(update_fields=["served_at", "served_by"])
+            return KeyRequestFiled(request=request, created=created, epoch=epoch)
+        if not created:
+            request.last_asked_at = now
+            request.save(update_fields=["last_asked_at"])
+        answerers = [pk for pk in conversation_active_device_ids(conversation_id=conversation.pk) if pk != device.pk]
+        publish_to_groups_on_commit(
+            [device_group(pk) for pk in answerers],
+            key_request_filed_event(request, epoch=epoch, username=device.user.username),
+        )
+    return KeyRequestFiled(request=request, created=created, epoch=epoch)
+
+
+def key_request_answer(*, device: Device, request_id: uuid.UUID, wrapped_key: bytes, signature: bytes) -> bool:
+    """An active device of a member answers another device's open key request with the epoch's
+    ChatKey wrapped for the requester (protocol.md 2.2: wrapped and signed by `device`). Stored
+    like any wrapped key; the requester hears `key_request.served` after commit. Returns False
+    (storing nothing) if the request was served already. The server cannot check that the key is
+    the right one: the requester verifies the wrapper's signature and the key opens messages."""
+    with transaction.atomic(durable=True):
+        request = (
+            KeyRequest.objects.select_for_update(of=("self",))
+            .filter(pk=request_id, conversation__memberships__user_id=device.user_id)
+            .exclude(device_id=device.pk)
+            .first()
+        )
+        if request is None:
+            raise KeyRequestNotFoundError()
+        requester_ok = Device.objects.filter(
+            pk=request.device_id,
+            status=Device.Status.ACTIVE,
+            user__memberships__conversation_id=request.conversation_id,
+        ).exists()
+        if not requester_ok:
+            raise KeyRequestClosedError()
+        if (
+            request.served_at is not None
+            or WrappedKey.objects.filter(epoch_id=request.epoch_id, recipient_device_id=request.device_id).exists()
+        ):
+            if request.served_at is None:
+                request.served_at = timezone.now()
+                request.save(update_fields=["served_at"])
+            return False
+        WrappedKey.objects.create(
+            epoch_id=request.epoch_id,
+            recipient_device_id=request.device_id,
+            wrapping_device=device,
+            wrapped_key=wrapped_key,
+            signature=signature,
+        )
+        request.served_at, request.served_by = timezone.now(), device
+        request.save(update_fields=["served_at", "served_by"])
+        number = ChatKeyEpoch.objects.values_list("number", flat=True).get(pk=request.epoch_id)
+        publish_on_commit(device_group(request.device_id), key_request_served_event(request, epoch=number))
+    return True

@@ -6,6 +6,9 @@ from conversations.apis import (
     ChatKeyEpochUploadApi,
     ConversationDetailApi,
     ConversationListCreateApi,
+    KeyRequestAnswerApi,
+    KeyRequestFileApi,
+    KeyRequestListApi,
     LinkKeysUploadApi,
     LinkMissingKeysApi,
     WrappedKeyListApi,
@@ -16,6 +19,13 @@ urlpatterns = [
     path("conversations/<uuid:conversation_id>", ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:conversation_id>/epochs", ChatKeyEpochUploadApi.as_view(), name="conversation-epochs"),
     path("conversations/<uuid:conversation_id>/keys", WrappedKeyListApi.as_view(), name="conversation-keys"),
+    path(
+        "conversations/<uuid:conversation_id>/key-requests",
+        KeyRequestFileApi.as_view(),
+        name="conversation-key-requests",
+    ),
+    path("key-requests", KeyRequestListApi.as_view(), name="key-requests"),
+    path("key-requests/<uuid:request_id>/answer", KeyRequestAnswerApi.as_view(), name="key-request-answer"),
     path("devices/<uuid:device_id>/link/missing-keys", LinkMissingKeysApi.as_view(), name="device-link-missing-keys"),
     path("devices/<uuid:device_id>/link/keys", LinkKeysUploadApi.as_view(), name="device-link-keys"),
 ]

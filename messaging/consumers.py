@@ -754,6 +754,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
             frame = {"type": "device_list", "username": event["username"], "version": event["version"]}
             await self.send(text_data=frame_json(frame))
 
+    async def key_request_filed(self, event: dict[str, Any]) -> None:
+        """Another member device lacks an epoch's ChatKey (protocol.md 4.8): the client decides
+        whether to re-wrap it."""
+        if not self.closing and self.device is not None:
+            await self.send(text_data=frame_json({"type": "key_request", "key_request": event["key_request"]}))
+
+    async def key_request_served(self, event: dict[str, Any]) -> None:
+        """A key this device asked for was re-wrapped for it: fetch it (`GET .../keys`)."""
+        if not self.closing and self.device is not None:
+            frame = {key: event[key] for key in ("request_id", "conversation_id", "epoch")}
+            await self.send(text_data=frame_json({"type": "key_available", **frame}))
+
     # --- presence --------------------------------------------------------------------------------
 
     async def _presence_connect(self) -> bool:

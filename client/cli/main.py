@@ -22,11 +22,13 @@ import segno
 
 from client.cli import chat as live
 from client.crypto.device_list import DeviceListError
-from client.crypto.errors import DecryptError, KeystoreError
+from client.crypto.errors import DecryptError, DecryptFailure, KeystoreError
 from client.crypto.fingerprint import device_fingerprint
 from client.crypto.linking import LinkCodeError
-from client.errors import LinkExpiredError, SdkError, ServerUnreachableError
+from client.errors import IdentityChangedError, LinkExpiredError, SdkError, ServerUnreachableError
+from client.key_requests import key_request_file, key_requests_answer_open
 from client.protocol import ApiError
+from client.recovery import identity_reset
 from client.session import DeviceSecrets, ReceivedMessage, Session
 from client.store import keystore
 from client.store.messages import MessageStore
@@ -324,13 +326,75 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_safety_number(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    number = session.safety_number(args.username)
+    try:
+        number = session.safety_number(args.username)
+    except IdentityChangedError:
+        # The contact reset its identity (every device lost) -- or the server claims so.
+        offered = session.identity_offered(args.username)
+        number = session.safety_number_offered(args.username, identity_key=offered)
+        print(f"WARNING: {args.username}'s identity key CHANGED. Compare this new safety number in person:")
+        print(f"  {number}")
+        if not args.accept_new:
+            print("Nothing is shared with the new identity until you accept it (--accept-new).")
+            return 5
+        session.mark_verified(args.username, identity_key=offered)
+        print(f"new identity of {args.username} accepted and marked verified")
+        ctx.save(session)
+        return 0
     print(f"safety number with {args.username}:\n  {number}")
     if args.mark_verified:
         session.mark_verified(args.username)
         print(f"{args.username} marked verified")
     elif args.username in session.secrets.verified:
         print("(verified)")
+    ctx.save(session)
+    return 0
+
+
+def cmd_reset_identity(ctx: Context, args: argparse.Namespace) -> int:
+    """Every device lost: a new identity key and this first device (protocol.md 4.8)."""
+    if ctx.path.exists():
+        raise SystemExit(f"{ctx.path} already holds a device; use another --home")
+    password = _secret("E2EE_PASSWORD", f"password for {args.username}: ")
+    session = identity_reset(
+        HttpTransport(args.server),
+        server_url=args.server,
+        username=args.username,
+        password=password,
+        device_name=args.device_name,
+    )
+    ctx.save(session, new=True)
+    print(f"identity of {args.username} reset; every other device is revoked; this device is {session.device_id}")
+    print("Contacts will see a new safety number; once they accept it, run request-keys for your history.")
+    return 0
+
+
+def cmd_request_keys(ctx: Context, args: argparse.Namespace) -> int:
+    """File a key request (protocol.md 4.8) for every epoch this device lacks the key of."""
+    session = ctx.open()
+    filed = served = 0
+    for conversation in session.conversations():
+        for epoch in range(1, conversation.current_epoch + 1):
+            try:
+                session.chat_key(conversation, epoch)
+                continue
+            except DecryptError as exc:
+                if exc.reason != DecryptFailure.MISSING_KEY:
+                    continue
+            info = key_request_file(session, conversation.conversation_id, epoch)
+            served, filed = served + (info.status == "served"), filed + (info.status == "open")
+    print(f"{filed} key requests open, {served} served already")
+    ctx.save(session)
+    return 0
+
+
+def cmd_answer_keys(ctx: Context, args: argparse.Namespace) -> int:
+    """Answer the open key requests of other devices that this device may answer."""
+    session = ctx.open()
+    for outcome in key_requests_answer_open(session):
+        request = outcome.request
+        state = "answered" if outcome.answered else f"refused: {outcome.reason}"
+        print(f"{request.username}/{request.device_id} epoch {request.epoch} of {request.conversation_id}: {state}")
     ctx.save(session)
     return 0
 
@@ -448,6 +512,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("safety-number", cmd_safety_number, "show the safety number shared with a contact")
     p.add_argument("username")
     p.add_argument("--mark-verified", action="store_true", help="record that you compared it in person")
+    p.add_argument("--accept-new", action="store_true", help="accept a changed identity key you compared in person")
+    p = add("reset-identity", cmd_reset_identity, "every device lost: new identity key and first device")
+    p.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--username", required=True)
+    p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
+    add("request-keys", cmd_request_keys, "ask other devices for the ChatKeys this device lacks")
+    add("answer-keys", cmd_answer_keys, "re-wrap ChatKeys for other devices' key requests where entitled")
     p = add("rotate", cmd_rotate, "start a new ChatKey epoch in a conversation")
     p.add_argument("conversation")
     add("logout", cmd_logout, "revoke this device's token")

@@ -12,6 +12,8 @@ an acknowledged message is on disk before its `ack` leaves). It holds:
 * `outbox`: envelopes waiting for their `sent` frame, in the order they were queued. Only the
   ciphertext envelope (the §4.4 send body) is stored, never a plaintext; a resend after a restart
   is byte-identical, so the server's idempotency answers it with the original seq.
+* `held`: the envelopes (ciphertext) of messages stored as `missing_key`, kept until the
+  epoch's ChatKey arrives (a key request, protocol.md 4.8) and they are decrypted in place.
 * `receipts`: the latest delivery/read cursors the server reported for other devices (§6.5).
 
 This module is synchronous and must be used from one thread (the realtime client's event loop).
@@ -32,6 +34,7 @@ from typing import Any
 
 from client.crypto.encoding import b64d, b64e
 from client.payloads import payload_text
+from client.protocol import Envelope
 
 FILE_NAME = "messages.sqlite3"
 SCHEMA_VERSION = 1
@@ -66,6 +69,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     client_message_id TEXT NOT NULL UNIQUE,
     envelope TEXT NOT NULL,
     queued_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS held (
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
 );
 CREATE TABLE IF NOT EXISTS receipts (
     conversation_id TEXT NOT NULL,
@@ -344,6 +354,77 @@ class MessageStore:
             (str(conversation_id),),
         ).fetchall()
         return [StoredReceipt(u, uuid.UUID(d), int(ds), int(rs)) for u, d, ds, rs in rows]
+
+    # -- messages held for a missing key (protocol.md 4.8) ------------------------------------------
+
+    def hold(self, envelope: Envelope) -> None:
+        """Keep the envelope of a message stored as `missing_key`, to decrypt it once the key comes."""
+        data = {
+            "seq": envelope.seq,
+            "conversation_id": str(envelope.conversation_id),
+            "version": envelope.version,
+            "epoch": envelope.epoch,
+            "sender_device_id": str(envelope.sender_device_id),
+            "sender_username": envelope.sender_username,
+            "client_message_id": b64e(envelope.client_message_id),
+            "nonce": b64e(envelope.nonce),
+            "ciphertext": b64e(envelope.ciphertext),
+            "signature": b64e(envelope.signature),
+            "created_at": envelope.created_at,
+        }
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO held (conversation_id, seq, epoch, envelope) VALUES (?, ?, ?, ?)",
+                (str(envelope.conversation_id), envelope.seq, envelope.epoch, json.dumps(data, sort_keys=True)),
+            )
+
+    def held_epochs(self) -> list[tuple[uuid.UUID, int]]:
+        rows = self._db.execute("SELECT DISTINCT conversation_id, epoch FROM held ORDER BY conversation_id, epoch")
+        return [(uuid.UUID(cid), int(epoch)) for cid, epoch in rows.fetchall()]
+
+    def held(self, conversation_id: uuid.UUID, epoch: int) -> list[Envelope]:
+        rows = self._db.execute(
+            "SELECT envelope FROM held WHERE conversation_id = ? AND epoch = ? ORDER BY seq",
+            (str(conversation_id), epoch),
+        ).fetchall()
+        return [Envelope.parse(json.loads(row[0])) for row in rows]
+
+    def held_resolve(
+        self,
+        conversation_id: uuid.UUID,
+        seq: int,
+        *,
+        payload: dict[str, Any] | None = None,
+        failure: str | None = None,
+        failure_detail: str | None = None,
+    ) -> bool:
+        """A held message was decrypted (`payload`) or failed for good (`failure`): update its row
+        and forget the envelope. False (the row keeps `replayed`) if its message id was accepted
+        elsewhere meanwhile."""
+        if (payload is None) == (failure is None):
+            raise ValueError("give exactly one of payload and failure")
+        key = (str(conversation_id), seq)
+        with self._transaction():
+            self._db.execute("DELETE FROM held WHERE conversation_id = ? AND seq = ?", key)
+            try:
+                self._db.execute(
+                    "UPDATE messages SET payload = ?, failure = ?, failure_detail = ? "
+                    "WHERE conversation_id = ? AND seq = ?",
+                    (
+                        json.dumps(payload, sort_keys=True, ensure_ascii=False) if payload is not None else None,
+                        failure,
+                        failure_detail,
+                        *key,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                self._db.execute(
+                    "UPDATE messages SET failure = 'replayed', failure_detail = ? "
+                    "WHERE conversation_id = ? AND seq = ?",
+                    ("this message id was already accepted at another position", *key),
+                )
+                return False
+        return True
 
 
 def _b64d16(text: str) -> bytes:

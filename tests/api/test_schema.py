@@ -12,6 +12,7 @@ from django.test import Client
 
 API_OPERATIONS = {
     ("post", "/api/v1/accounts/register"),
+    ("post", "/api/v1/accounts/reset-identity"),
     ("post", "/api/v1/accounts/login"),
     ("post", "/api/v1/accounts/logout"),
     ("get", "/api/v1/accounts/me"),
@@ -23,6 +24,9 @@ API_OPERATIONS = {
     ("post", "/api/v1/devices/{device_id}/link/approve"),
     ("get", "/api/v1/devices/{device_id}/link/missing-keys"),
     ("post", "/api/v1/devices/{device_id}/link/keys"),
+    ("post", "/api/v1/conversations/{conversation_id}/key-requests"),
+    ("get", "/api/v1/key-requests"),
+    ("post", "/api/v1/key-requests/{request_id}/answer"),
     ("get", "/api/v1/users/{username}/device-list"),
     ("get", "/api/v1/conversations"),
     ("post", "/api/v1/conversations"),
@@ -81,6 +85,7 @@ def test_authenticated_operations_declare_the_bearer_token() -> None:
     public = {
         ("post", "/api/v1/accounts/register"),
         ("post", "/api/v1/accounts/login"),
+        ("post", "/api/v1/accounts/reset-identity"),
         ("get", "/api/v1/users/{username}"),
         # The filesystem backend's media links: the signed token in the URL is the credential.
         ("put", "/api/v1/media/{blob_id}/content"),

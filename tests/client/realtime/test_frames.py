@@ -11,6 +11,7 @@ import pytest
 
 from client import frames as fr
 from client.crypto.encoding import b64e
+from client.protocol import KeyRequestInfo
 
 CID = uuid.UUID("6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a")
 DEV = uuid.UUID("0f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2b")
@@ -203,3 +204,24 @@ def test_link_request_and_device_list_frames_are_parsed() -> None:
 def test_malformed_link_frames_are_refused(data: dict[str, Any]) -> None:
     with pytest.raises(fr.FrameError):
         fr.parse_frame(data)
+
+
+def test_key_request_and_key_available_frames_are_parsed() -> None:
+    request_id = uuid.UUID("11111111-2222-4333-8444-555555555555")
+    inner = {
+        "request_id": str(request_id),
+        "conversation_id": str(CID),
+        "epoch": 2,
+        "username": "alice",
+        "device_id": str(DEV),
+        "status": "open",
+        "created_at": "2026-11-26T01:00:00Z",
+    }
+    frame = fr.decode_frame(json.dumps({"type": "key_request", "key_request": inner}))
+    assert frame == fr.KeyRequestFrame(KeyRequestInfo(request_id, CID, 2, "alice", DEV, "open", "2026-11-26T01:00:00Z"))
+    available = {"type": "key_available", "request_id": str(request_id), "conversation_id": str(CID), "epoch": 2}
+    assert fr.decode_frame(json.dumps(available)) == fr.KeyAvailable(request_id, CID, 2)
+    with pytest.raises(fr.FrameError):
+        fr.decode_frame(json.dumps({**available, "epoch": "2"}))
+    with pytest.raises(fr.FrameError):
+        fr.decode_frame(json.dumps({"type": "key_request", "key_request": "nope"}))

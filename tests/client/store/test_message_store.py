@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from client.protocol import Envelope
 from client.store.messages import MessageStore
 
 CID = uuid.UUID("6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a")
@@ -135,3 +136,50 @@ def test_a_resealed_envelope_keeps_its_place_in_the_outbox(store: MessageStore) 
     store.outbox_replace(first.position, {"epoch": 2})
     assert [e.envelope for e in store.outbox()] == [{"epoch": 2}, {"epoch": 1}]
     assert store.outbox()[0].client_message_id == b"\x01" * 16
+
+
+def _envelope(seq: int, epoch: int = 1) -> Envelope:
+    return Envelope(
+        seq=seq,
+        conversation_id=CID,
+        version=1,
+        epoch=epoch,
+        sender_device_id=ALICE_DEV,
+        sender_username="alice",
+        client_message_id=seq.to_bytes(16, "big"),
+        nonce=b"n" * 12,
+        ciphertext=b"c" * 40,
+        signature=b"s" * 64,
+        created_at="2026-11-25T19:00:00Z",
+    )
+
+
+def test_held_envelopes_survive_a_reopen_and_are_resolved_in_place(tmp_path: Path) -> None:
+    store = MessageStore.open_in(tmp_path)
+    for seq, epoch in ((1, 1), (2, 2), (3, 1)):
+        put(store, seq, payload=None, failure="missing_key", failure_detail="no key")
+        store.hold(_envelope(seq, epoch))
+    store.close()
+    store = MessageStore.open_in(tmp_path)
+
+    assert store.held_epochs() == [(CID, 1), (CID, 2)]
+    assert store.held(CID, 1) == [_envelope(1), _envelope(3)]
+    assert store.held_resolve(CID, 1, payload={"type": "text", "body": "hello"})
+    assert store.held_resolve(CID, 3, failure="bad_signature", failure_detail="forged")
+
+    rows = {m.seq: (m.payload, m.failure) for m in store.messages(CID)}
+    assert rows[1] == ({"type": "text", "body": "hello"}, None)
+    assert rows[3] == (None, "bad_signature")
+    assert rows[2] == (None, "missing_key")
+    assert store.held_epochs() == [(CID, 2)]
+    store.close()
+
+
+def test_a_held_message_whose_id_was_accepted_elsewhere_becomes_a_replay(store: MessageStore) -> None:
+    put(store, 1, mid=b"x" * 16)
+    put(store, 2, mid=b"x" * 16, payload=None, failure="missing_key")
+    store.hold(_envelope(2))
+
+    assert not store.held_resolve(CID, 2, payload={"type": "text", "body": "again"})
+    assert [(m.seq, m.failure) for m in store.messages(CID)] == [(1, None), (2, "replayed")]
+    assert store.held_epochs() == []
