@@ -19,6 +19,7 @@ from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.models import Conversation
 from conversations.selectors import (
     access_conversation,
+    chat_key_epoch_get,
     conversation_get,
     conversation_list,
     link_missing_epochs,
@@ -110,6 +111,30 @@ class ChatKeyEpochUploadApi(APIView):
             wrapped_keys=EpochInputSerializer.uploads(payload.validated_data),
         )
         return Response(self.OutputSerializer(epoch).data, status=status.HTTP_201_CREATED)
+
+
+class ChatKeyEpochDetailApi(APIView):
+    class RecipientSerializer(serializers.Serializer[Any]):
+        username = serializers.CharField(source="recipient_device.user.username")
+        device_id = CanonicalUUIDField(source="recipient_device.id")
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        epoch = serializers.IntegerField(source="number")
+        created_by_device_id = CanonicalUUIDField(source="created_by_id")
+        created_at = serializers.DateTimeField()
+        recipients = serializers.ListField(read_only=True)
+
+    @extend_schema(
+        operation_id="conversations_epoch_get",
+        summary="One ChatKey epoch and the devices its key is wrapped for",
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, 404)},
+    )
+    def get(self, request: Request, conversation_id: uuid.UUID, number: int) -> Response:
+        conversation = access_conversation(user=request_device(request).user, conversation_id=conversation_id)
+        epoch = chat_key_epoch_get(conversation=conversation, number=number)
+        recipients = self.RecipientSerializer(epoch.wrapped_keys.all(), many=True).data
+        return Response({**self.OutputSerializer(epoch).data, "recipients": recipients})
 
 
 class WrappedKeyListApi(APIView):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from conversations.apis import (
+    ChatKeyEpochDetailApi,
     ChatKeyEpochUploadApi,
     ConversationDetailApi,
     ConversationListCreateApi,
@@ -15,6 +16,11 @@ urlpatterns = [
     path("conversations", ConversationListCreateApi.as_view(), name="conversations"),
     path("conversations/<uuid:conversation_id>", ConversationDetailApi.as_view(), name="conversation"),
     path("conversations/<uuid:conversation_id>/epochs", ChatKeyEpochUploadApi.as_view(), name="conversation-epochs"),
+    path(
+        "conversations/<uuid:conversation_id>/epochs/<int:number>",
+        ChatKeyEpochDetailApi.as_view(),
+        name="conversation-epoch",
+    ),
     path("conversations/<uuid:conversation_id>/keys", WrappedKeyListApi.as_view(), name="conversation-keys"),
     path("devices/<uuid:device_id>/link/missing-keys", LinkMissingKeysApi.as_view(), name="device-link-missing-keys"),
     path("devices/<uuid:device_id>/link/keys", LinkKeysUploadApi.as_view(), name="device-link-keys"),

@@ -213,3 +213,21 @@ def test_wrapped_key_lengths_are_checked(alice: Dev) -> None:
     assert response.status_code == 400
     assert list(response.json()["extra"]["fields"]) == ["epoch.wrapped_keys.0.wrapped_key"]
     assert _rows() == (0, 0, 0, 0)
+
+
+def test_epoch_detail_names_every_recipient_device_and_hides_from_non_members(alice: Dev, bob: Dev) -> None:
+    conversation = make_conversation(alice, bob.user)
+    carol = make_dev(user=UserFactory.create(username="carol"))
+
+    response = bob.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/1")
+
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["conversation_id"] == str(conversation.pk)
+    assert (data["epoch"], data["created_by_device_id"]) == (1, str(alice.device.id))
+    expected = [{"username": d.user.username, "device_id": str(d.device.id)} for d in (alice, bob)]
+    assert data["recipients"] == sorted(expected, key=lambda r: r["device_id"])
+    missing = bob.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/2")
+    assert (missing.status_code, missing.json()["code"]) == (404, "epoch_not_found")
+    hidden = carol.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/1")
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "conversation_not_found")

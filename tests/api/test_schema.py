@@ -28,6 +28,7 @@ API_OPERATIONS = {
     ("post", "/api/v1/conversations"),
     ("get", "/api/v1/conversations/{conversation_id}"),
     ("post", "/api/v1/conversations/{conversation_id}/epochs"),
+    ("get", "/api/v1/conversations/{conversation_id}/epochs/{number}"),
     ("get", "/api/v1/conversations/{conversation_id}/keys"),
     ("get", "/api/v1/conversations/{conversation_id}/messages"),
     ("post", "/api/v1/conversations/{conversation_id}/messages"),
