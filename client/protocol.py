@@ -162,6 +162,25 @@ class WrappedKeyRecord:
 
 
 @dataclass(frozen=True)
+class EpochInfo:
+    """An epoch and the devices the server holds its ChatKey wrapped for (4.3)."""
+
+    conversation_id: uuid.UUID
+    epoch: int
+    created_by_device_id: uuid.UUID
+    recipients: dict[uuid.UUID, str]  # device id -> username
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> EpochInfo:
+        return cls(
+            conversation_id=uuid.UUID(data["conversation_id"]),
+            epoch=int(data["epoch"]),
+            created_by_device_id=uuid.UUID(data["created_by_device_id"]),
+            recipients={uuid.UUID(r["device_id"]): str(r["username"]) for r in data["recipients"]},
+        )
+
+
+@dataclass(frozen=True)
 class HistoryPage:
     messages: list[Envelope]
     has_more: bool
@@ -271,6 +290,10 @@ def conversation_list_request() -> Request:
 
 def conversation_get_request(conversation_id: uuid.UUID) -> Request:
     return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}")
+
+
+def epoch_get_request(conversation_id: uuid.UUID, number: int) -> Request:
+    return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}/epochs/{number}")
 
 
 def keys_request(conversation_id: uuid.UUID) -> Request:

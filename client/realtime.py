@@ -430,7 +430,7 @@ class RealtimeClient:
         attachments: list[uuid.UUID] | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
-        conversation = self.session.conversation(conversation_id)
+        conversation = self.session.conversation_for_send(conversation_id)
         request, sealed_id = self.session.seal_send(
             conversation, payload, client_message_id=client_message_id, rng=self._rng, attachments=attachments
         )

@@ -75,6 +75,8 @@ from client.errors import (
     LinkApprovalInvalidError,
     LinkExpiredError,
     NoIdentityKeyError,
+    ServerUnreachableError,
+    StaleEpochError,
     UntrustedDevicesError,
 )
 from client.payloads import payload_text
@@ -176,6 +178,19 @@ MessageResult = ReceivedMessage | UndecryptableMessage
 
 
 @dataclass(frozen=True)
+class RevocationResult:
+    """A revoked device and the conversations moved to a new epoch without it."""
+
+    device: proto.PublicDevice
+    rotated: dict[uuid.UUID, int]  # conversation -> new epoch
+    seconds: float
+
+    @property
+    def device_id(self) -> uuid.UUID:
+        return self.device.device_id
+
+
+@dataclass(frozen=True)
 class LinkResult:
     """What approving a link took: ChatKeys wrapped for the new device and upload requests."""
 
@@ -196,6 +211,9 @@ class Session:
         self._chat_keys: dict[tuple[uuid.UUID, int], bytes] = {}  # memory only, never persisted
         self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
         self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
+        # Epochs whose recipients were checked against the verified device lists (2.14); cleared
+        # whenever a device list is known to have changed.
+        self._epochs_checked: set[tuple[uuid.UUID, int]] = set()
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -467,11 +485,31 @@ class Session:
         self._directories.pop(self.username, None)
         return LinkResult(pending.device_id, wrapped, requests, time.monotonic() - started)
 
-    def revoke_device(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
-        """Revoke a device of this account (itself included). A device on the signed list is
-        signed out of it with the identity key in the same request (2.9); a pending one (a refused
-        link request) is not on the list. Rotating the ChatKeys of its conversations afterwards is
-        the caller's (`rotate_epoch`)."""
+    def revoke_device(
+        self, device_id: uuid.UUID, *, now_ms: int | None = None, rotate: bool = True
+    ) -> RevocationResult:
+        """Revoke a device of this account (itself included) and, unless it revoked itself (its
+        token is dead then) or `rotate` is False, start a new ChatKey epoch in every conversation
+        of the account that still reaches the device (2.14)."""
+        started = time.monotonic()
+        device = self._revoke_signed(device_id, now_ms=now_ms)
+        rotated: dict[uuid.UUID, int] = {}
+        if rotate and device_id != self.device_id:
+            rotated = self.rotate_excluding({device_id})
+        return RevocationResult(device, rotated, time.monotonic() - started)
+
+    def sign_operator_revocations(self, *, now_ms: int | None = None) -> list[RevocationResult]:
+        """Sign into the device list every device of this account that the server shows revoked
+        (an operator's revocation, `manage.py revoke_device`) while the verified list still names
+        it, and rotate its conversations: until then members see it as a hidden device (2.8)."""
+        listed = self.device_list(self.username).devices
+        revoked = [d.device_id for d in self.own_devices() if d.status == "revoked" and d.device_id in listed]
+        return [self.revoke_device(device_id, now_ms=now_ms) for device_id in revoked]
+
+    def _revoke_signed(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
+        """Revoke a device of this account. A device on the signed list is signed out of it with
+        the identity key in the same request (2.9); a pending one (a refused link request) is not
+        on the list."""
         target = next((d for d in self.own_devices() if d.device_id == device_id), None)
         if target is None:
             raise DeviceNotFoundError(f"no device {device_id} on this account")
@@ -496,7 +534,7 @@ class Session:
                 entry.version,
                 device_list_entry_hash(username=self.username, entry=entry),
             )
-        self._directories.pop(self.username, None)
+        self.forget_directory(self.username)
         return proto.PublicDevice.parse(body)
 
     def _wrap_history_for(self, pending: proto.PublicDevice, *, batch_size: int) -> tuple[int, int]:
@@ -626,8 +664,10 @@ class Session:
         return result
 
     def forget_directory(self, username: str) -> None:
-        """Drop the cached directory of `username` (its device list changed)."""
+        """Drop the cached directory of `username` (its device list changed); epochs are checked
+        against the lists again before the next send (2.14)."""
         self._directories.pop(username, None)
+        self._epochs_checked.clear()
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
@@ -653,11 +693,11 @@ class Session:
         return self._conversations[conversation_id]
 
     def _wrap_for_members(
-        self, conversation_id: uuid.UUID, epoch: int, members: list[str], chat_key: bytes
+        self, conversation_id: uuid.UUID, epoch: int, members: list[str], chat_key: bytes, *, refresh: bool = True
     ) -> dict[uuid.UUID, tuple[bytes, bytes]]:
         wrapped: dict[uuid.UUID, tuple[bytes, bytes]] = {}
         for member in members:
-            entry = self.directory(member, refresh=True)
+            entry = self.directory(member, refresh=refresh)
             if entry.list_error is not None:
                 raise DeviceListInvalidError(member, entry.list_error)
             if entry.untrusted:
@@ -701,18 +741,98 @@ class Session:
         self._chat_keys[(conversation_id, 1)] = chat_key
         return conversation
 
-    def rotate_epoch(self, conversation_id: uuid.UUID) -> int:
+    def rotate_epoch(self, conversation_id: uuid.UUID, *, refresh_directories: bool = True) -> int:
         """Start a new ChatKey epoch wrapped for the members' current trusted devices."""
         conversation = self.conversation(conversation_id, refresh=True)
         number = conversation.current_epoch + 1
         chat_key = chatkey_generate(self._rng)
-        wrapped = self._wrap_for_members(conversation_id, number, conversation.members, chat_key)
+        wrapped = self._wrap_for_members(
+            conversation_id, number, conversation.members, chat_key, refresh=refresh_directories
+        )
         self.transport.execute(
             proto.epoch_upload_request(conversation_id=conversation_id, number=number, wrapped_keys=wrapped)
         )
         self._chat_keys[(conversation_id, number)] = chat_key
         self.conversation(conversation_id, refresh=True)
         return number
+
+    # -- revocation and rotation (docs/protocol.md 2.14) -------------------------------------------
+
+    def epoch_info(self, conversation_id: uuid.UUID, epoch: int) -> proto.EpochInfo:
+        """The devices the server holds the epoch's ChatKey wrapped for."""
+        _, body = self.transport.execute(proto.epoch_get_request(conversation_id, epoch))
+        return proto.EpochInfo.parse(body)
+
+    def epoch_stale_recipients(self, conversation: proto.Conversation) -> list[tuple[str, uuid.UUID]]:
+        """Recipients of the current epoch that must not read what comes next: devices not on
+        their owner's verified device list (revoked), and accounts that are no longer members."""
+        info = self.epoch_info(conversation.conversation_id, conversation.current_epoch)
+        stale: list[tuple[str, uuid.UUID]] = []
+        refreshed: set[str] = set()
+        for device_id, username in sorted(info.recipients.items(), key=lambda item: str(item[0])):
+            if username not in conversation.members:
+                stale.append((username, device_id))
+                continue
+            entry = self.directory(username)
+            if device_id not in entry.devices and username not in refreshed:
+                entry = self.directory(username, refresh=True)  # it may have been linked since
+                refreshed.add(username)
+            if device_id not in entry.devices:
+                stale.append((username, device_id))
+        return stale
+
+    def conversation_for_send(self, conversation_id: uuid.UUID, *, refresh: bool = False) -> proto.Conversation:
+        """The conversation, with a current epoch safe to send under: if its key reaches a revoked
+        device or a former member, start a new epoch first (2.14). An epoch is checked once,
+        and again after any device list is known to have changed. Raises StaleEpochError."""
+        conversation = self.conversation(conversation_id, refresh=refresh)
+        if (conversation_id, conversation.current_epoch) in self._epochs_checked:
+            return conversation
+        stale: list[tuple[str, uuid.UUID]] = []
+        for _ in range(3):
+            try:
+                stale = self.epoch_stale_recipients(conversation)
+            except ServerUnreachableError:
+                # Offline (a realtime client queueing): seal under the epoch last known; it is
+                # checked before the next send once the server is back, and a newer epoch
+                # makes the server answer stale_epoch, which seals the message again.
+                return conversation
+            if not stale:
+                self._epochs_checked.add((conversation_id, conversation.current_epoch))
+                return conversation
+            try:
+                self.rotate_epoch(conversation_id)
+            except ApiError as exc:
+                # Someone else rotated first (check their epoch), or a device appeared meanwhile.
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices"):
+                    raise
+            conversation = self.conversation(conversation_id, refresh=True)
+        raise StaleEpochError(conversation_id, stale)
+
+    def rotate_excluding(self, device_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Start a new epoch in every conversation of the account whose current epoch reaches
+        one of `device_ids` (after a revocation). Each member's directory is read once for the
+        whole batch; a conflict with another member's rotation is re-checked, not overwritten.
+        Returns the new epoch by conversation."""
+        conversations = self.conversations()
+        for member in sorted({m for c in conversations for m in c.members}):
+            self.directory(member, refresh=True)
+        rotated: dict[uuid.UUID, int] = {}
+        for conversation in conversations:
+            cid = conversation.conversation_id
+            for attempt in range(3):
+                info = self.epoch_info(cid, conversation.current_epoch)
+                if not device_ids & info.recipients.keys():
+                    break
+                try:
+                    rotated[cid] = self.rotate_epoch(cid, refresh_directories=attempt > 0)
+                    break
+                except ApiError as exc:
+                    if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
+                        raise
+                conversation = self.conversation(cid, refresh=True)
+        self._epochs_checked.clear()
+        return rotated
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -818,7 +938,7 @@ class Session:
     ) -> proto.Envelope:
         """Seal and send; `attachments` names the media blobs the payload refers to (§4.5), so
         the conversation's members may download them."""
-        conversation = self.conversation(conversation_id)
+        conversation = self.conversation_for_send(conversation_id)
         for attempt in range(2):
             request, _ = self.seal_send(conversation, payload, attachments=attachments)
             try:
@@ -827,7 +947,7 @@ class Session:
             except ApiError as exc:
                 if exc.code != "stale_epoch" or attempt == 1:
                     raise
-                conversation = self.conversation(conversation_id, refresh=True)
+                conversation = self.conversation_for_send(conversation_id, refresh=True)
         raise AssertionError("unreachable")
 
     # -- attachments (§2.7, §4.5) ---------------------------------------------------------------------

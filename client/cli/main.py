@@ -222,10 +222,13 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    device = session.revoke_device(uuid.UUID(args.device_id))
+    result = session.revoke_device(uuid.UUID(args.device_id))
     ctx.save(session)
-    print(f"device {device.device_id} is revoked and signed out of the device list")
-    print("start a new epoch in its conversations (`rotate`) so it cannot read what comes next")
+    print(f"device {result.device_id} is revoked and signed out of the device list")
+    print(
+        f"{len(result.rotated)} conversations moved to a new epoch without it ({result.seconds:.1f} s): "
+        "it cannot read what comes next"
+    )
     return 0
 
 

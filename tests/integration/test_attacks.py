@@ -235,7 +235,9 @@ def test_device_slipped_in_with_a_forged_device_list_entry_is_refused_by_every_c
     assert not WrappedKey.objects.filter(recipient_device_id=evil.device_id).exists()
 
     evil._chat_keys[(conversation_id, 1)] = alice._chat_keys[(conversation_id, 1)]
-    forged = evil.send_text(conversation_id, "new bank details attached")
+    # The evil device skips the honest client's checks (2.14) and seals directly.
+    request, _ = evil.seal_send(evil.conversation(conversation_id), {"type": "text", "body": "new bank details"})
+    forged = Envelope.parse(evil.transport.execute(request)[1])
     for receiver in (restart(bob), restart(alice), restart(scene["alice_phone"])):  # type: ignore[arg-type]
         result = {r.seq: r for r in receiver.history(conversation_id)}[forged.seq]
         assert isinstance(result, UndecryptableMessage) and result.reason == DecryptFailure.UNVOUCHED_DEVICE
@@ -285,7 +287,7 @@ def test_a_signed_revocation_is_no_hidden_device_and_the_log_records_it(scene: d
     alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
     bob = restart(scene["bob"])  # type: ignore[arg-type]
     conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
-    restart(alice).revoke_device(alice_phone.device_id)
+    restart(alice).revoke_device(alice_phone.device_id, rotate=False)
 
     assert bob.rotate_epoch(conversation_id) == 2  # no hidden device: the list says it left
     from conversations.models import WrappedKey
@@ -307,6 +309,7 @@ def test_an_operators_revocation_is_hidden_until_a_device_of_the_account_signs_i
     with pytest.raises(HiddenDevicesError):
         restart(scene["bob"]).rotate_epoch(conversation_id)  # type: ignore[arg-type]
 
-    restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
-    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 2  # type: ignore[arg-type]
+    result = restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
+    assert result.rotated == {conversation_id: 2, scene["group"].conversation_id: 2}  # type: ignore[attr-defined]
+    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 3  # type: ignore[arg-type]
     assert [e.change for e in restart(alice).device_log()] == ["created", "linked", "revoked"]
