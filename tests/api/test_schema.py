@@ -29,6 +29,8 @@ API_OPERATIONS = {
     ("get", "/api/v1/conversations/{conversation_id}"),
     ("post", "/api/v1/conversations/{conversation_id}/epochs"),
     ("get", "/api/v1/conversations/{conversation_id}/epochs/{number}"),
+    ("post", "/api/v1/conversations/{conversation_id}/members"),
+    ("delete", "/api/v1/conversations/{conversation_id}/members/{username}"),
     ("get", "/api/v1/conversations/{conversation_id}/keys"),
     ("get", "/api/v1/conversations/{conversation_id}/messages"),
     ("post", "/api/v1/conversations/{conversation_id}/messages"),
