@@ -98,6 +98,7 @@ class Conversation:
     current_epoch: int
     last_seq: int
     created_at: str
+    share_history: bool = True
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Conversation:
@@ -108,6 +109,7 @@ class Conversation:
             current_epoch=int(data["current_epoch"]),
             last_seq=int(data["last_seq"]),
             created_at=data["created_at"],
+            share_history=bool(data.get("share_history", True)),
         )
 
 
@@ -267,12 +269,14 @@ def conversation_create_request(
     kind: str,
     members: list[str],
     wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]],
+    share_history: bool = True,
 ) -> Request:
     body = {
         "conversation_id": str(conversation_id),
         "kind": kind,
         "members": members,
         "epoch": {"number": 1, "wrapped_keys": _wrapped_keys_body(wrapped_keys)},
+        "share_history": share_history,
     }
     return Request("POST", f"{API_PREFIX}/conversations", body)
 
@@ -294,6 +298,34 @@ def conversation_get_request(conversation_id: uuid.UUID) -> Request:
 
 def epoch_get_request(conversation_id: uuid.UUID, number: int) -> Request:
     return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}/epochs/{number}")
+
+
+def member_add_request(
+    *,
+    conversation_id: uuid.UUID,
+    username: str,
+    history_keys: list[tuple[int, uuid.UUID, bytes, bytes]],
+    epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None,
+) -> Request:
+    body: dict[str, Any] = {
+        "username": username,
+        "history_keys": [
+            {"epoch": n, "device_id": str(d), "wrapped_key": b64e(key), "signature": b64e(sig)}
+            for n, d, key, sig in history_keys
+        ],
+    }
+    if epoch is not None:
+        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/members", body)
+
+
+def member_remove_request(
+    *, conversation_id: uuid.UUID, username: str, epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None
+) -> Request:
+    body: dict[str, Any] = {}
+    if epoch is not None:
+        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+    return Request("DELETE", f"{API_PREFIX}/conversations/{conversation_id}/members/{username}", body)
 
 
 def keys_request(conversation_id: uuid.UUID) -> Request:

@@ -716,7 +716,9 @@ class Session:
                 wrapped[device.device_id] = (w.wrapped_key, w.signature)
         return wrapped
 
-    def create_conversation(self, members: list[str], *, kind: str = "group") -> proto.Conversation:
+    def create_conversation(
+        self, members: list[str], *, kind: str = "group", share_history: bool = True
+    ) -> proto.Conversation:
         """Create a conversation with a fresh ChatKey wrapped for every trusted device of every member."""
         everyone = sorted(set(members) | {self.username})
         conversation_id = uuid.UUID(bytes=self._rng(16), version=4)
@@ -728,6 +730,7 @@ class Session:
                 kind=kind,
                 members=[m for m in everyone if m != self.username],
                 wrapped_keys=wrapped,
+                share_history=share_history,
             )
             try:
                 _, body = self.transport.execute(request)
@@ -834,6 +837,86 @@ class Session:
         self._epochs_checked.clear()
         return rotated
 
+    # -- membership changes (docs/protocol.md 2.15, 4.3) ------------------------------------------
+
+    def members_changed(self, conversation_id: uuid.UUID) -> None:
+        """Forget the cached view of a conversation whose members changed: the next send reads it
+        again and checks its epoch against the new members (2.14)."""
+        self._conversations.pop(conversation_id, None)
+        self._epochs_checked = {slot for slot in self._epochs_checked if slot[0] != conversation_id}
+
+    def add_member(self, conversation_id: uuid.UUID, username: str) -> proto.Conversation:
+        """Add `username` to a group conversation. If the conversation shares history, wrap every
+        epoch's ChatKey for the newcomer's trusted devices; if not, start a new epoch for all
+        members, newcomer included, so it reads only from its join on."""
+        for attempt in range(3):
+            conversation = self.conversation(conversation_id, refresh=True)
+            history: list[tuple[int, uuid.UUID, bytes, bytes]] = []
+            epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None = None
+            chat_key = b""
+            if conversation.share_history:
+                self.directory(username, refresh=True)
+                for number in range(1, conversation.current_epoch + 1):
+                    key = self.chat_key(conversation, number)
+                    wrapped = self._wrap_for_members(conversation_id, number, [username], key, refresh=False)
+                    history.extend((number, d, w, sig) for d, (w, sig) in wrapped.items())
+            else:
+                chat_key = chatkey_generate(self._rng)
+                number = conversation.current_epoch + 1
+                epoch = (
+                    number,
+                    self._wrap_for_members(conversation_id, number, [*conversation.members, username], chat_key),
+                )
+            request = proto.member_add_request(
+                conversation_id=conversation_id, username=username, history_keys=history, epoch=epoch
+            )
+            try:
+                self.transport.execute(request)
+            except ApiError as exc:
+                retry = ("epoch_conflict", "missing_devices", "unexpected_devices", "history_keys_mismatch")
+                if exc.code not in retry or attempt == 2:
+                    raise
+                continue
+            if epoch is not None:
+                self._chat_keys[(conversation_id, epoch[0])] = chat_key
+            self.members_changed(conversation_id)
+            return self.conversation(conversation_id)
+        raise AssertionError("unreachable")
+
+    def remove_member(self, conversation_id: uuid.UUID, username: str) -> proto.Conversation | None:
+        """Remove `username` from a group conversation and start, in the same request, a new epoch
+        wrapped only for the remaining members' trusted devices. Removing oneself is `leave`."""
+        if username == self.username:
+            self.leave(conversation_id)
+            return None
+        for attempt in range(3):
+            conversation = self.conversation(conversation_id, refresh=True)
+            remaining = [m for m in conversation.members if m != username]
+            number = conversation.current_epoch + 1
+            chat_key = chatkey_generate(self._rng)
+            wrapped = self._wrap_for_members(conversation_id, number, remaining, chat_key)
+            request = proto.member_remove_request(
+                conversation_id=conversation_id, username=username, epoch=(number, wrapped)
+            )
+            try:
+                self.transport.execute(request)
+            except ApiError as exc:
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
+                    raise
+                continue
+            self._chat_keys[(conversation_id, number)] = chat_key
+            self.members_changed(conversation_id)
+            return self.conversation(conversation_id)
+        raise AssertionError("unreachable")
+
+    def leave(self, conversation_id: uuid.UUID) -> None:
+        """Leave a group conversation. This device cannot rotate for the others (it would hold the
+        new key): the remaining members' clients start a new epoch before their next send (2.14)."""
+        self.transport.execute(
+            proto.member_remove_request(conversation_id=conversation_id, username=self.username, epoch=None)
+        )
+        self.members_changed(conversation_id)
+
     # -- keys ------------------------------------------------------------------------------------
 
     def _load_keys(self, conversation: proto.Conversation) -> None:
@@ -851,8 +934,9 @@ class Session:
                 self._key_failures[slot] = exc
 
     def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
-        if record.wrapped_by_username not in conversation.members:
-            raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, "wrapped by someone who is not a member")
+        # The wrapper may have left since (2.15): any device on its account's verified list will do.
+        # The member list is the server's word anyway; signed epoch manifests are what would bind
+        # an epoch to the members of its time.
         wrapper = self._trusted_device(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
             wrapped_key=record.wrapped_key,

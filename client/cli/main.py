@@ -246,7 +246,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     if args.direct:
         conversation = session.create_conversation([args.direct], kind="direct")
     else:
-        conversation = session.create_conversation(args.group, kind="group")
+        conversation = session.create_conversation(args.group, kind="group", share_history=not args.no_history)
     ctx.save(session)
     print(conversation.conversation_id)
     return 0
@@ -335,6 +335,34 @@ def cmd_safety_number(ctx: Context, args: argparse.Namespace) -> int:
     elif args.username in session.secrets.verified:
         print("(verified)")
     ctx.save(session)
+    return 0
+
+
+def cmd_add_member(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    conversation = session.add_member(_resolve_conversation(session, args.conversation), args.username)
+    ctx.save(session)
+    shared = "with the history" if conversation.share_history else "from now on (new epoch)"
+    print(f"{args.username} added {shared}; members: {', '.join(conversation.members)}")
+    return 0
+
+
+def cmd_remove_member(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    conversation = session.remove_member(_resolve_conversation(session, args.conversation), args.username)
+    ctx.save(session)
+    if conversation is None:
+        print("you left the conversation")
+    else:
+        print(f"{args.username} removed; now at epoch {conversation.current_epoch}, which it cannot read")
+    return 0
+
+
+def cmd_leave(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    session.leave(_resolve_conversation(session, args.conversation))
+    ctx.save(session)
+    print("you left the conversation; the others start a new epoch before their next message")
     return 0
 
 
@@ -429,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--direct", metavar="USER")
     group.add_argument("--group", metavar="USER", nargs="+")
+    p.add_argument("--no-history", action="store_true", help="members added later do not read earlier messages")
     p = add("send", cmd_send, "send an encrypted text message")
     p.add_argument("conversation", help="conversation id or a unique prefix")
     p.add_argument("text", nargs="+")
@@ -451,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("safety-number", cmd_safety_number, "show the safety number shared with a contact")
     p.add_argument("username")
     p.add_argument("--mark-verified", action="store_true", help="record that you compared it in person")
+    p = add("add-member", cmd_add_member, "add a user to a group conversation")
+    p.add_argument("conversation")
+    p.add_argument("username")
+    p = add("remove-member", cmd_remove_member, "remove a member of a group conversation (and re-key)")
+    p.add_argument("conversation")
+    p.add_argument("username")
+    p = add("leave", cmd_leave, "leave a group conversation")
+    p.add_argument("conversation")
     p = add("rotate", cmd_rotate, "start a new ChatKey epoch in a conversation")
     p.add_argument("conversation")
     add("logout", cmd_logout, "revoke this device's token")

@@ -203,3 +203,20 @@ def test_link_request_and_device_list_frames_are_parsed() -> None:
 def test_malformed_link_frames_are_refused(data: dict[str, Any]) -> None:
     with pytest.raises(fr.FrameError):
         fr.parse_frame(data)
+
+
+def test_conversation_members_frames_are_parsed_and_malformed_ones_refused() -> None:
+    raw = {
+        "type": "conversation_members",
+        "conversation_id": str(CID),
+        "change": "removed",
+        "username": "carol",
+        "by": "alice",
+        "members": ["alice", "bob"],
+        "current_epoch": 2,
+    }
+    assert fr.decode_frame(json.dumps(raw)) == fr.ConversationMembers(
+        CID, "removed", "carol", "alice", ["alice", "bob"], 2
+    )
+    with pytest.raises(fr.FrameError):
+        fr.decode_frame(json.dumps({**raw, "members": "alice"}))
