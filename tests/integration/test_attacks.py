@@ -313,3 +313,32 @@ def test_an_operators_revocation_is_hidden_until_a_device_of_the_account_signs_i
     assert result.rotated == {conversation_id: 2, scene["group"].conversation_id: 2}  # type: ignore[attr-defined]
     assert restart(scene["bob"]).rotate_epoch(conversation_id) == 3  # type: ignore[arg-type]
     assert [e.change for e in restart(alice).device_log()] == ["created", "linked", "revoked"]
+
+
+def test_a_key_the_server_slips_into_an_epoch_for_its_own_device_makes_honest_clients_refuse_to_send(
+    scene: dict[str, object], server_url: str
+) -> None:
+    """The server inserts a device into Alice's account and a wrapped-key row for it into the
+    current epoch (as if it had been a recipient): no honest client sends under that epoch, and
+    none can start a new one that would include it, so nothing is sent and the device is named."""
+    from conversations.models import ChatKeyEpoch, WrappedKey
+    from messaging.models import Message
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+    WrappedKey.objects.create(
+        epoch=ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=1),
+        recipient_device_id=evil.device_id,
+        wrapping_device_id=alice.device_id,
+        wrapped_key=os.urandom(80),
+        signature=os.urandom(64),
+    )
+    stored = Message.objects.filter(conversation_id=conversation_id).count()
+
+    for honest in (restart(alice), restart(scene["bob"])):  # type: ignore[arg-type]
+        with pytest.raises(UntrustedDevicesError) as excinfo:
+            honest.send_text(conversation_id, "wire the money")
+        assert excinfo.value.device_ids == [evil.device_id]
+    assert Message.objects.filter(conversation_id=conversation_id).count() == stored
+    assert ChatKeyEpoch.objects.filter(conversation_id=conversation_id).count() == 1
