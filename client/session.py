@@ -75,6 +75,7 @@ from client.errors import (
     LinkApprovalInvalidError,
     LinkExpiredError,
     NoIdentityKeyError,
+    SdkError,
     ServerUnreachableError,
     StaleEpochError,
     UntrustedDevicesError,
@@ -184,6 +185,8 @@ class RevocationResult:
     device: proto.PublicDevice
     rotated: dict[uuid.UUID, int]  # conversation -> new epoch
     seconds: float
+    # conversation -> why it could not be rotated now (its senders rotate before sending, 2.14)
+    failed: dict[uuid.UUID, str] = field(default_factory=dict)
 
     @property
     def device_id(self) -> uuid.UUID:
@@ -494,9 +497,10 @@ class Session:
         started = time.monotonic()
         device = self._revoke_signed(device_id, now_ms=now_ms)
         rotated: dict[uuid.UUID, int] = {}
+        failed: dict[uuid.UUID, str] = {}
         if rotate and device_id != self.device_id:
-            rotated = self.rotate_excluding({device_id})
-        return RevocationResult(device, rotated, time.monotonic() - started)
+            rotated = self.rotate_excluding({device_id}, failed=failed)
+        return RevocationResult(device, rotated, time.monotonic() - started, failed)
 
     def sign_operator_revocations(self, *, now_ms: int | None = None) -> list[RevocationResult]:
         """Sign into the device list every device of this account that the server shows revoked
@@ -812,30 +816,45 @@ class Session:
             conversation = self.conversation(conversation_id, refresh=True)
         raise StaleEpochError(conversation_id, stale)
 
-    def rotate_excluding(self, device_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+    def rotate_excluding(
+        self, device_ids: set[uuid.UUID], *, failed: dict[uuid.UUID, str] | None = None
+    ) -> dict[uuid.UUID, int]:
         """Start a new epoch in every conversation of the account whose current epoch reaches
         one of `device_ids` (after a revocation). Each member's directory is read once for the
         whole batch; a conflict with another member's rotation is re-checked, not overwritten.
-        Returns the new epoch by conversation."""
+        Returns the new epoch by conversation. With `failed`, a conversation that cannot be
+        rotated (an untrusted or hidden device of a member, ...) is recorded there with the
+        reason and the batch goes on; without it, the error is raised."""
         conversations = self.conversations()
         for member in sorted({m for c in conversations for m in c.members}):
             self.directory(member, refresh=True)
         rotated: dict[uuid.UUID, int] = {}
         for conversation in conversations:
-            cid = conversation.conversation_id
-            for attempt in range(3):
-                info = self.epoch_info(cid, conversation.current_epoch)
-                if not device_ids & info.recipients.keys():
-                    break
-                try:
-                    rotated[cid] = self.rotate_epoch(cid, refresh_directories=attempt > 0)
-                    break
-                except ApiError as exc:
-                    if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
-                        raise
-                conversation = self.conversation(cid, refresh=True)
+            try:
+                epoch = self._rotate_one_excluding(conversation, device_ids)
+            except (ApiError, SdkError) as exc:
+                if failed is None:
+                    raise
+                failed[conversation.conversation_id] = str(exc)
+                continue
+            if epoch is not None:
+                rotated[conversation.conversation_id] = epoch
         self._epochs_checked.clear()
         return rotated
+
+    def _rotate_one_excluding(self, conversation: proto.Conversation, device_ids: set[uuid.UUID]) -> int | None:
+        cid = conversation.conversation_id
+        for attempt in range(3):
+            info = self.epoch_info(cid, conversation.current_epoch)
+            if not device_ids & info.recipients.keys():
+                return None
+            try:
+                return self.rotate_epoch(cid, refresh_directories=attempt > 0)
+            except ApiError as exc:
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
+                    raise
+            conversation = self.conversation(cid, refresh=True)
+        raise AssertionError("unreachable")
 
     # -- membership changes (docs/protocol.md 2.15, 4.3) ------------------------------------------
 

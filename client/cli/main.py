@@ -229,6 +229,8 @@ def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
         f"{len(result.rotated)} conversations moved to a new epoch without it ({result.seconds:.1f} s): "
         "it cannot read what comes next"
     )
+    for conversation_id, reason in result.failed.items():
+        print(f"could not re-key {conversation_id} now ({reason}); its members re-key before their next message")
     return 0
 
 

@@ -253,3 +253,24 @@ def test_an_operators_revocation_is_signed_by_the_next_client_and_rotation_follo
     assert [e.change for e in alice.device_log()] == ["created", "linked", "revoked"]
     assert alice.sign_operator_revocations() == []
     assert bob.send_text(cid, "after").epoch == 2
+
+
+def test_a_conversation_that_cannot_be_rekeyed_does_not_stop_the_others(
+    register: Callable[..., Session],
+    link: Callable[[Session, str], Session],
+    names: Callable[[str], str],
+    server_url: str,
+) -> None:
+    from tests.integration.test_attacks import _slip_in_device
+
+    alice = register(names("alice"), "laptop")
+    phone = link(alice, "phone")
+    bob, dave = register(names("bob")), register(names("dave"))
+    with_bob = alice.create_conversation([bob.username]).conversation_id
+    with_dave = alice.create_conversation([dave.username]).conversation_id
+    _slip_in_device(server_url, dave)  # dave's account now shows a device its list does not vouch for
+
+    result = alice.revoke_device(phone.device_id)
+
+    assert result.rotated == {with_bob: 2}
+    assert list(result.failed) == [with_dave] and "vouched" in result.failed[with_dave]
