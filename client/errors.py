@@ -132,3 +132,17 @@ class LinkApprovalInvalidError(SdkError):
     """The approval a new device received does not check out with its one-time secret."""
 
     code = "link_approval_invalid"
+
+
+class StaleEpochError(SdkError):
+    """The conversation's current epoch is wrapped for devices that are no longer on their
+    owners' verified device lists (revoked) or for accounts that are no longer members, and
+    starting a new epoch that excludes them did not succeed: nothing is sent under it."""
+
+    code = "stale_epoch_recipients"
+
+    def __init__(self, conversation_id: uuid.UUID, stale: list[tuple[str, uuid.UUID]]) -> None:
+        names = ", ".join(f"{u}/{d}" for u, d in stale)
+        super().__init__(f"epoch of {conversation_id} still reaches devices that must not read it: {names}")
+        self.conversation_id = conversation_id
+        self.stale = stale

@@ -171,6 +171,18 @@ class ConversationJoined:
 
 
 @dataclass(frozen=True)
+class ConversationMembers:
+    """A member was added, removed or left (protocol.md 6.2)."""
+
+    conversation_id: uuid.UUID
+    change: str  # "added" | "removed" | "left"
+    username: str
+    by: str
+    members: list[str]
+    current_epoch: int
+
+
+@dataclass(frozen=True)
 class LinkRequest:
     """A new device asks to join this account (protocol.md 4.7): show it, with its fingerprint,
     and ask the person for the code it displays."""
@@ -236,6 +248,7 @@ ServerFrame = (
     | Typing
     | Presence
     | ConversationJoined
+    | ConversationMembers
     | LinkRequest
     | DeviceListChanged
     | KeyRequestFrame
@@ -394,6 +407,20 @@ def _conversation(data: dict[str, Any]) -> ConversationJoined:
     return ConversationJoined(conversation=conversation)
 
 
+def _conversation_members(data: dict[str, Any]) -> ConversationMembers:
+    members = data["members"]
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise FrameError("'members' must be a list of usernames")
+    return ConversationMembers(
+        conversation_id=_uuid(data, "conversation_id"),
+        change=_str(data, "change"),
+        username=_str(data, "username"),
+        by=_str(data, "by"),
+        members=list(members),
+        current_epoch=_int(data, "current_epoch"),
+    )
+
+
 def _link_request(data: dict[str, Any]) -> LinkRequest:
     device = data["device"]
     if not isinstance(device, dict):
@@ -450,6 +477,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ServerFrame]] = {
     "typing": _typing,
     "presence": _presence,
     "conversation": _conversation,
+    "conversation_members": _conversation_members,
     "link_request": _link_request,
     "device_list": _device_list,
     "pong": _pong,

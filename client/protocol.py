@@ -98,6 +98,7 @@ class Conversation:
     current_epoch: int
     last_seq: int
     created_at: str
+    share_history: bool = True
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Conversation:
@@ -108,6 +109,7 @@ class Conversation:
             current_epoch=int(data["current_epoch"]),
             last_seq=int(data["last_seq"]),
             created_at=data["created_at"],
+            share_history=bool(data.get("share_history", True)),
         )
 
 
@@ -158,6 +160,25 @@ class WrappedKeyRecord:
             signature=b64d(data["signature"], length=64),
             wrapped_by_device_id=uuid.UUID(data["wrapped_by_device_id"]),
             wrapped_by_username=data["wrapped_by_username"],
+        )
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """An epoch and the devices the server holds its ChatKey wrapped for (4.3)."""
+
+    conversation_id: uuid.UUID
+    epoch: int
+    created_by_device_id: uuid.UUID
+    recipients: dict[uuid.UUID, str]  # device id -> username
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> EpochInfo:
+        return cls(
+            conversation_id=uuid.UUID(data["conversation_id"]),
+            epoch=int(data["epoch"]),
+            created_by_device_id=uuid.UUID(data["created_by_device_id"]),
+            recipients={uuid.UUID(r["device_id"]): str(r["username"]) for r in data["recipients"]},
         )
 
 
@@ -248,12 +269,14 @@ def conversation_create_request(
     kind: str,
     members: list[str],
     wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]],
+    share_history: bool = True,
 ) -> Request:
     body = {
         "conversation_id": str(conversation_id),
         "kind": kind,
         "members": members,
         "epoch": {"number": 1, "wrapped_keys": _wrapped_keys_body(wrapped_keys)},
+        "share_history": share_history,
     }
     return Request("POST", f"{API_PREFIX}/conversations", body)
 
@@ -271,6 +294,38 @@ def conversation_list_request() -> Request:
 
 def conversation_get_request(conversation_id: uuid.UUID) -> Request:
     return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}")
+
+
+def epoch_get_request(conversation_id: uuid.UUID, number: int) -> Request:
+    return Request("GET", f"{API_PREFIX}/conversations/{conversation_id}/epochs/{number}")
+
+
+def member_add_request(
+    *,
+    conversation_id: uuid.UUID,
+    username: str,
+    history_keys: list[tuple[int, uuid.UUID, bytes, bytes]],
+    epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None,
+) -> Request:
+    body: dict[str, Any] = {
+        "username": username,
+        "history_keys": [
+            {"epoch": n, "device_id": str(d), "wrapped_key": b64e(key), "signature": b64e(sig)}
+            for n, d, key, sig in history_keys
+        ],
+    }
+    if epoch is not None:
+        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/members", body)
+
+
+def member_remove_request(
+    *, conversation_id: uuid.UUID, username: str, epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None
+) -> Request:
+    body: dict[str, Any] = {}
+    if epoch is not None:
+        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+    return Request("DELETE", f"{API_PREFIX}/conversations/{conversation_id}/members/{username}", body)
 
 
 def keys_request(conversation_id: uuid.UUID) -> Request:

@@ -178,6 +178,7 @@ class RealtimeClient:
         self._conversations: _Callbacks[fr.ConversationJoined] = _Callbacks()
         self._link_requests: _Callbacks[fr.LinkRequest] = _Callbacks()
         self._device_lists: _Callbacks[fr.DeviceListChanged] = _Callbacks()
+        self._member_changes: _Callbacks[fr.ConversationMembers] = _Callbacks()
         self._send_failures: _Callbacks[tuple[PendingSend | None, SendFailedError]] = _Callbacks()
         self._errors: _Callbacks[fr.ErrorFrame] = _Callbacks()
         self._key_answers: _Callbacks[KeyRequestOutcome] = _Callbacks()
@@ -233,6 +234,11 @@ class RealtimeClient:
     def on_device_list(self, callback: Callback[fr.DeviceListChanged]) -> Callback[fr.DeviceListChanged]:
         """Called when an account's signed device list changed (the session re-reads it first)."""
         return self._device_lists.add(callback)
+
+    def on_members(self, callback: Callback[fr.ConversationMembers]) -> Callback[fr.ConversationMembers]:
+        """Called when a conversation's members changed (the session forgets its cached view first,
+        so the next send checks the epoch against the new members, protocol.md 2.14)."""
+        return self._member_changes.add(callback)
 
     def on_send_failed(
         self, callback: Callback[tuple[PendingSend | None, SendFailedError]]
@@ -449,7 +455,7 @@ class RealtimeClient:
         attachments: list[uuid.UUID] | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """Encrypt and sign for the conversation's current epoch (blocking: may fetch keys)."""
-        conversation = self.session.conversation(conversation_id)
+        conversation = self.session.conversation_for_send(conversation_id)
         request, sealed_id = self.session.seal_send(
             conversation, payload, client_message_id=client_message_id, rng=self._rng, attachments=attachments
         )
@@ -590,6 +596,9 @@ class RealtimeClient:
                 await self._presence.emit(frame)
         elif isinstance(frame, fr.ConversationJoined):
             await self._conversations.emit(frame)
+        elif isinstance(frame, fr.ConversationMembers):
+            self.session.members_changed(frame.conversation_id)
+            await self._member_changes.emit(frame)
         elif isinstance(frame, fr.LinkRequest):
             await self._link_requests.emit(frame)
         elif isinstance(frame, fr.DeviceListChanged):

@@ -75,6 +75,9 @@ from client.errors import (
     LinkApprovalInvalidError,
     LinkExpiredError,
     NoIdentityKeyError,
+    SdkError,
+    ServerUnreachableError,
+    StaleEpochError,
     UntrustedDevicesError,
 )
 from client.payloads import payload_text
@@ -107,7 +110,7 @@ class DeviceSecrets:
     device_lists: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     link_secret: bytes | None = None  # the one-time secret of this device's link code, until approved
     # username -> device id -> ed25519 key of every device ever listed on a verified device list of
-    # that account, kept across an identity reset (protocol.md 2.20): what they signed stays readable
+    # that account, kept across an identity reset (protocol.md 2.16): what they signed stays readable
     known_devices: dict[str, dict[uuid.UUID, bytes]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +189,21 @@ MessageResult = ReceivedMessage | UndecryptableMessage
 
 
 @dataclass(frozen=True)
+class RevocationResult:
+    """A revoked device and the conversations moved to a new epoch without it."""
+
+    device: proto.PublicDevice
+    rotated: dict[uuid.UUID, int]  # conversation -> new epoch
+    seconds: float
+    # conversation -> why it could not be rotated now (its senders rotate before sending, 2.14)
+    failed: dict[uuid.UUID, str] = field(default_factory=dict)
+
+    @property
+    def device_id(self) -> uuid.UUID:
+        return self.device.device_id
+
+
+@dataclass(frozen=True)
 class LinkResult:
     """What approving a link took: ChatKeys wrapped for the new device and upload requests."""
 
@@ -207,6 +225,9 @@ class Session:
         self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
         self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
         self._lists_checked: set[str] = set()  # accounts whose device list verified in this session
+        # Epochs whose recipients were checked against the verified device lists (2.14); cleared
+        # whenever a device list is known to have changed.
+        self._epochs_checked: set[tuple[uuid.UUID, int]] = set()
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -478,11 +499,32 @@ class Session:
         self._directories.pop(self.username, None)
         return LinkResult(pending.device_id, wrapped, requests, time.monotonic() - started)
 
-    def revoke_device(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
-        """Revoke a device of this account (itself included). A device on the signed list is
-        signed out of it with the identity key in the same request (2.9); a pending one (a refused
-        link request) is not on the list. Rotating the ChatKeys of its conversations afterwards is
-        the caller's (`rotate_epoch`)."""
+    def revoke_device(
+        self, device_id: uuid.UUID, *, now_ms: int | None = None, rotate: bool = True
+    ) -> RevocationResult:
+        """Revoke a device of this account (itself included) and, unless it revoked itself (its
+        token is dead then) or `rotate` is False, start a new ChatKey epoch in every conversation
+        of the account that still reaches the device (2.14)."""
+        started = time.monotonic()
+        device = self._revoke_signed(device_id, now_ms=now_ms)
+        rotated: dict[uuid.UUID, int] = {}
+        failed: dict[uuid.UUID, str] = {}
+        if rotate and device_id != self.device_id:
+            rotated = self.rotate_excluding({device_id}, failed=failed)
+        return RevocationResult(device, rotated, time.monotonic() - started, failed)
+
+    def sign_operator_revocations(self, *, now_ms: int | None = None) -> list[RevocationResult]:
+        """Sign into the device list every device of this account that the server shows revoked
+        (an operator's revocation, `manage.py revoke_device`) while the verified list still names
+        it, and rotate its conversations: until then members see it as a hidden device (2.8)."""
+        listed = self.device_list(self.username).devices
+        revoked = [d.device_id for d in self.own_devices() if d.status == "revoked" and d.device_id in listed]
+        return [self.revoke_device(device_id, now_ms=now_ms) for device_id in revoked]
+
+    def _revoke_signed(self, device_id: uuid.UUID, *, now_ms: int | None = None) -> proto.PublicDevice:
+        """Revoke a device of this account. A device on the signed list is signed out of it with
+        the identity key in the same request (2.9); a pending one (a refused link request) is not
+        on the list."""
         target = next((d for d in self.own_devices() if d.device_id == device_id), None)
         if target is None:
             raise DeviceNotFoundError(f"no device {device_id} on this account")
@@ -507,7 +549,7 @@ class Session:
                 entry.version,
                 device_list_entry_hash(username=self.username, entry=entry),
             )
-        self._directories.pop(self.username, None)
+        self.forget_directory(self.username)
         return proto.PublicDevice.parse(body)
 
     def _wrap_history_for(self, pending: proto.PublicDevice, *, batch_size: int) -> tuple[int, int]:
@@ -641,9 +683,11 @@ class Session:
         return result
 
     def forget_directory(self, username: str) -> None:
-        """Drop the cached directory of `username` (its device list changed)."""
+        """Drop the cached directory of `username` (its device list changed); epochs are checked
+        against the lists again before the next send (2.14)."""
         self._directories.pop(username, None)
         self._lists_checked.discard(username)
+        self._epochs_checked.clear()
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
@@ -699,11 +743,11 @@ class Session:
         return self._conversations[conversation_id]
 
     def _wrap_for_members(
-        self, conversation_id: uuid.UUID, epoch: int, members: list[str], chat_key: bytes
+        self, conversation_id: uuid.UUID, epoch: int, members: list[str], chat_key: bytes, *, refresh: bool = True
     ) -> dict[uuid.UUID, tuple[bytes, bytes]]:
         wrapped: dict[uuid.UUID, tuple[bytes, bytes]] = {}
         for member in members:
-            entry = self.directory(member, refresh=True)
+            entry = self.directory(member, refresh=refresh)
             if entry.list_error is not None:
                 raise DeviceListInvalidError(member, entry.list_error)
             if entry.untrusted:
@@ -722,7 +766,9 @@ class Session:
                 wrapped[device.device_id] = (w.wrapped_key, w.signature)
         return wrapped
 
-    def create_conversation(self, members: list[str], *, kind: str = "group") -> proto.Conversation:
+    def create_conversation(
+        self, members: list[str], *, kind: str = "group", share_history: bool = True
+    ) -> proto.Conversation:
         """Create a conversation with a fresh ChatKey wrapped for every trusted device of every member."""
         everyone = sorted(set(members) | {self.username})
         conversation_id = uuid.UUID(bytes=self._rng(16), version=4)
@@ -734,6 +780,7 @@ class Session:
                 kind=kind,
                 members=[m for m in everyone if m != self.username],
                 wrapped_keys=wrapped,
+                share_history=share_history,
             )
             try:
                 _, body = self.transport.execute(request)
@@ -747,18 +794,193 @@ class Session:
         self._chat_keys[(conversation_id, 1)] = chat_key
         return conversation
 
-    def rotate_epoch(self, conversation_id: uuid.UUID) -> int:
+    def rotate_epoch(self, conversation_id: uuid.UUID, *, refresh_directories: bool = True) -> int:
         """Start a new ChatKey epoch wrapped for the members' current trusted devices."""
         conversation = self.conversation(conversation_id, refresh=True)
         number = conversation.current_epoch + 1
         chat_key = chatkey_generate(self._rng)
-        wrapped = self._wrap_for_members(conversation_id, number, conversation.members, chat_key)
+        wrapped = self._wrap_for_members(
+            conversation_id, number, conversation.members, chat_key, refresh=refresh_directories
+        )
         self.transport.execute(
             proto.epoch_upload_request(conversation_id=conversation_id, number=number, wrapped_keys=wrapped)
         )
         self._chat_keys[(conversation_id, number)] = chat_key
         self.conversation(conversation_id, refresh=True)
         return number
+
+    # -- revocation and rotation (docs/protocol.md 2.14) -------------------------------------------
+
+    def epoch_info(self, conversation_id: uuid.UUID, epoch: int) -> proto.EpochInfo:
+        """The devices the server holds the epoch's ChatKey wrapped for."""
+        _, body = self.transport.execute(proto.epoch_get_request(conversation_id, epoch))
+        return proto.EpochInfo.parse(body)
+
+    def epoch_stale_recipients(self, conversation: proto.Conversation) -> list[tuple[str, uuid.UUID]]:
+        """Recipients of the current epoch that must not read what comes next: devices not on
+        their owner's verified device list (revoked), and accounts that are no longer members."""
+        info = self.epoch_info(conversation.conversation_id, conversation.current_epoch)
+        stale: list[tuple[str, uuid.UUID]] = []
+        refreshed: set[str] = set()
+        for device_id, username in sorted(info.recipients.items(), key=lambda item: str(item[0])):
+            if username not in conversation.members:
+                stale.append((username, device_id))
+                continue
+            entry = self.directory(username)
+            if device_id not in entry.devices and username not in refreshed:
+                entry = self.directory(username, refresh=True)  # it may have been linked since
+                refreshed.add(username)
+            if device_id not in entry.devices:
+                stale.append((username, device_id))
+        return stale
+
+    def conversation_for_send(self, conversation_id: uuid.UUID, *, refresh: bool = False) -> proto.Conversation:
+        """The conversation, with a current epoch safe to send under: if its key reaches a revoked
+        device or a former member, start a new epoch first (2.14). An epoch is checked once,
+        and again after any device list is known to have changed. Raises StaleEpochError."""
+        conversation = self.conversation(conversation_id, refresh=refresh)
+        if (conversation_id, conversation.current_epoch) in self._epochs_checked:
+            return conversation
+        stale: list[tuple[str, uuid.UUID]] = []
+        for _ in range(3):
+            try:
+                stale = self.epoch_stale_recipients(conversation)
+            except ServerUnreachableError:
+                # Offline (a realtime client queueing): seal under the epoch last known; it is
+                # checked before the next send once the server is back, and a newer epoch
+                # makes the server answer stale_epoch, which seals the message again.
+                return conversation
+            if not stale:
+                self._epochs_checked.add((conversation_id, conversation.current_epoch))
+                return conversation
+            try:
+                self.rotate_epoch(conversation_id)
+            except ApiError as exc:
+                # Someone else rotated first (check their epoch), or a device appeared meanwhile.
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices"):
+                    raise
+            conversation = self.conversation(conversation_id, refresh=True)
+        raise StaleEpochError(conversation_id, stale)
+
+    def rotate_excluding(
+        self, device_ids: set[uuid.UUID], *, failed: dict[uuid.UUID, str] | None = None
+    ) -> dict[uuid.UUID, int]:
+        """Start a new epoch in every conversation of the account whose current epoch reaches
+        one of `device_ids` (after a revocation). Each member's directory is read once for the
+        whole batch; a conflict with another member's rotation is re-checked, not overwritten.
+        Returns the new epoch by conversation. With `failed`, a conversation that cannot be
+        rotated (an untrusted or hidden device of a member, ...) is recorded there with the
+        reason and the batch goes on; without it, the error is raised."""
+        conversations = self.conversations()
+        for member in sorted({m for c in conversations for m in c.members}):
+            self.directory(member, refresh=True)
+        rotated: dict[uuid.UUID, int] = {}
+        for conversation in conversations:
+            try:
+                epoch = self._rotate_one_excluding(conversation, device_ids)
+            except (ApiError, SdkError) as exc:
+                if failed is None:
+                    raise
+                failed[conversation.conversation_id] = str(exc)
+                continue
+            if epoch is not None:
+                rotated[conversation.conversation_id] = epoch
+        self._epochs_checked.clear()
+        return rotated
+
+    def _rotate_one_excluding(self, conversation: proto.Conversation, device_ids: set[uuid.UUID]) -> int | None:
+        cid = conversation.conversation_id
+        for attempt in range(3):
+            info = self.epoch_info(cid, conversation.current_epoch)
+            if not device_ids & info.recipients.keys():
+                return None
+            try:
+                return self.rotate_epoch(cid, refresh_directories=attempt > 0)
+            except ApiError as exc:
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
+                    raise
+            conversation = self.conversation(cid, refresh=True)
+        raise AssertionError("unreachable")
+
+    # -- membership changes (docs/protocol.md 2.15, 4.3) ------------------------------------------
+
+    def members_changed(self, conversation_id: uuid.UUID) -> None:
+        """Forget the cached view of a conversation whose members changed: the next send reads it
+        again and checks its epoch against the new members (2.14)."""
+        self._conversations.pop(conversation_id, None)
+        self._epochs_checked = {slot for slot in self._epochs_checked if slot[0] != conversation_id}
+
+    def add_member(self, conversation_id: uuid.UUID, username: str) -> proto.Conversation:
+        """Add `username` to a group conversation. If the conversation shares history, wrap every
+        epoch's ChatKey for the newcomer's trusted devices; if not, start a new epoch for all
+        members, newcomer included, so it reads only from its join on."""
+        for attempt in range(3):
+            conversation = self.conversation(conversation_id, refresh=True)
+            history: list[tuple[int, uuid.UUID, bytes, bytes]] = []
+            epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None = None
+            chat_key = b""
+            if conversation.share_history:
+                self.directory(username, refresh=True)
+                for number in range(1, conversation.current_epoch + 1):
+                    key = self.chat_key(conversation, number)
+                    wrapped = self._wrap_for_members(conversation_id, number, [username], key, refresh=False)
+                    history.extend((number, d, w, sig) for d, (w, sig) in wrapped.items())
+            else:
+                chat_key = chatkey_generate(self._rng)
+                number = conversation.current_epoch + 1
+                epoch = (
+                    number,
+                    self._wrap_for_members(conversation_id, number, [*conversation.members, username], chat_key),
+                )
+            request = proto.member_add_request(
+                conversation_id=conversation_id, username=username, history_keys=history, epoch=epoch
+            )
+            try:
+                self.transport.execute(request)
+            except ApiError as exc:
+                retry = ("epoch_conflict", "missing_devices", "unexpected_devices", "history_keys_mismatch")
+                if exc.code not in retry or attempt == 2:
+                    raise
+                continue
+            if epoch is not None:
+                self._chat_keys[(conversation_id, epoch[0])] = chat_key
+            self.members_changed(conversation_id)
+            return self.conversation(conversation_id)
+        raise AssertionError("unreachable")
+
+    def remove_member(self, conversation_id: uuid.UUID, username: str) -> proto.Conversation | None:
+        """Remove `username` from a group conversation and start, in the same request, a new epoch
+        wrapped only for the remaining members' trusted devices. Removing oneself is `leave`."""
+        if username == self.username:
+            self.leave(conversation_id)
+            return None
+        for attempt in range(3):
+            conversation = self.conversation(conversation_id, refresh=True)
+            remaining = [m for m in conversation.members if m != username]
+            number = conversation.current_epoch + 1
+            chat_key = chatkey_generate(self._rng)
+            wrapped = self._wrap_for_members(conversation_id, number, remaining, chat_key)
+            request = proto.member_remove_request(
+                conversation_id=conversation_id, username=username, epoch=(number, wrapped)
+            )
+            try:
+                self.transport.execute(request)
+            except ApiError as exc:
+                if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
+                    raise
+                continue
+            self._chat_keys[(conversation_id, number)] = chat_key
+            self.members_changed(conversation_id)
+            return self.conversation(conversation_id)
+        raise AssertionError("unreachable")
+
+    def leave(self, conversation_id: uuid.UUID) -> None:
+        """Leave a group conversation. This device cannot rotate for the others (it would hold the
+        new key): the remaining members' clients start a new epoch before their next send (2.14)."""
+        self.transport.execute(
+            proto.member_remove_request(conversation_id=conversation_id, username=self.username, epoch=None)
+        )
+        self.members_changed(conversation_id)
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -777,8 +999,10 @@ class Session:
                 self._key_failures[slot] = exc
 
     def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
-        if record.wrapped_by_username not in conversation.members:
-            raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, "wrapped by someone who is not a member")
+        # The wrapper may have left since (2.15), and its device may have been revoked since (2.16):
+        # a device on its account's verified list, now or in an earlier version, will do. The member
+        # list is the server's word anyway; signed epoch manifests are what would bind an epoch to
+        # the members of its time.
         wrapper_key = self._signing_key(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
             wrapped_key=record.wrapped_key,
@@ -887,7 +1111,7 @@ class Session:
     ) -> proto.Envelope:
         """Seal and send; `attachments` names the media blobs the payload refers to (§4.5), so
         the conversation's members may download them."""
-        conversation = self.conversation(conversation_id)
+        conversation = self.conversation_for_send(conversation_id)
         for attempt in range(2):
             request, _ = self.seal_send(conversation, payload, attachments=attachments)
             try:
@@ -896,7 +1120,7 @@ class Session:
             except ApiError as exc:
                 if exc.code != "stale_epoch" or attempt == 1:
                     raise
-                conversation = self.conversation(conversation_id, refresh=True)
+                conversation = self.conversation_for_send(conversation_id, refresh=True)
         raise AssertionError("unreachable")
 
     # -- attachments (§2.7, §4.5) ---------------------------------------------------------------------

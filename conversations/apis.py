@@ -19,17 +19,26 @@ from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.models import Conversation, KeyRequest
 from conversations.selectors import (
     access_conversation,
+    chat_key_epoch_get,
     conversation_get,
     conversation_list,
     key_request_list_open,
     link_missing_epochs,
     wrapped_key_list,
 )
-from conversations.serializers import MAX_EPOCH, ConversationSerializer, EpochInputSerializer, WrappedKeySerializer
+from conversations.serializers import (
+    MAX_EPOCH,
+    ConversationSerializer,
+    EpochInputSerializer,
+    HistoryKeyInputSerializer,
+    WrappedKeySerializer,
+)
 from conversations.services import (
     LinkWrappedKeyUpload,
     chat_key_epoch_upload,
     conversation_create,
+    conversation_member_add,
+    conversation_member_remove,
     key_request_answer,
     key_request_file,
     link_keys_upload,
@@ -39,6 +48,8 @@ from devices.selectors import device_get_own
 
 # Wrapped keys per link upload request, and epochs per missing-keys page (protocol.md 4.7).
 LINK_KEYS_MAX = 200
+# History keys (epochs x the newcomer's devices) in one member-add request (protocol.md 4.3).
+MEMBER_HISTORY_KEYS_MAX = 10_000
 
 
 class ConversationListCreateApi(APIView):
@@ -47,6 +58,7 @@ class ConversationListCreateApi(APIView):
         kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
         members = serializers.ListField(child=UsernameField())
         epoch = EpochInputSerializer()
+        share_history = serializers.BooleanField(default=True)
 
     class ListOutputSerializer(serializers.Serializer[Any]):
         conversations = ConversationSerializer(many=True)
@@ -79,6 +91,7 @@ class ConversationListCreateApi(APIView):
             member_usernames=data["members"],
             epoch_number=data["epoch"]["number"],
             wrapped_keys=EpochInputSerializer.uploads(data["epoch"]),
+            share_history=data["share_history"],
         )
         conversation = conversation_get(user=device.user, conversation_id=conversation.pk)
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
@@ -118,6 +131,85 @@ class ChatKeyEpochUploadApi(APIView):
             wrapped_keys=EpochInputSerializer.uploads(payload.validated_data),
         )
         return Response(self.OutputSerializer(epoch).data, status=status.HTTP_201_CREATED)
+
+
+class ChatKeyEpochDetailApi(APIView):
+    class RecipientSerializer(serializers.Serializer[Any]):
+        username = serializers.CharField(source="recipient_device.user.username")
+        device_id = CanonicalUUIDField(source="recipient_device.id")
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        conversation_id = CanonicalUUIDField()
+        epoch = serializers.IntegerField(source="number")
+        created_by_device_id = CanonicalUUIDField(source="created_by_id")
+        created_at = serializers.DateTimeField()
+        recipients = serializers.ListField(read_only=True)
+
+    @extend_schema(
+        operation_id="conversations_epoch_get",
+        summary="One ChatKey epoch and the devices its key is wrapped for",
+        responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, 404)},
+    )
+    def get(self, request: Request, conversation_id: uuid.UUID, number: int) -> Response:
+        conversation = access_conversation(user=request_device(request).user, conversation_id=conversation_id)
+        epoch = chat_key_epoch_get(conversation=conversation, number=number)
+        recipients = self.RecipientSerializer(epoch.wrapped_keys.all(), many=True).data
+        return Response({**self.OutputSerializer(epoch).data, "recipients": recipients})
+
+
+class ConversationMembersApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        username = UsernameField()
+        history_keys = serializers.ListField(
+            child=HistoryKeyInputSerializer(), required=False, max_length=MEMBER_HISTORY_KEYS_MAX
+        )
+        epoch = EpochInputSerializer(required=False)
+
+    @extend_schema(
+        operation_id="conversations_member_add",
+        summary="Add a member, with its keys to the history or a new epoch",
+        request=InputSerializer,
+        responses={200: ConversationSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
+    )
+    def post(self, request: Request, conversation_id: uuid.UUID) -> Response:
+        device = request_device(request)
+        ratelimit_hit("upload_device", device.id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        conversation_member_add(
+            device=device,
+            conversation_id=conversation_id,
+            username=data["username"],
+            history_keys=HistoryKeyInputSerializer.uploads(data.get("history_keys", [])),
+            epoch=EpochInputSerializer.epoch(data.get("epoch")),
+        )
+        conversation = conversation_get(user=device.user, conversation_id=conversation_id)
+        return Response(ConversationSerializer(conversation).data)
+
+
+class ConversationMemberApi(APIView):
+    class InputSerializer(serializers.Serializer[Any]):
+        epoch = EpochInputSerializer(required=False)
+
+    @extend_schema(
+        operation_id="conversations_member_remove",
+        summary="Remove a member (with the next epoch) or leave",
+        request=InputSerializer,
+        responses={204: None, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
+    )
+    def delete(self, request: Request, conversation_id: uuid.UUID, username: str) -> Response:
+        device = request_device(request)
+        ratelimit_hit("upload_device", device.id)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        conversation_member_remove(
+            device=device,
+            conversation_id=conversation_id,
+            username=username,
+            epoch=EpochInputSerializer.epoch(payload.validated_data.get("epoch")),
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class WrappedKeyListApi(APIView):

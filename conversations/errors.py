@@ -94,3 +94,42 @@ class KeyRequestClosedError(ApiError):
     status = 409
     code = "key_request_closed"
     message = "The requesting device is no longer an active device of a member."
+
+
+class DirectConversationMembersFixedError(ApiError):
+    status = 409
+    code = "direct_members_fixed"
+    message = "A direct conversation's members cannot change."
+
+
+class AlreadyMemberError(ApiError):
+    status = 409
+    code = "already_member"
+    message = "This user is a member already."
+
+
+class MemberNotFoundError(ApiError):
+    status = 404
+    code = "member_not_found"
+    message = "This user is not a member of the conversation."
+
+
+class EpochRequiredError(ApiError):
+    status = 400
+    code = "epoch_required"
+    message = "This change must carry the next epoch, wrapped for exactly the members' active devices."
+
+
+class HistoryKeysMismatchError(ApiError):
+    status = 409
+    code = "history_keys_mismatch"
+    message = "The history keys must cover every epoch for every active device of the new member, and no more."
+
+    def __init__(self, missing: int, unexpected: int) -> None:
+        super().__init__(extra={"missing": missing, "unexpected": unexpected})
+
+
+class HistoryNotSharedError(ApiError):
+    status = 409
+    code = "history_not_shared"
+    message = "This conversation does not share history: add members with a new epoch and no history keys."

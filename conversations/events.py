@@ -28,6 +28,7 @@ def conversation_joined_event(conversation: Conversation, members: Sequence[User
             "members": sorted(user.username for user in members),
             "current_epoch": conversation.current_epoch,
             "last_seq": conversation.last_seq,
+            "share_history": conversation.share_history,
             "created_at": created_at[:-6] + "Z" if created_at.endswith("+00:00") else created_at,
         },
     }
@@ -77,4 +78,37 @@ def key_request_served_event(request: KeyRequest, *, epoch: int) -> KeyRequestSe
         "request_id": str(request.pk),
         "conversation_id": str(request.conversation_id),
         "epoch": epoch,
+    }
+
+
+class ConversationMembersEvent(TypedDict):
+    """A member was added, removed or left: every device of the members before and after the
+    change is told with a `conversation_members` frame (protocol.md 6.2); a device whose account
+    left stops receiving the conversation's messages."""
+
+    type: Literal["conversation.members"]
+    conversation_id: str
+    change: Literal["added", "removed", "left"]
+    username: str  # the member added, removed or leaving
+    by: str  # the account that made the change
+    members: list[str]  # after the change
+    current_epoch: int
+
+
+def conversation_members_event(
+    *,
+    conversation: Conversation,
+    change: Literal["added", "removed", "left"],
+    username: str,
+    by: str,
+    members: Sequence[str],
+) -> ConversationMembersEvent:
+    return {
+        "type": "conversation.members",
+        "conversation_id": str(conversation.pk),
+        "change": change,
+        "username": username,
+        "by": by,
+        "members": sorted(members),
+        "current_epoch": conversation.current_epoch,
     }

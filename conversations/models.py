@@ -21,6 +21,8 @@ class Conversation(models.Model):
     created_by = models.ForeignKey("devices.Device", on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     current_epoch = models.PositiveIntegerField(default=0)
+    # Whether a member added later is given every earlier epoch (protocol.md 2.15); set at creation.
+    share_history = models.BooleanField(default=True)
     # Last message sequence number handed out; incremented under this row's lock (messaging).
     last_seq = models.PositiveBigIntegerField(default=0)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="conversations")

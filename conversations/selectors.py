@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 
 from accounts.models import User
-from conversations.errors import ConversationNotFoundError
+from conversations.errors import ConversationNotFoundError, EpochNotFoundError
 from conversations.models import ChatKeyEpoch, Conversation, KeyRequest, Membership, WrappedKey
 from devices.models import Device
 
@@ -123,3 +123,23 @@ def key_request_list_open(*, device: Device, limit: int = 200) -> list[KeyReques
         .select_related("epoch", "device__user")
         .order_by("created_at", "id")[:limit]
     )
+
+
+def chat_key_epoch_get(*, conversation: Conversation, number: int) -> ChatKeyEpoch:
+    """One epoch of the conversation with its wrapped keys' recipients (device and account)
+    prefetched: who holds its ChatKey, never the keys themselves (two queries)."""
+    epoch = (
+        ChatKeyEpoch.objects.filter(conversation=conversation, number=number)
+        .prefetch_related(
+            Prefetch(
+                "wrapped_keys",
+                queryset=WrappedKey.objects.select_related("recipient_device__user")
+                .only("epoch_id", "recipient_device__id", "recipient_device__user__username")
+                .order_by("recipient_device_id"),
+            )
+        )
+        .first()
+    )
+    if epoch is None:
+        raise EpochNotFoundError(conversation.pk, number)
+    return epoch

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from accounts.models import User
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
-from conversations.services import WrappedKeyUpload
+from conversations.services import EpochUpload, HistoryKeyUpload, WrappedKeyUpload
 
 # Epoch numbers are stored as 32-bit integers; bigger ones could never match.
 MAX_EPOCH = 2**31 - 1
@@ -34,6 +34,7 @@ class ConversationSerializer(serializers.Serializer[Any]):
     members = UsernameRelatedField(many=True, read_only=True)
     current_epoch = serializers.IntegerField()
     last_seq = serializers.IntegerField()
+    share_history = serializers.BooleanField()
     created_at = serializers.DateTimeField()
 
 
@@ -52,6 +53,23 @@ class EpochInputSerializer(serializers.Serializer[Any]):
     @staticmethod
     def uploads(data: Mapping[str, Any]) -> list[WrappedKeyUpload]:
         return [WrappedKeyUpload(**key) for key in data["wrapped_keys"]]
+
+    @staticmethod
+    def epoch(data: Mapping[str, Any] | None) -> EpochUpload | None:
+        if data is None:
+            return None
+        return EpochUpload(number=data["number"], wrapped_keys=EpochInputSerializer.uploads(data))
+
+
+class HistoryKeyInputSerializer(serializers.Serializer[Any]):
+    epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+    device_id = CanonicalUUIDField()
+    wrapped_key = Base64Field(length=80)
+    signature = Base64Field(length=64)
+
+    @staticmethod
+    def uploads(data: list[Mapping[str, Any]]) -> list[HistoryKeyUpload]:
+        return [HistoryKeyUpload(**key) for key in data]
 
 
 class WrappedKeySerializer(serializers.Serializer[Any]):

@@ -16,20 +16,31 @@ from accounts.locks import users_lock
 from accounts.models import User
 from common.realtime import device_group, publish_on_commit, publish_to_groups_on_commit
 from conversations.errors import (
+    AlreadyMemberError,
     ConversationIdTakenError,
     ConversationTooManyMembersError,
     DirectConversationExistsError,
+    DirectConversationMembersFixedError,
     DirectNeedsOnePeerError,
     EpochConflictError,
     EpochNotFoundError,
+    EpochRequiredError,
+    HistoryKeysMismatchError,
+    HistoryNotSharedError,
     KeyRequestClosedError,
     KeyRequestNotFoundError,
     LinkKeysDuplicateError,
+    MemberNotFoundError,
     MissingDevicesError,
     UnexpectedDevicesError,
     WrappedKeysDuplicateDeviceError,
 )
-from conversations.events import conversation_joined_event, key_request_filed_event, key_request_served_event
+from conversations.events import (
+    conversation_joined_event,
+    conversation_members_event,
+    key_request_filed_event,
+    key_request_served_event,
+)
 from conversations.models import ChatKeyEpoch, Conversation, KeyRequest, Membership, WrappedKey
 from conversations.selectors import access_conversation, conversation_active_device_ids, conversation_member_ids
 from devices.errors import DeviceNotActiveError, DeviceNotFoundError, DeviceNotPendingError, LinkRequestNotFoundError
@@ -94,6 +105,7 @@ def conversation_create(
     member_usernames: Sequence[str],
     epoch_number: int,
     wrapped_keys: Sequence[WrappedKeyUpload],
+    share_history: bool = True,
 ) -> Conversation:
     """Create a conversation of `device`'s account and the named users, with epoch 1.
 
@@ -126,7 +138,12 @@ def conversation_create(
                     raise DirectConversationExistsError(existing)
             _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=wrapped_keys)
             conversation = Conversation.objects.create(
-                id=conversation_id, kind=kind, direct_key=direct_key, created_by=device, current_epoch=1
+                id=conversation_id,
+                kind=kind,
+                direct_key=direct_key,
+                created_by=device,
+                current_epoch=1,
+                share_history=share_history,
             )
             Membership.objects.bulk_create(Membership(conversation=conversation, user=user) for user in users)
             _epoch_write(conversation=conversation, number=1, device=device, wrapped_keys=wrapped_keys)
@@ -324,3 +341,153 @@ def key_request_answer(*, device: Device, request_id: uuid.UUID, wrapped_key: by
         number = ChatKeyEpoch.objects.values_list("number", flat=True).get(pk=request.epoch_id)
         publish_on_commit(device_group(request.device_id), key_request_served_event(request, epoch=number))
     return True
+
+
+# -- membership changes (protocol.md 2.15, 4.3) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpochUpload:
+    number: int
+    wrapped_keys: Sequence[WrappedKeyUpload]
+
+
+@dataclass(frozen=True)
+class HistoryKeyUpload:
+    """An earlier epoch's ChatKey wrapped for one device of a member being added."""
+
+    epoch: int
+    device_id: uuid.UUID
+    wrapped_key: bytes
+    signature: bytes
+
+
+def _membership_locked(
+    *, device: Device, conversation_id: uuid.UUID, extra_user_ids: Sequence[int] = ()
+) -> tuple[Conversation, list[int]]:
+    """Inside the caller's transaction: the conversation (locked) and its member ids, after
+    locking the members' (and `extra_user_ids`') user rows. Lock order: users, then conversation."""
+    conversation = access_conversation(user=device.user, conversation_id=conversation_id)
+    if conversation.kind == Conversation.Kind.DIRECT:
+        raise DirectConversationMembersFixedError()
+    member_ids = conversation_member_ids(conversation_id=conversation.pk)
+    users_lock(user_ids=sorted({*member_ids, *extra_user_ids}))
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    # Re-read under the locks: a concurrent change may have committed meanwhile.
+    return locked, conversation_member_ids(conversation_id=conversation.pk)
+
+
+def _next_epoch_write(
+    *, conversation: Conversation, device: Device, member_ids: Sequence[int], epoch: EpochUpload
+) -> None:
+    if epoch.number != conversation.current_epoch + 1:
+        raise EpochConflictError(conversation.current_epoch)
+    _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=epoch.wrapped_keys)
+    _epoch_write(conversation=conversation, number=epoch.number, device=device, wrapped_keys=epoch.wrapped_keys)
+    Conversation.objects.filter(pk=conversation.pk).update(current_epoch=epoch.number)
+    conversation.current_epoch = epoch.number
+
+
+def _member_devices_groups(member_ids: Collection[int]) -> list[str]:
+    return [device_group(d.id) for d in device_list_active_of_users(user_ids=member_ids)]
+
+
+def conversation_member_add(
+    *,
+    device: Device,
+    conversation_id: uuid.UUID,
+    username: str,
+    history_keys: Sequence[HistoryKeyUpload] = (),
+    epoch: EpochUpload | None = None,
+) -> Conversation:
+    """A member adds a user to a group conversation. With `share_history`, `history_keys` must
+    hold every epoch's ChatKey (1 .. current) wrapped for every active device of the newcomer; without
+    it, the change carries the next epoch wrapped for every member's active devices, newcomer
+    included, and no earlier key (so the newcomer reads from its join on). Atomic."""
+    with transaction.atomic(durable=True):
+        newcomer = User.objects.filter(username=username, is_active=True).first()
+        if newcomer is None:
+            raise UserNotFoundError([username])
+        conversation, member_ids = _membership_locked(
+            device=device, conversation_id=conversation_id, extra_user_ids=[newcomer.pk]
+        )
+        if newcomer.pk in member_ids:
+            raise AlreadyMemberError()
+        if len(member_ids) + 1 > settings.E2EE_MAX_GROUP_MEMBERS:
+            raise ConversationTooManyMembersError(settings.E2EE_MAX_GROUP_MEMBERS)
+        after = [*member_ids, newcomer.pk]
+        if conversation.share_history:
+            newcomer_devices = {d.id for d in device_list_active_of_users(user_ids=[newcomer.pk])}
+            expected = {(n, d) for n in range(1, conversation.current_epoch + 1) for d in newcomer_devices}
+            uploaded = [(key.epoch, key.device_id) for key in history_keys]
+            if len(set(uploaded)) != len(uploaded):
+                raise WrappedKeysDuplicateDeviceError()
+            if set(uploaded) != expected:
+                raise HistoryKeysMismatchError(len(expected - set(uploaded)), len(set(uploaded) - expected))
+        elif history_keys:
+            raise HistoryNotSharedError()
+        elif epoch is None:
+            raise EpochRequiredError()
+        Membership.objects.create(conversation=conversation, user=newcomer)
+        if history_keys:
+            epochs = dict(ChatKeyEpoch.objects.filter(conversation=conversation).values_list("number", "pk"))
+            WrappedKey.objects.bulk_create(
+                WrappedKey(
+                    epoch_id=epochs[key.epoch],
+                    recipient_device_id=key.device_id,
+                    wrapping_device=device,
+                    wrapped_key=key.wrapped_key,
+                    signature=key.signature,
+                )
+                for key in history_keys
+            )
+        if epoch is not None:
+            _next_epoch_write(conversation=conversation, device=device, member_ids=after, epoch=epoch)
+        users = list(User.objects.filter(pk__in=after).order_by("pk"))
+        publish_to_groups_on_commit(
+            _member_devices_groups([newcomer.pk]), conversation_joined_event(conversation, users)
+        )
+        publish_to_groups_on_commit(
+            _member_devices_groups(after),
+            conversation_members_event(
+                conversation=conversation,
+                change="added",
+                username=newcomer.username,
+                by=device.user.username,
+                members=[user.username for user in users],
+            ),
+        )
+    return conversation
+
+
+def conversation_member_remove(
+    *, device: Device, conversation_id: uuid.UUID, username: str, epoch: EpochUpload | None = None
+) -> Conversation:
+    """A member removes a member of a group conversation, or leaves it (`username` is its own).
+    Removing another member must carry the next epoch wrapped for exactly the remaining members'
+    active devices (remove + rotate, atomic); leaving may come without one (the server cannot rotate
+    for the one leaving: the remaining members' clients rotate before their next send, 2.14)."""
+    with transaction.atomic(durable=True):
+        conversation, member_ids = _membership_locked(device=device, conversation_id=conversation_id)
+        target = User.objects.filter(username=username, pk__in=member_ids).first()
+        if target is None:
+            raise MemberNotFoundError()
+        leaving = target.pk == device.user_id
+        if epoch is None and not leaving:
+            raise EpochRequiredError()
+        remaining = [pk for pk in member_ids if pk != target.pk]
+        Membership.objects.filter(conversation=conversation, user=target).delete()
+        if epoch is not None:
+            _next_epoch_write(conversation=conversation, device=device, member_ids=remaining, epoch=epoch)
+        names = sorted(User.objects.filter(pk__in=remaining).values_list("username", flat=True))
+        publish_to_groups_on_commit(
+            _member_devices_groups(member_ids),
+            conversation_members_event(
+                conversation=conversation,
+                change="left" if leaving else "removed",
+                username=target.username,
+                by=device.user.username,
+                members=names,
+            ),
+        )
+    return conversation

@@ -731,6 +731,22 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.streams[conversation_id].last_known = 2**63 - 1
         await self._pump(conversation_id)
 
+    async def conversation_members(self, event: dict[str, Any]) -> None:
+        """A member was added, removed or left: tell the client; a device whose account left stops
+        receiving the conversation (the newcomer's devices subscribe on `conversation.joined`)."""
+        async with self.stream_lock:
+            if self.closing:
+                return
+            conversation_id = uuid.UUID(event["conversation_id"])
+            if event["change"] in ("removed", "left") and event["username"] == self.username:
+                self.streams.pop(conversation_id, None)
+                self.catch_up_pending.discard(conversation_id)
+                await self.channel_layer.group_discard(conversation_group(conversation_id), self.channel_name)
+            frame = {key: event[key] for key in ("conversation_id", "change", "username", "by", "members")}
+            await self.send(
+                text_data=frame_json({"type": "conversation_members", **frame, "current_epoch": event["current_epoch"]})
+            )
+
     async def token_revoked(self, event: dict[str, Any]) -> None:
         if event.get("token_id") == self.token_id:
             await self._refuse(_InvalidTokenError(), CLOSE_INVALID_TOKEN)

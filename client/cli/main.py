@@ -224,10 +224,15 @@ def cmd_approve(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_revoke(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
-    device = session.revoke_device(uuid.UUID(args.device_id))
+    result = session.revoke_device(uuid.UUID(args.device_id))
     ctx.save(session)
-    print(f"device {device.device_id} is revoked and signed out of the device list")
-    print("start a new epoch in its conversations (`rotate`) so it cannot read what comes next")
+    print(f"device {result.device_id} is revoked and signed out of the device list")
+    print(
+        f"{len(result.rotated)} conversations moved to a new epoch without it ({result.seconds:.1f} s): "
+        "it cannot read what comes next"
+    )
+    for conversation_id, reason in result.failed.items():
+        print(f"could not re-key {conversation_id} now ({reason}); its members re-key before their next message")
     return 0
 
 
@@ -245,7 +250,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
     if args.direct:
         conversation = session.create_conversation([args.direct], kind="direct")
     else:
-        conversation = session.create_conversation(args.group, kind="group")
+        conversation = session.create_conversation(args.group, kind="group", share_history=not args.no_history)
     ctx.save(session)
     print(conversation.conversation_id)
     return 0
@@ -399,6 +404,34 @@ def cmd_answer_keys(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_member(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    conversation = session.add_member(_resolve_conversation(session, args.conversation), args.username)
+    ctx.save(session)
+    shared = "with the history" if conversation.share_history else "from now on (new epoch)"
+    print(f"{args.username} added {shared}; members: {', '.join(conversation.members)}")
+    return 0
+
+
+def cmd_remove_member(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    conversation = session.remove_member(_resolve_conversation(session, args.conversation), args.username)
+    ctx.save(session)
+    if conversation is None:
+        print("you left the conversation")
+    else:
+        print(f"{args.username} removed; now at epoch {conversation.current_epoch}, which it cannot read")
+    return 0
+
+
+def cmd_leave(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    session.leave(_resolve_conversation(session, args.conversation))
+    ctx.save(session)
+    print("you left the conversation; the others start a new epoch before their next message")
+    return 0
+
+
 def cmd_rotate(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
     epoch = session.rotate_epoch(_resolve_conversation(session, args.conversation))
@@ -490,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--direct", metavar="USER")
     group.add_argument("--group", metavar="USER", nargs="+")
+    p.add_argument("--no-history", action="store_true", help="members added later do not read earlier messages")
     p = add("send", cmd_send, "send an encrypted text message")
     p.add_argument("conversation", help="conversation id or a unique prefix")
     p.add_argument("text", nargs="+")
@@ -519,6 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-name", default=os.uname().nodename[:64] or "device")
     add("request-keys", cmd_request_keys, "ask other devices for the ChatKeys this device lacks")
     add("answer-keys", cmd_answer_keys, "re-wrap ChatKeys for other devices' key requests where entitled")
+    p = add("add-member", cmd_add_member, "add a user to a group conversation")
+    p.add_argument("conversation")
+    p.add_argument("username")
+    p = add("remove-member", cmd_remove_member, "remove a member of a group conversation (and re-key)")
+    p.add_argument("conversation")
+    p.add_argument("username")
+    p = add("leave", cmd_leave, "leave a group conversation")
+    p.add_argument("conversation")
     p = add("rotate", cmd_rotate, "start a new ChatKey epoch in a conversation")
     p.add_argument("conversation")
     add("logout", cmd_logout, "revoke this device's token")

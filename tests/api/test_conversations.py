@@ -57,6 +57,7 @@ def test_create_direct_conversation(alice: Dev, bob: Dev) -> None:
         "members": ["alice", "bob"],
         "current_epoch": 1,
         "last_seq": 0,
+        "share_history": True,
         "created_at": data["created_at"],
     }
 
@@ -213,3 +214,56 @@ def test_wrapped_key_lengths_are_checked(alice: Dev) -> None:
     assert response.status_code == 400
     assert list(response.json()["extra"]["fields"]) == ["epoch.wrapped_keys.0.wrapped_key"]
     assert _rows() == (0, 0, 0, 0)
+
+
+def test_epoch_detail_names_every_recipient_device_and_hides_from_non_members(alice: Dev, bob: Dev) -> None:
+    conversation = make_conversation(alice, bob.user)
+    carol = make_dev(user=UserFactory.create(username="carol"))
+
+    response = bob.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/1")
+
+    assert response.status_code == 200, response.json()
+    data = response.json()
+    assert data["conversation_id"] == str(conversation.pk)
+    assert (data["epoch"], data["created_by_device_id"]) == (1, str(alice.device.id))
+    expected = [{"username": d.user.username, "device_id": str(d.device.id)} for d in (alice, bob)]
+    assert data["recipients"] == sorted(expected, key=lambda r: r["device_id"])
+    missing = bob.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/2")
+    assert (missing.status_code, missing.json()["code"]) == (404, "epoch_not_found")
+    hidden = carol.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/1")
+    assert (hidden.status_code, hidden.json()["code"]) == (404, "conversation_not_found")
+
+
+def test_member_add_remove_and_leave_over_http(alice: Dev, bob: Dev) -> None:
+    conversation = make_conversation(alice, bob.user)
+    carol = make_dev(user=UserFactory.create(username="carol"))
+    history = [{"epoch": 1, **key} for key in wrapped_keys_json(active_devices(carol.user))]
+    url = f"/api/v1/conversations/{conversation.pk}/members"
+
+    added = bob.client().post(url, {"username": "carol", "history_keys": history}, format="json")
+
+    assert added.status_code == 200, added.json()
+    assert added.json()["members"] == ["alice", "bob", "carol"]
+    assert added.json()["share_history"] is True
+    again = bob.client().post(url, {"username": "carol", "history_keys": history}, format="json")
+    assert (again.status_code, again.json()["code"]) == (409, "already_member")
+    no_epoch = alice.client().delete(f"{url}/bob", {}, format="json")
+    assert (no_epoch.status_code, no_epoch.json()["code"]) == (400, "epoch_required")
+    epoch = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, carol.user))}
+    removed = alice.client().delete(f"{url}/bob", {"epoch": epoch}, format="json")
+    assert removed.status_code == 204
+    assert bob.client().get(f"/api/v1/conversations/{conversation.pk}").status_code == 404
+    left = carol.client().delete(f"{url}/carol", {}, format="json")
+    assert left.status_code == 204
+    assert alice.client().get(f"/api/v1/conversations/{conversation.pk}").json()["members"] == ["alice"]
+
+
+def test_member_changes_in_a_direct_conversation_are_refused(alice: Dev, bob: Dev) -> None:
+    conversation = make_conversation(alice, bob.user, kind=Conversation.Kind.DIRECT)
+    UserFactory.create(username="carol")
+
+    response = alice.client().post(
+        f"/api/v1/conversations/{conversation.pk}/members", {"username": "carol"}, format="json"
+    )
+
+    assert (response.status_code, response.json()["code"]) == (409, "direct_members_fixed")

@@ -235,7 +235,9 @@ def test_device_slipped_in_with_a_forged_device_list_entry_is_refused_by_every_c
     assert not WrappedKey.objects.filter(recipient_device_id=evil.device_id).exists()
 
     evil._chat_keys[(conversation_id, 1)] = alice._chat_keys[(conversation_id, 1)]
-    forged = evil.send_text(conversation_id, "new bank details attached")
+    # The evil device skips the honest client's checks (2.14) and seals directly.
+    request, _ = evil.seal_send(evil.conversation(conversation_id), {"type": "text", "body": "new bank details"})
+    forged = Envelope.parse(evil.transport.execute(request)[1])
     for receiver in (restart(bob), restart(alice), restart(scene["alice_phone"])):  # type: ignore[arg-type]
         result = {r.seq: r for r in receiver.history(conversation_id)}[forged.seq]
         assert isinstance(result, UndecryptableMessage) and result.reason == DecryptFailure.UNVOUCHED_DEVICE
@@ -285,7 +287,7 @@ def test_a_signed_revocation_is_no_hidden_device_and_the_log_records_it(scene: d
     alice_phone: Session = scene["alice_phone"]  # type: ignore[assignment]
     bob = restart(scene["bob"])  # type: ignore[arg-type]
     conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
-    restart(alice).revoke_device(alice_phone.device_id)
+    restart(alice).revoke_device(alice_phone.device_id, rotate=False)
 
     assert bob.rotate_epoch(conversation_id) == 2  # no hidden device: the list says it left
     from conversations.models import WrappedKey
@@ -307,6 +309,36 @@ def test_an_operators_revocation_is_hidden_until_a_device_of_the_account_signs_i
     with pytest.raises(HiddenDevicesError):
         restart(scene["bob"]).rotate_epoch(conversation_id)  # type: ignore[arg-type]
 
-    restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
-    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 2  # type: ignore[arg-type]
+    result = restart(alice).revoke_device(alice_phone.device_id)  # signs the revocation after the fact
+    assert result.rotated == {conversation_id: 2, scene["group"].conversation_id: 2}  # type: ignore[attr-defined]
+    assert restart(scene["bob"]).rotate_epoch(conversation_id) == 3  # type: ignore[arg-type]
     assert [e.change for e in restart(alice).device_log()] == ["created", "linked", "revoked"]
+
+
+def test_a_key_the_server_slips_into_an_epoch_for_its_own_device_makes_honest_clients_refuse_to_send(
+    scene: dict[str, object], server_url: str
+) -> None:
+    """The server inserts a device into Alice's account and a wrapped-key row for it into the
+    current epoch (as if it had been a recipient): no honest client sends under that epoch, and
+    none can start a new one that would include it, so nothing is sent and the device is named."""
+    from conversations.models import ChatKeyEpoch, WrappedKey
+    from messaging.models import Message
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+    WrappedKey.objects.create(
+        epoch=ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=1),
+        recipient_device_id=evil.device_id,
+        wrapping_device_id=alice.device_id,
+        wrapped_key=os.urandom(80),
+        signature=os.urandom(64),
+    )
+    stored = Message.objects.filter(conversation_id=conversation_id).count()
+
+    for honest in (restart(alice), restart(scene["bob"])):  # type: ignore[arg-type]
+        with pytest.raises(UntrustedDevicesError) as excinfo:
+            honest.send_text(conversation_id, "wire the money")
+        assert excinfo.value.device_ids == [evil.device_id]
+    assert Message.objects.filter(conversation_id=conversation_id).count() == stored
+    assert ChatKeyEpoch.objects.filter(conversation_id=conversation_id).count() == 1

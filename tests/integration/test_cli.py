@@ -83,6 +83,7 @@ def test_cli_register_link_create_send_and_read(
     # The laptop revokes the phone: signed out of the device list, and the log says who did it.
     code, out, _ = cli(laptop, "revoke", phone_id)
     assert code == 0 and "revoked" in out
+    assert "1 conversations moved to a new epoch" in out
     code, out, _ = cli(laptop, "device-log")
     assert f"laptop ({laptop_id(out)}) revoked phone ({phone_id})" in out
     assert cli(bobs, "rotate", conversation)[0] == 0  # Bob's client sees no hidden device
@@ -131,3 +132,26 @@ def test_cli_says_when_the_server_cannot_be_reached(cli: Callable[..., tuple[int
     code, _, err = cli(tmp_path / "a", "register", "--server", f"http://127.0.0.1:{port}", "--username", "alice")
     assert code == 4 and "cannot reach" in err
     assert not (tmp_path / "a" / "keystore.json").exists()
+
+
+def test_cli_add_remove_and_leave_members(
+    cli: Callable[..., tuple[int, str, str]], server_url: str, tmp_path: Path, names: Callable[[str], str]
+) -> None:
+    people = {name: names(name) for name in ("alice", "bob", "carol")}
+    homes = {name: tmp_path / name for name in people}
+    for name, username in people.items():
+        assert cli(homes[name], "register", "--server", server_url, "--username", username)[0] == 0
+    code, out, _ = cli(homes["alice"], "create", "--group", people["bob"])
+    conversation = out.strip()
+    assert cli(homes["alice"], "send", conversation, "before carol")[0] == 0
+
+    code, out, _ = cli(homes["alice"], "add-member", conversation, people["carol"])
+    assert code == 0 and "with the history" in out
+    code, out, _ = cli(homes["carol"], "history", conversation)
+    assert "before carol" in out and "UNDECRYPTABLE" not in out
+    code, out, _ = cli(homes["bob"], "remove-member", conversation, people["carol"])
+    assert code == 0 and "now at epoch 2" in out
+    code, out, _ = cli(homes["bob"], "leave", conversation)
+    assert code == 0 and "you left" in out
+    code, _, err = cli(homes["alice"], "add-member", conversation, people["alice"])
+    assert code == 1 and "already_member" in err

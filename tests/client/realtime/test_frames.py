@@ -225,3 +225,20 @@ def test_key_request_and_key_available_frames_are_parsed() -> None:
         fr.decode_frame(json.dumps({**available, "epoch": "2"}))
     with pytest.raises(fr.FrameError):
         fr.decode_frame(json.dumps({"type": "key_request", "key_request": "nope"}))
+
+
+def test_conversation_members_frames_are_parsed_and_malformed_ones_refused() -> None:
+    raw = {
+        "type": "conversation_members",
+        "conversation_id": str(CID),
+        "change": "removed",
+        "username": "carol",
+        "by": "alice",
+        "members": ["alice", "bob"],
+        "current_epoch": 2,
+    }
+    assert fr.decode_frame(json.dumps(raw)) == fr.ConversationMembers(
+        CID, "removed", "carol", "alice", ["alice", "bob"], 2
+    )
+    with pytest.raises(fr.FrameError):
+        fr.decode_frame(json.dumps({**raw, "members": "alice"}))

@@ -64,6 +64,9 @@ class StubSession:
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         return CHAT_KEY
 
+    def conversation_for_send(self, conversation_id: uuid.UUID) -> proto.Conversation:
+        return self.conversation(conversation_id)
+
     # The real sealing, over this stub's keys: the client's own sends use the real crypto.
     seal_send = Session.seal_send
 
