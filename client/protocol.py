@@ -609,3 +609,47 @@ def reset_identity_request(
         device_list=device_list,
     ).json
     return Request("POST", f"{API_PREFIX}/accounts/reset-identity", body, authenticated=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Push notifications (docs/protocol.md 4.6)
+
+
+@dataclass(frozen=True)
+class PushTarget:
+    """This device's push target. `secret` (webhook only) is present only in the answer to
+    registering it: the relay keeps it to check each wake-up's signature."""
+
+    kind: str
+    url: str
+    created_at: str
+    secret: str | None = None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> PushTarget:
+        secret = data.get("secret")
+        return cls(
+            kind=str(data["kind"]),
+            url=str(data["url"]),
+            created_at=str(data["created_at"]),
+            secret=None if secret is None else str(secret),
+        )
+
+
+def push_target_set_request(*, kind: str, url: str, keys: dict[str, str] | None = None) -> Request:
+    body: dict[str, Any] = {"kind": kind, "url": url}
+    if keys is not None:
+        body["keys"] = dict(keys)
+    return Request("PUT", f"{API_PREFIX}/devices/me/push-target", body)
+
+
+def push_target_get_request() -> Request:
+    return Request("GET", f"{API_PREFIX}/devices/me/push-target")
+
+
+def push_target_delete_request() -> Request:
+    return Request("DELETE", f"{API_PREFIX}/devices/me/push-target")
+
+
+def conversation_mute_request(conversation_id: uuid.UUID, *, muted: bool) -> Request:
+    return Request("PUT" if muted else "DELETE", f"{API_PREFIX}/conversations/{conversation_id}/mute")

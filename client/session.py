@@ -338,6 +338,40 @@ class Session:
         self.secrets.token = None
         self.transport.token = None
 
+    # -- push notifications (docs/protocol.md 4.6) -------------------------------------------------
+
+    def push_target_set(self, *, kind: str, url: str, keys: dict[str, str] | None = None) -> proto.PushTarget:
+        """Register (or replace) where the server wakes this device when it is not connected:
+        `webhook` (a relay's URL; keep the returned `secret` to verify each wake-up) or `webpush`
+        (a browser's PushSubscription endpoint and `keys`). Wake-ups carry no content."""
+        _, body = self.transport.execute(proto.push_target_set_request(kind=kind, url=url, keys=keys))
+        return proto.PushTarget.parse(body)
+
+    def push_target(self) -> proto.PushTarget | None:
+        """This device's push target (never its secret), or None."""
+        try:
+            _, body = self.transport.execute(proto.push_target_get_request())
+        except proto.ApiError as exc:
+            if exc.code == "push_target_not_found":
+                return None
+            raise
+        return proto.PushTarget.parse(body)
+
+    def push_target_delete(self) -> bool:
+        """Stop waking this device; False when it had no target."""
+        try:
+            self.transport.execute(proto.push_target_delete_request())
+        except proto.ApiError as exc:
+            if exc.code == "push_target_not_found":
+                return False
+            raise
+        return True
+
+    def mute(self, conversation_id: uuid.UUID, *, muted: bool = True) -> None:
+        """Stop (or, with muted=False, resume) waking this device for one conversation; its
+        messages are stored and delivered as usual."""
+        self.transport.execute(proto.conversation_mute_request(conversation_id, muted=muted))
+
     # -- linking a new device (docs/protocol.md 2.10-2.12, 4.7) ----------------------------------
 
     def request_link(self) -> str:

@@ -440,6 +440,29 @@ def cmd_rotate(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    if args.webhook:
+        target = session.push_target_set(kind="webhook", url=args.webhook)
+        print(f"this device is woken at {target.url} when it is offline (content-free wake-ups)")
+        print(f"signing secret (shown once; your relay checks X-E2EE-Signature with it): {target.secret}")
+    elif args.off:
+        print("push target removed" if session.push_target_delete() else "this device had no push target")
+    else:
+        current = session.push_target()
+        print("no push target" if current is None else f"{current.kind} {current.url} (since {current.created_at})")
+    ctx.save(session)
+    return 0
+
+
+def cmd_mute(ctx: Context, args: argparse.Namespace) -> int:
+    session = ctx.open()
+    session.mute(_resolve_conversation(session, args.conversation), muted=not args.off)
+    ctx.save(session)
+    print("muted: no wake-ups for it on this device" if not args.off else "unmuted")
+    return 0
+
+
 def cmd_logout(ctx: Context, args: argparse.Namespace) -> int:
     session = ctx.open()
     session.logout()
@@ -563,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("conversation")
     p = add("rotate", cmd_rotate, "start a new ChatKey epoch in a conversation")
     p.add_argument("conversation")
+    p = add("push", cmd_push, "show, set (--webhook URL) or remove (--off) where this device is woken when offline")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--webhook", metavar="URL", help="a relay URL the server POSTs signed, content-free wake-ups to")
+    group.add_argument("--off", action="store_true", help="stop waking this device")
+    p = add("mute", cmd_mute, "stop waking this device for a conversation (--off to unmute)")
+    p.add_argument("conversation")
+    p.add_argument("--off", action="store_true", help="unmute")
     add("logout", cmd_logout, "revoke this device's token")
     p = add("demo", cmd_demo, "run the scripted end-to-end demo against a server")
     p.add_argument("--server", required=True)

@@ -192,3 +192,64 @@ def test_local_limit_trips_at_its_setting_and_resets_with_the_window() -> None:
         assert raised.value.retry_after_s == 3
         now["t"] = 110.0
         frames.hit()
+
+
+def _b64_random(n: int) -> str:
+    import base64
+
+    return base64.b64encode(os.urandom(n)).decode()
+
+
+def _wrong_approval(approver: Dev, pending: Device) -> Any:
+    """An approval with a made-up verifier: refused whatever else it says (403, or 404 when the
+    pending device opened no link request), and counted by the limits before anything else."""
+    return approver.client().post(
+        f"/api/v1/devices/{pending.id}/link/approve",
+        {
+            "verifier": _b64_random(32),
+            "vouch_signature": _b64_random(64),
+            "device_list": {},
+            "wrapped_identity_key": _b64_random(80),
+            "approval_mac": _b64_random(32),
+        },
+        format="json",
+    )
+
+
+def test_link_code_attempts_per_pending_device(clock: dict[str, float]) -> None:
+    approver = make_dev()
+    pending = make_dev(user=approver.user, status=Device.Status.PENDING)
+    with limits(link_code_device="4/60"):
+        _trip(lambda: _wrong_approval(approver, pending.device), 4, clock, {400, 403, 404})
+        # Another device being linked has its own budget.
+        other = make_dev(user=approver.user, status=Device.Status.PENDING)
+        assert _wrong_approval(approver, other.device).status_code != 429
+
+
+def test_link_code_attempts_per_address(clock: dict[str, float]) -> None:
+    approver = make_dev()
+
+    def attempt() -> Any:  # a fresh pending device each time: only the address repeats
+        return _wrong_approval(approver, make_dev(user=approver.user, status=Device.Status.PENDING).device)
+
+    with limits(link_code_ip="3/60"):
+        _trip(attempt, 3, clock, {400, 403, 404})
+
+
+def test_link_requests_opened_per_pending_device(clock: dict[str, float]) -> None:
+    pending = make_dev(status=Device.Status.PENDING)
+    client = pending.client()
+    with limits(link_request_device="3/60"):
+        _trip(
+            lambda: client.post("/api/v1/devices/link", {"verifier_hash": _b64_random(32)}, format="json"),
+            3,
+            clock,
+            {201},
+        )
+
+
+def test_key_requests_per_device(clock: dict[str, float], alice: Dev, conversation: Any) -> None:
+    client = alice.client()
+    url = f"/api/v1/conversations/{conversation.pk}/key-requests"
+    with limits(key_request_device="3/60"):
+        _trip(lambda: client.post(url, {"epoch": 1}, format="json"), 3, clock, {200, 201})

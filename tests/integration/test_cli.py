@@ -155,3 +155,48 @@ def test_cli_add_remove_and_leave_members(
     assert code == 0 and "you left" in out
     code, _, err = cli(homes["alice"], "add-member", conversation, people["alice"])
     assert code == 1 and "already_member" in err
+
+
+def test_cli_push_target_and_mute(
+    cli: Callable[..., tuple[int, str, str]],
+    server_url: str,
+    tmp_path: Path,
+    names: Callable[[str], str],
+    settings: object,
+) -> None:
+    from notifications.models import ConversationMute, PushTarget
+
+    settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = True  # type: ignore[attr-defined]  # the relay is on loopback here
+    alice, bob = names("alice"), names("bob")
+    laptop, bobs = tmp_path / "laptop", tmp_path / "bob"
+    assert cli(laptop, "register", "--server", server_url, "--username", alice)[0] == 0
+    assert cli(bobs, "register", "--server", server_url, "--username", bob)[0] == 0
+    code, out, _ = cli(laptop, "create", "--direct", bob)
+    assert code == 0
+    conversation = out.strip()
+
+    code, out, _ = cli(laptop, "push")
+    assert (code, out.strip()) == (0, "no push target")
+    code, out, _ = cli(laptop, "push", "--webhook", "http://127.0.0.1:9/wake/laptop")
+    assert code == 0
+    secret = out.split("(shown once; your relay checks X-E2EE-Signature with it): ")[1].strip()
+    assert len(secret) >= 32
+    (target,) = PushTarget.objects.filter(url="http://127.0.0.1:9/wake/laptop")
+    assert target.kind == "webhook"
+    code, out, _ = cli(laptop, "push")
+    assert code == 0 and "webhook http://127.0.0.1:9/wake/laptop" in out and secret not in out
+
+    code, out, _ = cli(laptop, "mute", conversation)
+    assert code == 0 and "muted" in out
+    assert ConversationMute.objects.filter(device_id=target.device_id, conversation_id=conversation).exists()
+    assert cli(laptop, "mute", conversation, "--off")[0] == 0
+    assert not ConversationMute.objects.filter(device_id=target.device_id).exists()
+
+    # A refused URL is a clear error, not a traceback.
+    settings.E2EE_NOTIFY_ALLOW_PRIVATE_URLS = False  # type: ignore[attr-defined]
+    code, _, err = cli(laptop, "push", "--webhook", "http://127.0.0.1:9/other")
+    assert code != 0 and "push_target_url_refused" in err
+
+    code, out, _ = cli(laptop, "push", "--off")
+    assert code == 0 and "removed" in out
+    assert not PushTarget.objects.filter(device_id=target.device_id).exists()
