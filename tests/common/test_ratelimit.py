@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from common.ratelimit import LocalRateLimit, RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.builders import Dev, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
+from tests.builders import Dev, b64, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
 
 pytestmark = pytest.mark.django_db
 
@@ -194,23 +194,17 @@ def test_local_limit_trips_at_its_setting_and_resets_with_the_window() -> None:
         frames.hit()
 
 
-def _b64_random(n: int) -> str:
-    import base64
-
-    return base64.b64encode(os.urandom(n)).decode()
-
-
 def _wrong_approval(approver: Dev, pending: Device) -> Any:
     """An approval with a made-up verifier: refused whatever else it says (403, or 404 when the
     pending device opened no link request), and counted by the limits before anything else."""
     return approver.client().post(
         f"/api/v1/devices/{pending.id}/link/approve",
         {
-            "verifier": _b64_random(32),
-            "vouch_signature": _b64_random(64),
+            "verifier": b64(os.urandom(32)),
+            "vouch_signature": b64(os.urandom(64)),
             "device_list": {},
-            "wrapped_identity_key": _b64_random(80),
-            "approval_mac": _b64_random(32),
+            "wrapped_identity_key": b64(os.urandom(80)),
+            "approval_mac": b64(os.urandom(32)),
         },
         format="json",
     )
@@ -241,7 +235,7 @@ def test_link_requests_opened_per_pending_device(clock: dict[str, float]) -> Non
     client = pending.client()
     with limits(link_request_device="3/60"):
         _trip(
-            lambda: client.post("/api/v1/devices/link", {"verifier_hash": _b64_random(32)}, format="json"),
+            lambda: client.post("/api/v1/devices/link", {"verifier_hash": b64(os.urandom(32))}, format="json"),
             3,
             clock,
             {201},
