@@ -20,6 +20,8 @@ class DecryptFailure(enum.StrEnum):
     TAMPERED = "tampered"
     REPLAYED = "replayed"
     IDENTITY_CHANGED = "identity_changed"
+    EPOCH_MANIFEST_INVALID = "epoch_manifest_invalid"
+    EPOCH_MANIFEST_UNVOUCHED = "epoch_manifest_unvouched"
 
 
 class DecryptError(Exception):
