@@ -146,3 +146,17 @@ class StaleEpochError(SdkError):
         super().__init__(f"epoch of {conversation_id} still reaches devices that must not read it: {names}")
         self.conversation_id = conversation_id
         self.stale = stale
+
+
+class EpochManifestError(SdkError):
+    """The conversation's current epoch has no valid manifest signed by its creator, or its
+    manifest names a device not vouched for (protocol.md 2.18), and starting a new epoch did not
+    succeed: nothing is sent under it. `code` is `epoch_manifest_invalid` or `epoch_manifest_unvouched`."""
+
+    code = "epoch_manifest_invalid"
+
+    def __init__(self, conversation_id: uuid.UUID, code: str, detail: str) -> None:
+        super().__init__(f"refusing to send in {conversation_id}: {code}: {detail}")
+        self.code = code
+        self.conversation_id = conversation_id
+        self.detail = detail

@@ -151,6 +151,11 @@ class WrappedKeyRecord:
     signature: bytes
     wrapped_by_device_id: uuid.UUID
     wrapped_by_username: str
+    # The epoch's signed manifest (2.18) and who created the epoch; empty if the server has none.
+    epoch_created_by_device_id: uuid.UUID
+    epoch_created_by_username: str
+    manifest: bytes
+    manifest_signature: bytes
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> WrappedKeyRecord:
@@ -160,6 +165,10 @@ class WrappedKeyRecord:
             signature=b64d(data["signature"], length=64),
             wrapped_by_device_id=uuid.UUID(data["wrapped_by_device_id"]),
             wrapped_by_username=data["wrapped_by_username"],
+            epoch_created_by_device_id=uuid.UUID(data["epoch_created_by_device_id"]),
+            epoch_created_by_username=str(data["epoch_created_by_username"]),
+            manifest=b64d(data.get("manifest", "")),
+            manifest_signature=b64d(data.get("manifest_signature", "")),
         )
 
 
@@ -171,6 +180,9 @@ class EpochInfo:
     epoch: int
     created_by_device_id: uuid.UUID
     recipients: dict[uuid.UUID, str]  # device id -> username
+    created_by_username: str = ""
+    manifest: bytes = b""
+    manifest_signature: bytes = b""
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> EpochInfo:
@@ -179,6 +191,9 @@ class EpochInfo:
             epoch=int(data["epoch"]),
             created_by_device_id=uuid.UUID(data["created_by_device_id"]),
             recipients={uuid.UUID(r["device_id"]): str(r["username"]) for r in data["recipients"]},
+            created_by_username=str(data.get("created_by_username", "")),
+            manifest=b64d(data.get("manifest", "")),
+            manifest_signature=b64d(data.get("manifest_signature", "")),
         )
 
 
@@ -263,28 +278,45 @@ def _wrapped_keys_body(wrapped: dict[uuid.UUID, tuple[bytes, bytes]]) -> list[di
     ]
 
 
+@dataclass(frozen=True)
+class NewEpoch:
+    """A new epoch's keys: its ChatKey wrapped per device and its signed manifest (2.18)."""
+
+    number: int
+    wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]]
+    manifest: bytes
+    manifest_signature: bytes
+
+
+def _epoch_body(epoch: NewEpoch) -> dict[str, Any]:
+    return {
+        "number": epoch.number,
+        "wrapped_keys": _wrapped_keys_body(epoch.wrapped_keys),
+        "manifest": b64e(epoch.manifest),
+        "manifest_signature": b64e(epoch.manifest_signature),
+    }
+
+
 def conversation_create_request(
     *,
     conversation_id: uuid.UUID,
     kind: str,
     members: list[str],
-    wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]],
+    epoch: NewEpoch,
     share_history: bool = True,
 ) -> Request:
     body = {
         "conversation_id": str(conversation_id),
         "kind": kind,
         "members": members,
-        "epoch": {"number": 1, "wrapped_keys": _wrapped_keys_body(wrapped_keys)},
+        "epoch": _epoch_body(epoch),
         "share_history": share_history,
     }
     return Request("POST", f"{API_PREFIX}/conversations", body)
 
 
-def epoch_upload_request(
-    *, conversation_id: uuid.UUID, number: int, wrapped_keys: dict[uuid.UUID, tuple[bytes, bytes]]
-) -> Request:
-    body = {"number": number, "wrapped_keys": _wrapped_keys_body(wrapped_keys)}
+def epoch_upload_request(*, conversation_id: uuid.UUID, epoch: NewEpoch) -> Request:
+    body = _epoch_body(epoch)
     return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/epochs", body)
 
 
@@ -305,7 +337,7 @@ def member_add_request(
     conversation_id: uuid.UUID,
     username: str,
     history_keys: list[tuple[int, uuid.UUID, bytes, bytes]],
-    epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None,
+    epoch: NewEpoch | None,
 ) -> Request:
     body: dict[str, Any] = {
         "username": username,
@@ -315,16 +347,14 @@ def member_add_request(
         ],
     }
     if epoch is not None:
-        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+        body["epoch"] = _epoch_body(epoch)
     return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/members", body)
 
 
-def member_remove_request(
-    *, conversation_id: uuid.UUID, username: str, epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None
-) -> Request:
+def member_remove_request(*, conversation_id: uuid.UUID, username: str, epoch: NewEpoch | None) -> Request:
     body: dict[str, Any] = {}
     if epoch is not None:
-        body["epoch"] = {"number": epoch[0], "wrapped_keys": _wrapped_keys_body(epoch[1])}
+        body["epoch"] = _epoch_body(epoch)
     return Request("DELETE", f"{API_PREFIX}/conversations/{conversation_id}/members/{username}", body)
 
 

@@ -56,6 +56,7 @@ from client.crypto.linking import (
     link_code_encode,
     link_keys,
 )
+from client.crypto.manifest import EpochManifest, ManifestError, epoch_manifest_build, epoch_manifest_verify
 from client.crypto.message import (
     message_encrypt,
     message_header,
@@ -69,6 +70,7 @@ from client.errors import (
     AttachmentError,
     DeviceListInvalidError,
     DeviceNotFoundError,
+    EpochManifestError,
     FingerprintMismatchError,
     HiddenDevicesError,
     IdentityChangedError,
@@ -86,6 +88,7 @@ from client.protocol import ApiError
 Rng = Callable[[int], bytes]
 
 DEVICE_LIST_PAGE = 1000  # entries per device-list page (the server's page size)
+_MANIFEST_FAILURES = (DecryptFailure.EPOCH_MANIFEST_INVALID, DecryptFailure.EPOCH_MANIFEST_UNVOUCHED)
 
 
 class Transport(Protocol):
@@ -800,6 +803,22 @@ class Session:
                 wrapped[device.device_id] = (w.wrapped_key, w.signature)
         return wrapped
 
+    def _new_epoch(
+        self, conversation_id: uuid.UUID, number: int, members: list[str], chat_key: bytes, *, refresh: bool = True
+    ) -> proto.NewEpoch:
+        """The epoch's ChatKey wrapped for every trusted device of every member, with the manifest
+        of exactly those devices signed by this device (protocol.md 2.18)."""
+        wrapped = self._wrap_for_members(conversation_id, number, members, chat_key, refresh=refresh)
+        devices = {member: sorted(self.directory(member).devices) for member in members}
+        manifest, signature = epoch_manifest_build(
+            conversation_id=conversation_id,
+            epoch=number,
+            creator=self.secrets.device,
+            lists={member: self.secrets.device_lists[member] for member in members},
+            devices=devices,
+        )
+        return proto.NewEpoch(number, wrapped, manifest, signature)
+
     def create_conversation(
         self, members: list[str], *, kind: str = "group", share_history: bool = True
     ) -> proto.Conversation:
@@ -808,12 +827,11 @@ class Session:
         conversation_id = uuid.UUID(bytes=self._rng(16), version=4)
         chat_key = chatkey_generate(self._rng)
         for attempt in range(2):
-            wrapped = self._wrap_for_members(conversation_id, 1, everyone, chat_key)
             request = proto.conversation_create_request(
                 conversation_id=conversation_id,
                 kind=kind,
                 members=[m for m in everyone if m != self.username],
-                wrapped_keys=wrapped,
+                epoch=self._new_epoch(conversation_id, 1, everyone, chat_key),
                 share_history=share_history,
             )
             try:
@@ -833,12 +851,8 @@ class Session:
         conversation = self.conversation(conversation_id, refresh=True)
         number = conversation.current_epoch + 1
         chat_key = chatkey_generate(self._rng)
-        wrapped = self._wrap_for_members(
-            conversation_id, number, conversation.members, chat_key, refresh=refresh_directories
-        )
-        self.transport.execute(
-            proto.epoch_upload_request(conversation_id=conversation_id, number=number, wrapped_keys=wrapped)
-        )
+        epoch = self._new_epoch(conversation_id, number, conversation.members, chat_key, refresh=refresh_directories)
+        self.transport.execute(proto.epoch_upload_request(conversation_id=conversation_id, epoch=epoch))
         self._chat_keys[(conversation_id, number)] = chat_key
         self.conversation(conversation_id, refresh=True)
         return number
@@ -854,9 +868,22 @@ class Session:
         """Recipients of the current epoch that must not read what comes next: devices not on
         their owner's verified device list (revoked), and accounts that are no longer members."""
         info = self.epoch_info(conversation.conversation_id, conversation.current_epoch)
+        manifest = self._manifest_verified(
+            conversation.conversation_id,
+            info.epoch,
+            manifest=info.manifest,
+            signature=info.manifest_signature,
+            creator_username=info.created_by_username,
+            creator_device_id=info.created_by_device_id,
+        )
+        self._manifest_check_vouched(manifest)
+        self._manifest_check_versions(manifest)
+        # The manifest's devices hold the key (those revoked since are stale too); a recipient
+        # outside it got its key later (link, history, key request) and must be trusted now.
+        holders = {**manifest.devices(), **info.recipients}
         stale: list[tuple[str, uuid.UUID]] = []
         refreshed: set[str] = set()
-        for device_id, username in sorted(info.recipients.items(), key=lambda item: str(item[0])):
+        for device_id, username in sorted(holders.items(), key=lambda item: str(item[0])):
             if username not in conversation.members:
                 stale.append((username, device_id))
                 continue
@@ -876,15 +903,21 @@ class Session:
         if (conversation_id, conversation.current_epoch) in self._epochs_checked:
             return conversation
         stale: list[tuple[str, uuid.UUID]] = []
+        manifest_error: DecryptError | None = None
         for _ in range(3):
             try:
-                stale = self.epoch_stale_recipients(conversation)
+                stale, manifest_error = self.epoch_stale_recipients(conversation), None
             except ServerUnreachableError:
                 # Offline (a realtime client queueing): seal under the epoch last known; it is
                 # checked before the next send once the server is back, and a newer epoch
                 # makes the server answer stale_epoch, which seals the message again.
                 return conversation
-            if not stale:
+            except DecryptError as exc:
+                # A missing, forged or unvouched manifest (2.18): never send under that epoch.
+                if exc.reason not in _MANIFEST_FAILURES:
+                    raise
+                stale, manifest_error = [], exc
+            if not stale and manifest_error is None:
                 self._epochs_checked.add((conversation_id, conversation.current_epoch))
                 return conversation
             try:
@@ -894,6 +927,8 @@ class Session:
                 if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices"):
                     raise
             conversation = self.conversation(conversation_id, refresh=True)
+        if manifest_error is not None:
+            raise EpochManifestError(conversation_id, manifest_error.reason.value, manifest_error.message)
         raise StaleEpochError(conversation_id, stale)
 
     def rotate_excluding(
@@ -951,7 +986,7 @@ class Session:
         for attempt in range(3):
             conversation = self.conversation(conversation_id, refresh=True)
             history: list[tuple[int, uuid.UUID, bytes, bytes]] = []
-            epoch: tuple[int, dict[uuid.UUID, tuple[bytes, bytes]]] | None = None
+            epoch: proto.NewEpoch | None = None
             chat_key = b""
             if conversation.share_history:
                 self.directory(username, refresh=True)
@@ -962,10 +997,7 @@ class Session:
             else:
                 chat_key = chatkey_generate(self._rng)
                 number = conversation.current_epoch + 1
-                epoch = (
-                    number,
-                    self._wrap_for_members(conversation_id, number, [*conversation.members, username], chat_key),
-                )
+                epoch = self._new_epoch(conversation_id, number, [*conversation.members, username], chat_key)
             request = proto.member_add_request(
                 conversation_id=conversation_id, username=username, history_keys=history, epoch=epoch
             )
@@ -977,7 +1009,7 @@ class Session:
                     raise
                 continue
             if epoch is not None:
-                self._chat_keys[(conversation_id, epoch[0])] = chat_key
+                self._chat_keys[(conversation_id, epoch.number)] = chat_key
             self.members_changed(conversation_id)
             return self.conversation(conversation_id)
         raise AssertionError("unreachable")
@@ -993,9 +1025,10 @@ class Session:
             remaining = [m for m in conversation.members if m != username]
             number = conversation.current_epoch + 1
             chat_key = chatkey_generate(self._rng)
-            wrapped = self._wrap_for_members(conversation_id, number, remaining, chat_key)
             request = proto.member_remove_request(
-                conversation_id=conversation_id, username=username, epoch=(number, wrapped)
+                conversation_id=conversation_id,
+                username=username,
+                epoch=self._new_epoch(conversation_id, number, remaining, chat_key),
             )
             try:
                 self.transport.execute(request)
@@ -1032,11 +1065,104 @@ class Session:
             except DecryptError as exc:
                 self._key_failures[slot] = exc
 
+    def _manifest_verified(
+        self,
+        conversation_id: uuid.UUID,
+        epoch: int,
+        *,
+        manifest: bytes,
+        signature: bytes,
+        creator_username: str,
+        creator_device_id: uuid.UUID,
+    ) -> EpochManifest:
+        """The epoch's manifest (2.18) if it is signed by the device that created the epoch, a
+        device of a vouched account (trusted, or revoked since: 2.16), is for this conversation
+        and epoch and names its creator; DecryptError `epoch_manifest_invalid` if not."""
+        if not manifest:
+            raise DecryptError(DecryptFailure.EPOCH_MANIFEST_INVALID, f"epoch {epoch} carries no manifest")
+        try:
+            creator_key = self._signing_key(creator_username, creator_device_id)
+        except DecryptError as exc:
+            if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
+                raise
+            raise _CreatorUnknownError(
+                DecryptFailure.EPOCH_MANIFEST_INVALID,
+                f"epoch {epoch} was created by device {creator_device_id} of {creator_username!r}, "
+                f"which is not vouched for",
+            ) from None
+        try:
+            parsed = epoch_manifest_verify(
+                data=manifest,
+                signature=signature,
+                conversation_id=conversation_id,
+                epoch=epoch,
+                creator_ed25519_public_key=creator_key,
+            )
+        except ManifestError as exc:
+            raise DecryptError(
+                DecryptFailure.EPOCH_MANIFEST_INVALID, f"the manifest of epoch {epoch} is refused: {exc}"
+            ) from None
+        if parsed.creator_device_id != creator_device_id or parsed.devices().get(creator_device_id) != creator_username:
+            raise DecryptError(
+                DecryptFailure.EPOCH_MANIFEST_INVALID, f"the manifest of epoch {epoch} does not name its creator"
+            )
+        return parsed
+
+    def _manifest_check_vouched(self, manifest: EpochManifest) -> None:
+        """Every device the manifest names is on its owner's verified device list, now or in an
+        earlier verified version (2.16); else DecryptError `epoch_manifest_unvouched`."""
+        for device_id, username in sorted(manifest.devices().items(), key=lambda item: str(item[0])):
+            try:
+                self._signing_key(username, device_id)
+            except DecryptError as exc:
+                if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
+                    raise
+                raise DecryptError(
+                    DecryptFailure.EPOCH_MANIFEST_UNVOUCHED,
+                    f"epoch {manifest.epoch} was wrapped for device {device_id} of {username!r}, "
+                    f"which is not vouched for by its identity key",
+                ) from None
+
+    def _manifest_check_versions(self, manifest: EpochManifest) -> None:
+        """Each member's device list version in the manifest is one this device verified (equal
+        hash at the same version) or older; else DecryptError `epoch_manifest_invalid`."""
+        for member in manifest.members:
+            seen = self.secrets.device_lists.get(member.username)
+            if seen is None or member.device_list_version > seen[0]:
+                self.directory(member.username, refresh=True)
+                seen = self.secrets.device_lists.get(member.username)
+            if (
+                seen is None
+                or member.device_list_version > seen[0]
+                or (member.device_list_version == seen[0] and not hmac.compare_digest(member.device_list_hash, seen[1]))
+            ):
+                raise DecryptError(
+                    DecryptFailure.EPOCH_MANIFEST_INVALID,
+                    f"the manifest of epoch {manifest.epoch} names a device list of {member.username!r} "
+                    f"(version {member.device_list_version}) this device has not verified",
+                )
+
     def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
         # The wrapper may have left since (2.15), and its device may have been revoked since (2.16):
         # a device on its account's verified list, now or in an earlier version, will do. The member
-        # list is the server's word anyway; signed epoch manifests are what would bind an epoch to
-        # the members of its time.
+        # list is the server's word; the epoch's signed manifest (2.18) binds the epoch to the
+        # devices it was made for, and every one of them must be vouched for.
+        try:
+            manifest = self._manifest_verified(
+                conversation.conversation_id,
+                record.epoch,
+                manifest=record.manifest,
+                signature=record.manifest_signature,
+                creator_username=record.epoch_created_by_username,
+                creator_device_id=record.epoch_created_by_device_id,
+            )
+            self._manifest_check_vouched(manifest)
+        except _CreatorUnknownError:
+            # A key given later (link, history, key request) by another device, for an epoch
+            # whose creator this device cannot vouch for (its account's identity was reset
+            # since): accepted on the wrapper's word, which checked the manifest itself (2.18).
+            if record.wrapped_by_device_id == record.epoch_created_by_device_id:
+                raise
         wrapper_key = self._signing_key(record.wrapped_by_username, record.wrapped_by_device_id)
         return chatkey_unwrap(
             wrapped_key=record.wrapped_key,
@@ -1285,6 +1411,10 @@ class Session:
     def history(self, conversation_id: uuid.UUID, *, after: int = 0) -> list[MessageResult]:
         """Every message after `after`, decrypted where possible; failures carry their reason."""
         return [self.receive(envelope) for envelope in self.envelopes(conversation_id, after=after)]
+
+
+class _CreatorUnknownError(DecryptError):
+    """`epoch_manifest_invalid` because the epoch's creator is not a device this one vouches for."""
 
 
 def _norm(fingerprint: str) -> str:

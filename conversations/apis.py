@@ -91,6 +91,7 @@ class ConversationListCreateApi(APIView):
             member_usernames=data["members"],
             epoch_number=data["epoch"]["number"],
             wrapped_keys=EpochInputSerializer.uploads(data["epoch"]),
+            manifest=EpochInputSerializer.manifest_upload(data["epoch"]),
             share_history=data["share_history"],
         )
         conversation = conversation_get(user=device.user, conversation_id=conversation.pk)
@@ -129,6 +130,7 @@ class ChatKeyEpochUploadApi(APIView):
             conversation_id=conversation_id,
             number=payload.validated_data["number"],
             wrapped_keys=EpochInputSerializer.uploads(payload.validated_data),
+            manifest=EpochInputSerializer.manifest_upload(payload.validated_data),
         )
         return Response(self.OutputSerializer(epoch).data, status=status.HTTP_201_CREATED)
 
@@ -142,7 +144,10 @@ class ChatKeyEpochDetailApi(APIView):
         conversation_id = CanonicalUUIDField()
         epoch = serializers.IntegerField(source="number")
         created_by_device_id = CanonicalUUIDField(source="created_by_id")
+        created_by_username = serializers.CharField(source="created_by.user.username")
         created_at = serializers.DateTimeField()
+        manifest = Base64Field()
+        manifest_signature = Base64Field()
         recipients = serializers.ListField(read_only=True)
 
     @extend_schema(

@@ -7,6 +7,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+# Bytes of an epoch manifest the server stores (protocol.md 2.18, 4.3).
+MANIFEST_MAX_BYTES = 65_536
+
 
 class Conversation(models.Model):
     class Kind(models.TextChoices):
@@ -55,6 +58,10 @@ class ChatKeyEpoch(models.Model):
     number = models.PositiveIntegerField()
     created_by = models.ForeignKey("devices.Device", on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
+    # The creator's signed list of the devices the key was wrapped for (protocol.md 2.18), opaque
+    # to the server; empty only for epochs stored before manifests existed (clients refuse them).
+    manifest = models.BinaryField(max_length=MANIFEST_MAX_BYTES, default=b"")
+    manifest_signature = models.BinaryField(max_length=64, default=b"")
 
     class Meta:
         constraints = [

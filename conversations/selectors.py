@@ -68,7 +68,7 @@ def wrapped_key_list(*, device: Device, conversation: Conversation) -> list[Wrap
     """This device's own wrapped keys in the conversation, by epoch. There is deliberately no
     way to read another device's keys."""
     return list(
-        WrappedKey.objects.select_related("epoch", "wrapping_device__user")
+        WrappedKey.objects.select_related("epoch__created_by__user", "wrapping_device__user")
         .filter(recipient_device=device, epoch__conversation=conversation)
         .order_by("epoch__number")
     )
@@ -130,6 +130,7 @@ def chat_key_epoch_get(*, conversation: Conversation, number: int) -> ChatKeyEpo
     prefetched: who holds its ChatKey, never the keys themselves (two queries)."""
     epoch = (
         ChatKeyEpoch.objects.filter(conversation=conversation, number=number)
+        .select_related("created_by__user")
         .prefetch_related(
             Prefetch(
                 "wrapped_keys",

@@ -11,7 +11,8 @@ from rest_framework import serializers
 
 from accounts.models import User
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
-from conversations.services import EpochUpload, HistoryKeyUpload, WrappedKeyUpload
+from conversations.models import MANIFEST_MAX_BYTES
+from conversations.services import EpochManifestUpload, EpochUpload, HistoryKeyUpload, WrappedKeyUpload
 
 # Epoch numbers are stored as 32-bit integers; bigger ones could never match.
 MAX_EPOCH = 2**31 - 1
@@ -45,20 +46,31 @@ class WrappedKeyInputSerializer(serializers.Serializer[Any]):
 
 
 class EpochInputSerializer(serializers.Serializer[Any]):
-    """`{"number", "wrapped_keys": [...]}`, the body of an epoch upload and part of a creation."""
+    """`{"number", "wrapped_keys": [...], "manifest", "manifest_signature"}`, the body of an epoch
+    upload and part of a creation or membership change (protocol.md 2.18: opaque to the server)."""
 
     number = StrictIntegerField(min_value=0, max_value=MAX_EPOCH)
     wrapped_keys = WrappedKeyInputSerializer(many=True)
+    manifest = Base64Field(min_length=1, max_length=MANIFEST_MAX_BYTES)
+    manifest_signature = Base64Field(length=64)
 
     @staticmethod
     def uploads(data: Mapping[str, Any]) -> list[WrappedKeyUpload]:
         return [WrappedKeyUpload(**key) for key in data["wrapped_keys"]]
 
     @staticmethod
+    def manifest_upload(data: Mapping[str, Any]) -> EpochManifestUpload:
+        return EpochManifestUpload(manifest=data["manifest"], signature=data["manifest_signature"])
+
+    @staticmethod
     def epoch(data: Mapping[str, Any] | None) -> EpochUpload | None:
         if data is None:
             return None
-        return EpochUpload(number=data["number"], wrapped_keys=EpochInputSerializer.uploads(data))
+        return EpochUpload(
+            number=data["number"],
+            wrapped_keys=EpochInputSerializer.uploads(data),
+            manifest=EpochInputSerializer.manifest_upload(data),
+        )
 
 
 class HistoryKeyInputSerializer(serializers.Serializer[Any]):
@@ -80,3 +92,8 @@ class WrappedKeySerializer(serializers.Serializer[Any]):
     signature = Base64Field()
     wrapped_by_device_id = CanonicalUUIDField(source="wrapping_device.id")
     wrapped_by_username = serializers.CharField(source="wrapping_device.user.username")
+    # The epoch's manifest (protocol.md 2.18), to check before accepting the key.
+    epoch_created_by_device_id = CanonicalUUIDField(source="epoch.created_by.id")
+    epoch_created_by_username = serializers.CharField(source="epoch.created_by.user.username")
+    manifest = Base64Field(source="epoch.manifest")
+    manifest_signature = Base64Field(source="epoch.manifest_signature")

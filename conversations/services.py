@@ -57,6 +57,14 @@ class WrappedKeyUpload:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class EpochManifestUpload:
+    """The epoch's manifest and its creator's signature (protocol.md 2.18), stored opaquely."""
+
+    manifest: bytes
+    signature: bytes
+
+
 def _direct_key(user_ids: Collection[int]) -> str:
     low, high = sorted(user_ids)
     return f"{low}:{high}"
@@ -81,9 +89,20 @@ def _wrapped_keys_check_coverage(*, member_ids: Collection[int], wrapped_keys: S
 
 
 def _epoch_write(
-    *, conversation: Conversation, number: int, device: Device, wrapped_keys: Sequence[WrappedKeyUpload]
+    *,
+    conversation: Conversation,
+    number: int,
+    device: Device,
+    wrapped_keys: Sequence[WrappedKeyUpload],
+    manifest: EpochManifestUpload,
 ) -> ChatKeyEpoch:
-    epoch = ChatKeyEpoch.objects.create(conversation=conversation, number=number, created_by=device)
+    epoch = ChatKeyEpoch.objects.create(
+        conversation=conversation,
+        number=number,
+        created_by=device,
+        manifest=manifest.manifest,
+        manifest_signature=manifest.signature,
+    )
     WrappedKey.objects.bulk_create(
         WrappedKey(
             epoch=epoch,
@@ -105,6 +124,7 @@ def conversation_create(
     member_usernames: Sequence[str],
     epoch_number: int,
     wrapped_keys: Sequence[WrappedKeyUpload],
+    manifest: EpochManifestUpload,
     share_history: bool = True,
 ) -> Conversation:
     """Create a conversation of `device`'s account and the named users, with epoch 1.
@@ -146,7 +166,9 @@ def conversation_create(
                 share_history=share_history,
             )
             Membership.objects.bulk_create(Membership(conversation=conversation, user=user) for user in users)
-            _epoch_write(conversation=conversation, number=1, device=device, wrapped_keys=wrapped_keys)
+            _epoch_write(
+                conversation=conversation, number=1, device=device, wrapped_keys=wrapped_keys, manifest=manifest
+            )
             # Every device that received a wrapped key is exactly the set of member devices.
             publish_to_groups_on_commit(
                 [device_group(upload.device_id) for upload in wrapped_keys],
@@ -162,7 +184,12 @@ def conversation_create(
 
 
 def chat_key_epoch_upload(
-    *, device: Device, conversation_id: uuid.UUID, number: int, wrapped_keys: Sequence[WrappedKeyUpload]
+    *,
+    device: Device,
+    conversation_id: uuid.UUID,
+    number: int,
+    wrapped_keys: Sequence[WrappedKeyUpload],
+    manifest: EpochManifestUpload,
 ) -> ChatKeyEpoch:
     """Start epoch `number` (= current + 1) of a conversation `device`'s account belongs to."""
     with transaction.atomic(durable=True):
@@ -175,7 +202,9 @@ def chat_key_epoch_upload(
         if number != locked.current_epoch + 1:
             raise EpochConflictError(locked.current_epoch)
         _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=wrapped_keys)
-        epoch = _epoch_write(conversation=locked, number=number, device=device, wrapped_keys=wrapped_keys)
+        epoch = _epoch_write(
+            conversation=locked, number=number, device=device, wrapped_keys=wrapped_keys, manifest=manifest
+        )
         Conversation.objects.filter(pk=locked.pk).update(current_epoch=number)
     return epoch
 
@@ -350,6 +379,7 @@ def key_request_answer(*, device: Device, request_id: uuid.UUID, wrapped_key: by
 class EpochUpload:
     number: int
     wrapped_keys: Sequence[WrappedKeyUpload]
+    manifest: EpochManifestUpload
 
 
 @dataclass(frozen=True)
@@ -383,7 +413,13 @@ def _next_epoch_write(
     if epoch.number != conversation.current_epoch + 1:
         raise EpochConflictError(conversation.current_epoch)
     _wrapped_keys_check_coverage(member_ids=member_ids, wrapped_keys=epoch.wrapped_keys)
-    _epoch_write(conversation=conversation, number=epoch.number, device=device, wrapped_keys=epoch.wrapped_keys)
+    _epoch_write(
+        conversation=conversation,
+        number=epoch.number,
+        device=device,
+        wrapped_keys=epoch.wrapped_keys,
+        manifest=epoch.manifest,
+    )
     Conversation.objects.filter(pk=conversation.pk).update(current_epoch=epoch.number)
     conversation.current_epoch = epoch.number
 

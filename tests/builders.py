@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from conversations.models import Conversation
-from conversations.services import WrappedKeyUpload, conversation_create
+from conversations.services import EpochManifestUpload, EpochUpload, WrappedKeyUpload, conversation_create
 from devices.models import Device
 from devices.services import device_token_issue
 from messaging.services import EnvelopeContent
@@ -66,6 +66,20 @@ def wrapped_keys_json(devices: Iterable[Device]) -> list[dict[str, str]]:
     ]
 
 
+def manifest_upload() -> EpochManifestUpload:
+    """An epoch manifest and signature (protocol.md 2.18): random bytes, the server stores them."""
+    return EpochManifestUpload(manifest=os.urandom(120), signature=os.urandom(64))
+
+
+def manifest_json() -> dict[str, str]:
+    """The `manifest` and `manifest_signature` fields of an epoch upload body (random bytes)."""
+    return {"manifest": b64(os.urandom(120)), "manifest_signature": b64(os.urandom(64))}
+
+
+def epoch_upload(number: int, devices: Iterable[Device]) -> EpochUpload:
+    return EpochUpload(number, uploads_for(devices), manifest_upload())
+
+
 def make_conversation(creator: Dev, *others: User, kind: Conversation.Kind = Conversation.Kind.GROUP) -> Conversation:
     """A conversation created through the service, epoch 1 covering every active member device."""
     return conversation_create(
@@ -75,6 +89,7 @@ def make_conversation(creator: Dev, *others: User, kind: Conversation.Kind = Con
         member_usernames=[user.username for user in others],
         epoch_number=1,
         wrapped_keys=uploads_for(active_devices(creator.user, *others)),
+        manifest=manifest_upload(),
     )
 
 

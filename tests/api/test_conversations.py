@@ -8,7 +8,16 @@ import pytest
 
 from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
 from tests.accounts.factories import UserFactory
-from tests.builders import Dev, active_devices, b64, envelope_json, make_conversation, make_dev, wrapped_keys_json
+from tests.builders import (
+    Dev,
+    active_devices,
+    b64,
+    envelope_json,
+    make_conversation,
+    make_dev,
+    manifest_json,
+    wrapped_keys_json,
+)
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +38,7 @@ def _create_body(kind: str, members: list[str], devices: list[Any], **overrides:
         "conversation_id": str(uuid.uuid4()),
         "kind": kind,
         "members": members,
-        "epoch": {"number": 1, "wrapped_keys": wrapped_keys_json(devices)},
+        "epoch": {"number": 1, "wrapped_keys": wrapped_keys_json(devices), **manifest_json()},
     }
     body.update(overrides)
     return body
@@ -145,7 +154,11 @@ def test_list_and_get_show_only_own_conversations(alice: Dev, bob: Dev) -> None:
 
 def test_epoch_upload_and_keys(alice: Dev, bob: Dev) -> None:
     conversation = make_conversation(alice, bob.user)
-    body: dict[str, Any] = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user))}
+    body: dict[str, Any] = {
+        "number": 2,
+        "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user)),
+        **manifest_json(),
+    }
 
     response = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
 
@@ -162,10 +175,44 @@ def test_epoch_upload_and_keys(alice: Dev, bob: Dev) -> None:
         "signature": mine["signature"],
         "wrapped_by_device_id": str(bob.device.id),
         "wrapped_by_username": "bob",
+        "epoch_created_by_device_id": str(bob.device.id),
+        "epoch_created_by_username": "bob",
+        "manifest": body["manifest"],
+        "manifest_signature": body["manifest_signature"],
     }
+    epoch = bob.client().get(f"/api/v1/conversations/{conversation.pk}/epochs/2").json()
+    assert (epoch["created_by_username"], epoch["manifest"], epoch["manifest_signature"]) == (
+        "bob",
+        body["manifest"],
+        body["manifest_signature"],
+    )
     again = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
     assert (again.status_code, again.json()["code"]) == (409, "epoch_conflict")
     assert again.json()["extra"] == {"current_epoch": 2}
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad"),
+    [
+        ({"manifest_signature": b64(os.urandom(64))}, "manifest"),
+        ({"manifest": b64(os.urandom(120))}, "manifest_signature"),
+        ({"manifest": "", "manifest_signature": b64(os.urandom(64))}, "manifest"),
+        ({"manifest": b64(os.urandom(65_537)), "manifest_signature": b64(os.urandom(64))}, "manifest"),
+        ({"manifest": b64(os.urandom(120)), "manifest_signature": b64(os.urandom(63))}, "manifest_signature"),
+    ],
+)
+def test_epoch_upload_without_a_wellformed_manifest_is_invalid_request(
+    alice: Dev, bob: Dev, fields: dict[str, str], bad: str
+) -> None:
+    conversation = make_conversation(alice, bob.user)
+    body = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user)), **fields}
+
+    response = bob.client().post(f"/api/v1/conversations/{conversation.pk}/epochs", body, format="json")
+
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_request")
+    assert list(response.json()["extra"]["fields"]) == [bad]
+    conversation.refresh_from_db()
+    assert conversation.current_epoch == 1
 
 
 def test_two_devices_of_one_user_get_different_wrapped_keys(alice: Dev, bob: Dev) -> None:
@@ -196,7 +243,7 @@ def test_non_member_gets_conversation_not_found_everywhere(
     payload = {
         None: None,
         "envelope": envelope_json(bob),
-        "epoch": {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user))},
+        "epoch": {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user)), **manifest_json()},
     }[body]
     client = bob.client()
     for conversation_id in (conversation.pk, uuid.uuid4()):
@@ -249,7 +296,7 @@ def test_member_add_remove_and_leave_over_http(alice: Dev, bob: Dev) -> None:
     assert (again.status_code, again.json()["code"]) == (409, "already_member")
     no_epoch = alice.client().delete(f"{url}/bob", {}, format="json")
     assert (no_epoch.status_code, no_epoch.json()["code"]) == (400, "epoch_required")
-    epoch = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, carol.user))}
+    epoch = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, carol.user)), **manifest_json()}
     removed = alice.client().delete(f"{url}/bob", {"epoch": epoch}, format="json")
     assert removed.status_code == 204
     assert bob.client().get(f"/api/v1/conversations/{conversation.pk}").status_code == 404

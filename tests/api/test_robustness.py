@@ -26,6 +26,7 @@ from tests.builders import (
     link_approval_json,
     make_conversation,
     make_dev,
+    manifest_json,
     register_json,
     wrapped_keys_json,
 )
@@ -142,7 +143,11 @@ def _create_conversation() -> tuple[APIClient, str, dict[str, Any]]:
         "conversation_id": str(uuid.uuid4()),
         "kind": "group",
         "members": ["bob"],
-        "epoch": {"number": 1, "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user))},
+        "epoch": {
+            "number": 1,
+            "wrapped_keys": wrapped_keys_json(active_devices(alice.user, bob.user)),
+            **manifest_json(),
+        },
     }
     return alice.client(), "/api/v1/conversations", body
 
@@ -150,7 +155,7 @@ def _create_conversation() -> tuple[APIClient, str, dict[str, Any]]:
 def _epoch(dev: Dev | None = None) -> tuple[APIClient, str, dict[str, Any]]:
     alice = dev or make_dev()
     conversation = make_conversation(alice)
-    body = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user))}
+    body = {"number": 2, "wrapped_keys": wrapped_keys_json(active_devices(alice.user)), **manifest_json()}
     return alice.client(), f"/api/v1/conversations/{conversation.pk}/epochs", body
 
 

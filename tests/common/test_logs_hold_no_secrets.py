@@ -134,7 +134,12 @@ def test_a_full_scenario_logs_no_token_key_or_ciphertext(
             "conversation_id": conversation_id,
             "kind": "direct",
             "members": ["bob_logs"],
-            "epoch": {"number": 1, "wrapped_keys": keys},
+            "epoch": {
+                "number": 1,
+                "wrapped_keys": keys,
+                "manifest": b64(os.urandom(120)),
+                "manifest_signature": b64(os.urandom(64)),
+            },
         },
     )
     assert created.status_code == 201

@@ -15,7 +15,16 @@ from rest_framework.test import APIClient
 from common.ratelimit import LocalRateLimit, RateLimitedError, aratelimit_hit, client_ip, ratelimit_hit
 from devices.models import Device
 from tests.accounts.factories import PASSWORD, UserFactory
-from tests.builders import Dev, b64, device_json, envelope_json, make_dev, register_json, wrapped_keys_json
+from tests.builders import (
+    Dev,
+    b64,
+    device_json,
+    envelope_json,
+    make_dev,
+    manifest_json,
+    register_json,
+    wrapped_keys_json,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +178,11 @@ def test_uploads_per_device(clock: dict[str, float], alice: Dev, bob: Dev, conve
     def upload() -> Any:
         response = client.post(
             f"/api/v1/conversations/{conversation.pk}/epochs",
-            {"number": epoch["n"] + 1, "wrapped_keys": wrapped_keys_json([alice.device, bob.device])},
+            {
+                "number": epoch["n"] + 1,
+                "wrapped_keys": wrapped_keys_json([alice.device, bob.device]),
+                **manifest_json(),
+            },
             format="json",
         )
         if response.status_code == 201:

@@ -21,14 +21,13 @@ from conversations.errors import (
 )
 from conversations.models import ChatKeyEpoch, Conversation, Membership, WrappedKey
 from conversations.services import (
-    EpochUpload,
     HistoryKeyUpload,
     chat_key_epoch_upload,
     conversation_member_add,
     conversation_member_remove,
 )
 from tests.accounts.factories import UserFactory
-from tests.builders import Dev, active_devices, make_conversation, make_dev, uploads_for
+from tests.builders import Dev, active_devices, epoch_upload, make_conversation, make_dev, manifest_upload, uploads_for
 
 pytestmark = pytest.mark.django_db
 
@@ -60,6 +59,7 @@ def test_add_with_history_stores_every_epoch_for_the_newcomer_and_tells_everyone
         conversation_id=conversation.pk,
         number=2,
         wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+        manifest=manifest_upload(),
     )
 
     with (
@@ -95,6 +95,7 @@ def test_add_with_history_refuses_incomplete_keys_and_writes_nothing(people: dic
         conversation_id=conversation.pk,
         number=2,
         wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+        manifest=manifest_upload(),
     )
 
     with pytest.raises(HistoryKeysMismatchError) as caught:
@@ -123,13 +124,13 @@ def test_add_without_shared_history_needs_a_new_epoch_for_everyone_and_no_histor
             device=alice.device,
             conversation_id=conversation.pk,
             username="carol",
-            epoch=EpochUpload(2, uploads_for(active_devices(alice.user, bob.user))),
+            epoch=epoch_upload(2, active_devices(alice.user, bob.user)),
         )
     conversation_member_add(
         device=alice.device,
         conversation_id=conversation.pk,
         username="carol",
-        epoch=EpochUpload(2, uploads_for(active_devices(alice.user, bob.user, carol.user))),
+        epoch=epoch_upload(2, active_devices(alice.user, bob.user, carol.user)),
     )
 
     held = WrappedKey.objects.filter(recipient_device=carol.device).values_list("epoch__number", flat=True)
@@ -165,14 +166,14 @@ def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
             device=alice.device,
             conversation_id=conversation.pk,
             username="carol",
-            epoch=EpochUpload(2, uploads_for(active_devices(alice.user))),
+            epoch=epoch_upload(2, active_devices(alice.user)),
         )
     with pytest.raises(EpochConflictError):
         conversation_member_remove(
             device=alice.device,
             conversation_id=conversation.pk,
             username="carol",
-            epoch=EpochUpload(3, uploads_for(active_devices(alice.user, bob.user))),
+            epoch=epoch_upload(3, active_devices(alice.user, bob.user)),
         )
     assert Membership.objects.filter(conversation=conversation).count() == 3
 
@@ -184,7 +185,7 @@ def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
             device=alice.device,
             conversation_id=conversation.pk,
             username="carol",
-            epoch=EpochUpload(2, uploads_for(active_devices(alice.user, bob.user))),
+            epoch=epoch_upload(2, active_devices(alice.user, bob.user)),
         )
 
     assert not Membership.objects.filter(conversation=conversation, user=carol.user).exists()
@@ -198,7 +199,7 @@ def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
             device=alice.device,
             conversation_id=conversation.pk,
             username="carol",
-            epoch=EpochUpload(3, uploads_for(active_devices(alice.user, bob.user))),
+            epoch=epoch_upload(3, active_devices(alice.user, bob.user)),
         )
 
 

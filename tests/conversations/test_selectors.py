@@ -13,7 +13,7 @@ from conversations.models import Conversation
 from conversations.selectors import access_conversation, conversation_get, conversation_list, wrapped_key_list
 from conversations.services import chat_key_epoch_upload
 from tests.accounts.factories import UserFactory
-from tests.builders import active_devices, make_conversation, make_dev, uploads_for
+from tests.builders import active_devices, make_conversation, make_dev, manifest_upload, uploads_for
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -61,6 +61,7 @@ def test_a_device_gets_only_its_own_wrapped_keys_by_epoch(django_assert_num_quer
         conversation_id=conversation.pk,
         number=2,
         wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+        manifest=manifest_upload(),
     )
 
     with forbid_writes(), django_assert_num_queries(1):

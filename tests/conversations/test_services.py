@@ -23,7 +23,7 @@ from conversations.models import ChatKeyEpoch, Conversation, Membership, Wrapped
 from conversations.services import WrappedKeyUpload, chat_key_epoch_upload, conversation_create
 from devices.models import Device
 from tests.accounts.factories import UserFactory
-from tests.builders import Dev, active_devices, make_conversation, make_dev, uploads_for
+from tests.builders import Dev, active_devices, make_conversation, make_dev, manifest_upload, uploads_for
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -46,6 +46,7 @@ def _create(creator: Dev, members: list[str], uploads: list[WrappedKeyUpload], *
         "member_usernames": members,
         "epoch_number": 1,
         "wrapped_keys": uploads,
+        "manifest": manifest_upload(),
     }
     params.update(kwargs)
     return conversation_create(**params)
@@ -215,7 +216,9 @@ def test_epoch_upload_starts_next_epoch(alice: Dev, bob: Dev) -> None:
     conversation = make_conversation(alice, bob.user)
     uploads = uploads_for(active_devices(alice.user, bob.user))
 
-    epoch = chat_key_epoch_upload(device=bob.device, conversation_id=conversation.pk, number=2, wrapped_keys=uploads)
+    epoch = chat_key_epoch_upload(
+        device=bob.device, conversation_id=conversation.pk, number=2, wrapped_keys=uploads, manifest=manifest_upload()
+    )
 
     conversation.refresh_from_db()
     assert conversation.current_epoch == 2
@@ -233,6 +236,7 @@ def test_epoch_upload_other_than_current_plus_one_is_conflict(alice: Dev, bob: D
             conversation_id=conversation.pk,
             number=number,
             wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+            manifest=manifest_upload(),
         )
     assert caught.value.extra == {"current_epoch": 1}
     assert _row_counts() == before
@@ -248,6 +252,7 @@ def test_epoch_upload_checks_coverage_including_devices_activated_since(alice: D
             conversation_id=conversation.pk,
             number=2,
             wrapped_keys=uploads_for(d for d in active_devices(alice.user, bob.user) if d != newcomer),
+            manifest=manifest_upload(),
         )
     assert caught.value.extra == {"missing_devices": [{"username": "bob", "device_id": str(newcomer.id)}]}
     assert _row_counts() == before
@@ -263,4 +268,5 @@ def test_epoch_upload_by_non_member_is_conversation_not_found(alice: Dev, bob: D
             conversation_id=conversation.pk,
             number=2,
             wrapped_keys=uploads_for(active_devices(alice.user)),
+            manifest=manifest_upload(),
         )

@@ -67,7 +67,7 @@ class ColludingTransport:
             from conversations.models import WrappedKey
 
             conversation_id = request.path.split("/")[-2]
-            rows = WrappedKey.objects.select_related("epoch", "wrapping_device__user").filter(
+            rows = WrappedKey.objects.select_related("epoch__created_by__user", "wrapping_device__user").filter(
                 recipient_device_id=self.device_id, epoch__conversation_id=conversation_id
             )
             keys = [
@@ -77,6 +77,10 @@ class ColludingTransport:
                     "signature": b64e(bytes(row.signature)),
                     "wrapped_by_device_id": str(row.wrapping_device_id),
                     "wrapped_by_username": row.wrapping_device.user.username,
+                    "epoch_created_by_device_id": str(row.epoch.created_by_id),
+                    "epoch_created_by_username": row.epoch.created_by.user.username,
+                    "manifest": b64e(bytes(row.epoch.manifest)),
+                    "manifest_signature": b64e(bytes(row.epoch.manifest_signature)),
                 }
                 for row in rows.order_by("epoch__number")
             ]

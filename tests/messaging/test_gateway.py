@@ -20,7 +20,7 @@ from conversations.models import Conversation
 from devices.models import Device
 from messaging.events import conversation_messages_event
 from messaging.models import DeliveryCursor, Message
-from tests.builders import Dev, b64, envelope_json, make_conversation, make_dev, wrapped_keys_json
+from tests.builders import Dev, b64, envelope_json, make_conversation, make_dev, manifest_json, wrapped_keys_json
 from tests.integration.daphne import multi_process_possible
 from tests.messaging.wsclient import Socket
 
@@ -396,7 +396,11 @@ def test_a_new_conversation_reaches_a_connected_member_with_its_messages(daphne_
                 "conversation_id": str(conversation_id),
                 "kind": "direct",
                 "members": [bob.user.username],
-                "epoch": {"number": 1, "wrapped_keys": wrapped_keys_json([alice.device, bob.device])},
+                "epoch": {
+                    "number": 1,
+                    "wrapped_keys": wrapped_keys_json([alice.device, bob.device]),
+                    **manifest_json(),
+                },
             },
         )
     assert created.status_code == 201, created.content

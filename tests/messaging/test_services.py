@@ -26,7 +26,15 @@ from messaging.errors import (
 from messaging.models import Message
 from messaging.serializers import EnvelopeSerializer
 from messaging.services import envelope_send
-from tests.builders import Dev, active_devices, envelope_content, make_conversation, make_dev, uploads_for
+from tests.builders import (
+    Dev,
+    active_devices,
+    envelope_content,
+    make_conversation,
+    make_dev,
+    manifest_upload,
+    uploads_for,
+)
 from tests.devices.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +125,7 @@ def test_identical_resend_after_epoch_rotation_still_returns_original(
         conversation_id=conversation.pk,
         number=2,
         wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+        manifest=manifest_upload(),
     )
     again = envelope_send(device=alice.device, sender_device_id=alice.device.id, content=content)
     assert (again.created, again.message.seq) == (False, 1)
@@ -138,6 +147,7 @@ def test_old_epoch_is_stale_after_rotation(alice: Dev, bob: Dev, conversation: C
         conversation_id=conversation.pk,
         number=2,
         wrapped_keys=uploads_for(active_devices(alice.user, bob.user)),
+        manifest=manifest_upload(),
     )
     with pytest.raises(EnvelopeStaleEpochError) as caught:
         _send(alice, conversation, epoch=1)
