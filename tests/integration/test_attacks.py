@@ -16,7 +16,8 @@ import pytest
 from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.keys import DeviceKeyPair
-from client.errors import DeviceListInvalidError, HiddenDevicesError, UntrustedDevicesError
+from client.crypto.manifest import epoch_manifest_bytes, epoch_manifest_parse
+from client.errors import DeviceListInvalidError, HiddenDevicesError, SdkError, UntrustedDevicesError
 from client.protocol import Envelope
 from client.session import DeviceSecrets, ReceivedMessage, Session, UndecryptableMessage
 from client.transport.http import HttpTransport
@@ -342,3 +343,111 @@ def test_a_key_the_server_slips_into_an_epoch_for_its_own_device_makes_honest_cl
         assert excinfo.value.device_ids == [evil.device_id]
     assert Message.objects.filter(conversation_id=conversation_id).count() == stored
     assert ChatKeyEpoch.objects.filter(conversation_id=conversation_id).count() == 1
+
+
+def _manifest_with(alice: Session, conversation_id: uuid.UUID, epoch: int, extra: uuid.UUID) -> bytes:
+    """Epoch `epoch`'s stored manifest with `extra` added to Alice's devices (canonical order)."""
+    from conversations.models import ChatKeyEpoch
+
+    row = ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=epoch)
+    manifest = epoch_manifest_parse(bytes(row.manifest))
+    members = tuple(
+        dataclasses.replace(m, device_ids=(*m.device_ids, extra)) if m.username == alice.username else m
+        for m in manifest.members
+    )
+    return epoch_manifest_bytes(dataclasses.replace(manifest, members=members))
+
+
+def test_a_manifest_the_server_rewrites_to_include_its_device_is_refused_for_reading_and_sending(
+    scene: dict[str, object], server_url: str
+) -> None:
+    """The server slips its device into Alice's account and into epoch 1 of the group: a wrapped
+    key row and the device added to the stored manifest (it cannot sign it again). Every honest
+    client refuses the epoch's key (`epoch_manifest_invalid`) and sends nothing under it."""
+    from conversations.models import ChatKeyEpoch, WrappedKey
+    from messaging.models import Message
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+    epoch = ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=1)
+    WrappedKey.objects.create(
+        epoch=epoch,
+        recipient_device_id=evil.device_id,
+        wrapping_device_id=alice.device_id,
+        wrapped_key=os.urandom(80),
+        signature=os.urandom(64),
+    )
+    epoch.manifest = _manifest_with(alice, conversation_id, 1, evil.device_id)
+    epoch.save(update_fields=["manifest"])
+    stored = Message.objects.filter(conversation_id=conversation_id).count()
+
+    for honest in (restart(alice), restart(scene["bob"]), restart(scene["alice_phone"])):  # type: ignore[arg-type]
+        results = honest.history(conversation_id)
+        assert results and all(isinstance(r, UndecryptableMessage) for r in results)
+        assert {r.reason for r in results} == {DecryptFailure.EPOCH_MANIFEST_INVALID}  # type: ignore[union-attr]
+        with pytest.raises(SdkError):  # the epoch is refused, and a new one would include `evil`
+            honest.send_text(conversation_id, "wire the money")
+    assert Message.objects.filter(conversation_id=conversation_id).count() == stored
+
+
+def test_a_manifest_naming_a_device_not_vouched_for_is_refused_and_the_device_named(
+    scene: dict[str, object], server_url: str
+) -> None:
+    """A manifest signed by the epoch's creator that names a device its account never vouched
+    for (a buggy or compromised creating client, helped by the server): `epoch_manifest_unvouched`
+    for reading, naming the device, and no honest client sends under the epoch."""
+    from conversations.models import ChatKeyEpoch
+    from messaging.models import Message
+
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    evil = _slip_in_device(server_url, alice)
+    epoch = ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=1)
+    epoch.manifest = _manifest_with(alice, conversation_id, 1, evil.device_id)
+    epoch.manifest_signature = alice.secrets.device.sign(bytes(epoch.manifest))
+    epoch.save(update_fields=["manifest", "manifest_signature"])
+    stored = Message.objects.filter(conversation_id=conversation_id).count()
+
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    [result] = bob.history(conversation_id)
+    assert isinstance(result, UndecryptableMessage)
+    assert result.reason == DecryptFailure.EPOCH_MANIFEST_UNVOUCHED
+    assert str(evil.device_id) in result.detail
+    with pytest.raises(SdkError):
+        bob.send_text(conversation_id, "wire the money")
+    assert Message.objects.filter(conversation_id=conversation_id).count() == stored
+
+
+def test_a_manifest_signature_flipped_by_the_server_is_refused_and_the_sender_rekeys(
+    scene: dict[str, object],
+) -> None:
+    from conversations.models import ChatKeyEpoch
+
+    conversation_id = scene["group"].conversation_id  # type: ignore[attr-defined]
+    epoch = ChatKeyEpoch.objects.get(conversation_id=conversation_id, number=1)
+    signature = bytes(epoch.manifest_signature)
+    epoch.manifest_signature = bytes([signature[0] ^ 1]) + signature[1:]
+    epoch.save(update_fields=["manifest_signature"])
+
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    [result] = bob.history(conversation_id)
+    assert isinstance(result, UndecryptableMessage)
+    assert result.reason == DecryptFailure.EPOCH_MANIFEST_INVALID
+    # Bob will not send under epoch 1: he starts epoch 2 (with his own manifest) and sends there.
+    sent = bob.send_text(conversation_id, "still here")
+    assert sent.epoch == 2
+    alice = restart(scene["alice"])  # type: ignore[arg-type]
+    assert [r.text for r in alice.history(conversation_id) if isinstance(r, ReceivedMessage)] == ["still here"]
+
+
+def test_an_epoch_without_a_manifest_is_refused(scene: dict[str, object]) -> None:
+    from conversations.models import ChatKeyEpoch
+
+    conversation_id = scene["direct"].conversation_id  # type: ignore[attr-defined]
+    ChatKeyEpoch.objects.filter(conversation_id=conversation_id).update(manifest=b"", manifest_signature=b"")
+
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    [result] = bob.history(conversation_id)
+    assert isinstance(result, UndecryptableMessage)
+    assert result.reason == DecryptFailure.EPOCH_MANIFEST_INVALID
