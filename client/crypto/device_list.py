@@ -57,6 +57,8 @@ class VerifiedDeviceList:
     hash: bytes
     devices: dict[uuid.UUID, ListedDevice]
     entries: tuple[DeviceListEntry, ...]
+    # `device_list_hash` of every version, oldest first (hashes[v - 1] is version v's).
+    hashes: tuple[bytes, ...] = ()
 
 
 def _u64(value: int) -> bytes:
@@ -213,4 +215,5 @@ def device_list_verify(
         hash=previous_hash,
         devices={d.device_id: d for d in previous.devices},
         entries=tuple(entries),
+        hashes=tuple(hashes),
     )

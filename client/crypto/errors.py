@@ -22,6 +22,7 @@ class DecryptFailure(enum.StrEnum):
     IDENTITY_CHANGED = "identity_changed"
     EPOCH_MANIFEST_INVALID = "epoch_manifest_invalid"
     EPOCH_MANIFEST_UNVOUCHED = "epoch_manifest_unvouched"
+    DEVICE_LIST_MISMATCH = "device_list_mismatch"
 
 
 class DecryptError(Exception):

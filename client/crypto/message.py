@@ -19,12 +19,14 @@ from client.crypto.encoding import u8, u32, uuid_bytes
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.keys import DeviceKeyPair, Rng, ed25519_verify, random_bytes
 from client.crypto.labels import MESSAGE_KEY_LABEL, MESSAGE_SIG_LABEL, PROTOCOL_VERSION
+from client.crypto.lists_seen import lists_seen_hash
 from client.crypto.symmetric import GCM_NONCE_BYTES, aes256gcm_open, aes256gcm_seal, hkdf_sha256
 from client.crypto.wrap import CHAT_KEY_BYTES, MAX_EPOCH
 
-HEADER_BYTES = 53
+HEADER_BYTES = 85
 CLIENT_MESSAGE_ID_BYTES = 16
 PAD_BLOCK = 64
+_CLIENT_MESSAGE_ID_AT = 37  # after version (1), conversation (16), epoch (4) and sender device (16)
 _PAD_MARKER = b"\x80"
 
 
@@ -38,12 +40,19 @@ class SealedMessage:
     nonce: bytes  # 12 bytes
     ciphertext: bytes  # padded payload encrypted, with the 16-byte tag
     signature: bytes  # 64 bytes, by the sender device's signing key
+    device_lists: bytes  # the device lists the sender saw (2.19), bound by the header's hash
 
 
 def message_header(
-    *, conversation_id: uuid.UUID, epoch: int, sender_device_id: uuid.UUID, client_message_id: bytes
+    *,
+    conversation_id: uuid.UUID,
+    epoch: int,
+    sender_device_id: uuid.UUID,
+    client_message_id: bytes,
+    device_lists: bytes,
 ) -> bytes:
-    """`u8(1) || uuid(conversation) || u32(epoch) || uuid(sender device) || client_message_id`.
+    """`u8(1) || uuid(conversation) || u32(epoch) || uuid(sender device) || client_message_id
+    || device_lists_hash` (85 bytes), the hash being over the encoded device lists seen (2.19).
 
     Raises ValueError if a field cannot be encoded (epoch outside u32, id not 16 bytes).
     """
@@ -55,6 +64,7 @@ def message_header(
         + u32(epoch)
         + uuid_bytes(sender_device_id)
         + client_message_id
+        + lists_seen_hash(device_lists)
     )
 
 
@@ -88,7 +98,7 @@ def message_key(chat_key: bytes, header: bytes) -> bytes:
     """Per-message AES-256 key: HKDF-SHA256(ChatKey, salt=client_message_id, info=label||header)."""
     if len(chat_key) != CHAT_KEY_BYTES:
         raise ValueError(f"a ChatKey is {CHAT_KEY_BYTES} bytes")
-    client_message_id = header[-CLIENT_MESSAGE_ID_BYTES:]
+    client_message_id = header[_CLIENT_MESSAGE_ID_AT : _CLIENT_MESSAGE_ID_AT + CLIENT_MESSAGE_ID_BYTES]
     return hkdf_sha256(chat_key, client_message_id, MESSAGE_KEY_LABEL + header, 32)
 
 
@@ -111,11 +121,13 @@ def message_encrypt(
     epoch: int,
     sender: DeviceKeyPair,
     payload: dict[str, Any],
+    device_lists: bytes,
     client_message_id: bytes | None = None,
     rng: Rng = os.urandom,
 ) -> SealedMessage:
-    """Encrypt and sign one payload. Draws rng(16) for the client_message_id (unless given; a
-    retry of the same send must reuse it) and then rng(12) for the nonce."""
+    """Encrypt and sign one payload; `device_lists` is the encoding of the device lists the
+    sender saw (2.19). Draws rng(16) for the client_message_id (unless given; a retry of the same
+    send must reuse it) and then rng(12) for the nonce."""
     if not 1 <= epoch <= MAX_EPOCH:
         raise ValueError("epochs are numbered from 1")
     if client_message_id is None:
@@ -125,6 +137,7 @@ def message_encrypt(
         epoch=epoch,
         sender_device_id=sender.device_id,
         client_message_id=client_message_id,
+        device_lists=device_lists,
     )
     padded = pad(encode_payload(payload))
     nonce = random_bytes(rng, GCM_NONCE_BYTES)
@@ -137,6 +150,7 @@ def message_encrypt(
         nonce=nonce,
         ciphertext=ciphertext,
         signature=signature,
+        device_lists=device_lists,
     )
 
 

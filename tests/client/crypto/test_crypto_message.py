@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.keys import DeviceKeyPair, ed25519_verify
+from client.crypto.lists_seen import ListSeen, lists_seen_encode
 from client.crypto.message import (
     SealedMessage,
     message_encrypt,
@@ -30,12 +31,17 @@ from client.crypto.symmetric import aes256gcm_seal
 RngFactory = Callable[[str], Callable[[int], bytes]]
 
 PAYLOAD: dict[str, Any] = {"type": "text", "body": "héllo ✓ 👋", "sent_at_ms": 1764091200000}
-HEADER_FIELDS = {  # name: (start, end) in the 53-byte header
+# The device lists the sender saw: the inputs of the 2.19 vector (alice's v2 hash of 2.13, bob v1).
+ALICE_V2_HASH = bytes.fromhex("fadaa6936dfeb0b8299ef3fdd93b4bcc79490f783f5ec37e56e866c5c297dd5a")
+LISTS = lists_seen_encode([ListSeen("alice", 2, ALICE_V2_HASH), ListSeen("bob", 1, b"\xbb" * 32)])
+HEADER_VECTOR_HASH = "6ab341a63260fd868b14fef4c768ddaa29c4a01852581329ea9cc53eae90bbe2"
+HEADER_FIELDS = {  # name: (start, end) in the 85-byte header
     "version": (0, 1),
     "conversation_id": (1, 17),
     "epoch": (17, 21),
     "sender_device_id": (21, 37),
     "client_message_id": (37, 53),
+    "device_lists_hash": (53, 85),
 }
 
 
@@ -62,6 +68,7 @@ class Sent:
             epoch=self.epoch,
             sender_device_id=self.sender.device_id,
             client_message_id=self.sealed.client_message_id,
+            device_lists=self.sealed.device_lists,
         )
 
     def verify(self, **overrides: Any) -> bool:
@@ -92,7 +99,13 @@ def sent(make_rng: RngFactory) -> Sent:
     sender, other = DeviceKeyPair.generate(rng), DeviceKeyPair.generate(rng)
     chat_key, conversation_id = rng(32), uuid.UUID(bytes=rng(16), version=4)
     sealed = message_encrypt(
-        chat_key=chat_key, conversation_id=conversation_id, epoch=3, sender=sender, payload=PAYLOAD, rng=rng
+        chat_key=chat_key,
+        conversation_id=conversation_id,
+        epoch=3,
+        sender=sender,
+        payload=PAYLOAD,
+        device_lists=LISTS,
+        rng=rng,
     )
     return Sent(sender, other, chat_key, conversation_id, 3, sealed)
 
@@ -111,13 +124,33 @@ def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
 # -- layout -----------------------------------------------------------------------------------------
 
 
-def test_header_is_the_53_byte_layout_of_the_spec() -> None:
+def test_header_is_the_85_byte_layout_of_the_spec() -> None:
     conversation, sender = uuid.uuid4(), uuid.uuid4()
     header = message_header(
-        conversation_id=conversation, epoch=0x01020304, sender_device_id=sender, client_message_id=b"M" * 16
+        conversation_id=conversation,
+        epoch=0x01020304,
+        sender_device_id=sender,
+        client_message_id=b"M" * 16,
+        device_lists=LISTS,
     )
-    assert header == b"\x01" + conversation.bytes + b"\x01\x02\x03\x04" + sender.bytes + b"M" * 16
-    assert len(header) == 53
+    lists_hash = hashlib.sha256(b"e2ee-msg/v1/device-lists-seen" + LISTS).digest()
+    assert header == b"\x01" + conversation.bytes + b"\x01\x02\x03\x04" + sender.bytes + b"M" * 16 + lists_hash
+    assert len(header) == 85
+
+
+def test_header_vector_of_the_spec() -> None:
+    """protocol.md 2.3: the header of the 2.19 vector's lists, field values spelled out."""
+    header = message_header(
+        conversation_id=uuid.UUID("33333333-3333-4333-8333-333333333333"),
+        epoch=2,
+        sender_device_id=uuid.UUID("11111111-1111-4111-8111-111111111111"),
+        client_message_id=bytes(range(16)),
+        device_lists=LISTS,
+    )
+    assert header.hex() == (
+        "0133333333333343338333333333333333000000021111111111114111811111111111111100010203040506070809"
+        "0a0b0c0d0e0f" + HEADER_VECTOR_HASH
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,6 +163,7 @@ def test_header_refuses_unencodable_fields(epoch: int, client_message_id: bytes)
             epoch=epoch,
             sender_device_id=uuid.uuid4(),
             client_message_id=client_message_id,
+            device_lists=LISTS,
         )
 
 
@@ -159,6 +193,7 @@ def test_randomness_is_drawn_from_the_injected_rng_in_order() -> None:
         epoch=1,
         sender=sender,
         payload={},
+        device_lists=LISTS,
         rng=lambda n: next(stream),
     )
     assert (sealed.client_message_id, sealed.nonce) == (b"I" * 16, b"N" * 12)
@@ -172,6 +207,7 @@ def test_a_given_client_message_id_is_kept() -> None:
         epoch=1,
         sender=DeviceKeyPair.generate(),
         payload={},
+        device_lists=LISTS,
         client_message_id=b"R" * 16,
     )
     assert sealed.client_message_id == b"R" * 16
@@ -185,6 +221,7 @@ def test_ciphertext_length_reveals_only_a_64_byte_bucket(body_length: int) -> No
         epoch=1,
         sender=DeviceKeyPair.generate(),
         payload={"body": "x" * body_length},
+        device_lists=LISTS,
     )
     assert (len(sealed.ciphertext) - 16) % 64 == 0
 
@@ -200,6 +237,7 @@ def test_message_encrypt_refuses_payloads_that_are_not_portable_json(payload: di
             epoch=1,
             sender=DeviceKeyPair.generate(),
             payload=payload,
+            device_lists=LISTS,
         )
 
 
@@ -212,6 +250,7 @@ def test_message_encrypt_refuses_epochs_outside_1_to_u32_max(epoch: int) -> None
             epoch=epoch,
             sender=DeviceKeyPair.generate(),
             payload={},
+            device_lists=LISTS,
         )
 
 
@@ -255,6 +294,7 @@ def _relabelled(sent: Sent, **fields: Any) -> bytes:
         "epoch": sent.epoch,
         "sender_device_id": sent.sender.device_id,
         "client_message_id": sent.sealed.client_message_id,
+        "device_lists": sent.sealed.device_lists,
     }
     values.update(fields)
     return message_header(**values)
