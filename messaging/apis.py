@@ -20,7 +20,7 @@ from conversations.serializers import MAX_EPOCH
 from devices.authentication import request_device
 from messaging.selectors import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, message_history_page
 from messaging.serializers import EnvelopeSerializer
-from messaging.services import MAX_ATTACHMENTS, EnvelopeContent, envelope_send
+from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent, envelope_send
 
 # Sequence numbers are 64-bit; a bigger cursor cannot be stored or compared by the database.
 MAX_SEQ = 2**63 - 1
@@ -37,6 +37,8 @@ class MessageListCreateApi(APIView):
         # The upper bound is the service's (413 envelope_too_large, not 400).
         ciphertext = Base64Field(min_length=16)
         signature = Base64Field(length=64)
+        # The device lists the sender saw (protocol.md 2.19): opaque to the server.
+        device_lists = Base64Field(min_length=1, max_length=MAX_DEVICE_LISTS_BYTES)
         # Media blob ids (protocol.md 4.5) the encrypted payload refers to; optional.
         attachments = serializers.ListField(
             child=CanonicalUUIDField(), max_length=MAX_ATTACHMENTS, required=False, default=list

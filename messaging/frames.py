@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from common.errors import ApiError
 from conversations.serializers import MAX_EPOCH
-from messaging.services import MAX_ATTACHMENTS, EnvelopeContent
+from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent
 
 MAX_SEQ = 2**63 - 1
 FETCH_DEFAULT_LIMIT = 100
@@ -128,7 +128,15 @@ class _Fields:
             return uuid.UUID(int=0)
         return uuid.UUID(value)
 
-    def base64(self, name: str, data: dict[str, Any], *, length: int | None = None, min_length: int = 0) -> bytes:
+    def base64(
+        self,
+        name: str,
+        data: dict[str, Any],
+        *,
+        length: int | None = None,
+        min_length: int = 0,
+        max_length: int | None = None,
+    ) -> bytes:
         value = data.get(name)
         if not isinstance(value, str):
             self.fail(name, "Must be standard base64 with padding.")
@@ -145,6 +153,8 @@ class _Fields:
             self.fail(name, f"Must decode to exactly {length} bytes.")
         elif len(raw) < min_length:
             self.fail(name, f"Must decode to at least {min_length} bytes.")
+        elif max_length is not None and len(raw) > max_length:
+            self.fail(name, f"Must decode to at most {max_length} bytes.")
         return raw
 
     def frame_id(self) -> str:
@@ -215,6 +225,7 @@ def _send(f: _Fields) -> Send:
         nonce=sub.base64("nonce", envelope, length=12),
         ciphertext=sub.base64("ciphertext", envelope, min_length=16),
         signature=sub.base64("signature", envelope, length=64),
+        device_lists=sub.base64("device_lists", envelope, min_length=1, max_length=MAX_DEVICE_LISTS_BYTES),
         attachments=_attachments(sub, envelope),
     )
     for name, messages in sub.errors.items():

@@ -22,6 +22,8 @@ class Message(models.Model):
     nonce = models.BinaryField(max_length=12)
     ciphertext = models.BinaryField()
     signature = models.BinaryField(max_length=64)
+    # The device lists its sender saw (protocol.md 2.19): opaque here, bound by the signed header.
+    device_lists = models.BinaryField(max_length=65_536, default=b"")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -22,4 +22,5 @@ class EnvelopeSerializer(serializers.Serializer[Any]):
     nonce = Base64Field()
     ciphertext = Base64Field()
     signature = Base64Field()
+    device_lists = Base64Field()
     created_at = serializers.DateTimeField()

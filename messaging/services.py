@@ -39,6 +39,8 @@ _BATCH_ATTEMPTS = 3
 _INSERT_CHUNK = 200
 # Media blob ids one message may name (protocol.md 4.4, 4.5).
 MAX_ATTACHMENTS = 16
+# Bytes of `device_lists` (protocol.md 2.19, 4.4): about 1,400 members' lists.
+MAX_DEVICE_LISTS_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class EnvelopeContent:
     nonce: bytes
     ciphertext: bytes
     signature: bytes
+    # The device lists the sender saw (protocol.md 2.19); opaque, at most MAX_DEVICE_LISTS_BYTES.
+    device_lists: bytes = b""
     # Media blob ids the message refers to (protocol.md 4.5): members may then download them.
     attachments: tuple[uuid.UUID, ...] = ()
 
@@ -63,6 +67,7 @@ class EnvelopeContent:
             and bytes(message.nonce) == self.nonce
             and bytes(message.ciphertext) == self.ciphertext
             and bytes(message.signature) == self.signature
+            and bytes(message.device_lists) == self.device_lists
         )
 
 
@@ -208,6 +213,7 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                     nonce=content.nonce,
                     ciphertext=content.ciphertext,
                     signature=content.signature,
+                    device_lists=content.device_lists,
                     created_at=now,
                 )
                 in_batch[key] = message
@@ -361,7 +367,7 @@ def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUI
         [(locked[pk][1], _db_uuid(pk)) for pk in touched],
     )
     stamp = connection.ops.adapt_datetimefield_value(messages[0].created_at)
-    columns = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    columns = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     for start in range(0, len(messages), _INSERT_CHUNK):
         chunk = messages[start : start + _INSERT_CHUNK]
         params: list[Any] = []
@@ -376,13 +382,14 @@ def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUI
                 m.nonce,
                 m.ciphertext,
                 m.signature,
+                m.device_lists,
                 stamp,
             ]
         # One multi-row INSERT per chunk; RETURNING gives the ids in VALUES order on both
         # backends (what Django's bulk_create relies on too).
         cursor.execute(
             f"INSERT INTO {Message._meta.db_table} (conversation_id, seq, version, epoch, "  # noqa: S608
-            "sender_device_id, client_message_id, nonce, ciphertext, signature, created_at) "
+            "sender_device_id, client_message_id, nonce, ciphertext, signature, device_lists, created_at) "
             f"VALUES {', '.join([columns] * len(chunk))} RETURNING id",
             params,
         )
@@ -471,5 +478,5 @@ def messages_tombstone_sent_by(*, device_ids: list[uuid.UUID]) -> int:
     every message these devices sent (zeroed tombstones) but keep the rows, so every
     conversation's `seq` stays gap-free. Returns the count."""
     return Message.objects.filter(sender_device_id__in=device_ids).update(
-        ciphertext=TOMBSTONE_CIPHERTEXT, nonce=TOMBSTONE_NONCE, signature=TOMBSTONE_SIGNATURE
+        ciphertext=TOMBSTONE_CIPHERTEXT, nonce=TOMBSTONE_NONCE, signature=TOMBSTONE_SIGNATURE, device_lists=b""
     )

@@ -38,6 +38,7 @@ def envelope_dict(message: Message) -> dict[str, Any]:
         "nonce": _b64(message.nonce),
         "ciphertext": _b64(message.ciphertext),
         "signature": _b64(message.signature),
+        "device_lists": _b64(message.device_lists),
         "created_at": iso_timestamp(message.created_at),
     }
 

@@ -109,6 +109,7 @@ def envelope_content(
         nonce=os.urandom(12),
         ciphertext=ciphertext if ciphertext is not None else os.urandom(64 + 16),
         signature=os.urandom(64),
+        device_lists=os.urandom(72),
     )
 
 
@@ -121,6 +122,7 @@ def envelope_json(sender: Dev, **overrides: Any) -> dict[str, Any]:
         "nonce": b64(os.urandom(12)),
         "ciphertext": b64(os.urandom(64 + 16)),
         "signature": b64(os.urandom(64)),
+        "device_lists": b64(os.urandom(72)),
     }
     body.update(overrides)
     return body

@@ -19,6 +19,7 @@ VALID: dict[str, Any] = {
     "nonce": "AAAAAAAAAAAAAAAA",
     "ciphertext": "A" * 24,
     "signature": "A" * 86 + "==",
+    "device_lists": "AAAA",
 }
 
 VARIANTS: list[tuple[str, Any]] = [
@@ -40,6 +41,10 @@ VARIANTS: list[tuple[str, Any]] = [
     ("ciphertext", "AAAA"),  # shorter than a tag
     ("ciphertext", "é" * 24),
     ("signature", "A" * 84),
+    ("device_lists", ""),  # empty
+    ("device_lists", None),
+    ("device_lists", "AAA="),  # non-canonical trailing bits
+    ("device_lists", "A" * 87384),  # 65,538 bytes: more than the server stores
     ("attachments", "6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a"),
     ("attachments", None),
     ("attachments", [1]),
@@ -74,6 +79,7 @@ def test_a_valid_envelope_parses_to_the_same_content() -> None:
     data = serializer.validated_data
     assert frame.sender_device_id == data["sender_device_id"]
     assert (frame.content.nonce, frame.content.ciphertext) == (data["nonce"], data["ciphertext"])
+    assert frame.content.device_lists == data["device_lists"] == b"\x00\x00\x00"
 
 
 @pytest.mark.parametrize(("field", "value"), VARIANTS)
