@@ -261,6 +261,7 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
     sdk_conversation = sender.conversation(conversation_id, refresh=True)
     epoch = sdk_conversation.current_epoch
     chat_key = sender.chat_key(sdk_conversation, epoch)
+    device_lists = sender.lists_seen(sdk_conversation)
 
     def sealed(i: int) -> SealedMessage:
         # A real envelope, encrypted and signed by the sending device like any SDK send.
@@ -270,6 +271,7 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
             epoch=epoch,
             sender=sender.secrets.device,
             payload={"type": "text", "body": MESSAGE_TEXT.format(i=i), "sent_at_ms": int(time.time() * 1000)},
+            device_lists=device_lists,
         )
 
     def send() -> None:
@@ -282,6 +284,7 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
             nonce=s.nonce,
             ciphertext=s.ciphertext,
             signature=s.signature,
+            device_lists=s.device_lists,
         )
         if not envelope_send(device=device, sender_device_id=device.id, content=content).created:
             raise AssertionError("the probe send was not stored")
@@ -317,6 +320,7 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
                 nonce=s.nonce,
                 ciphertext=s.ciphertext,
                 signature=s.signature,
+                device_lists=s.device_lists,
             )
             response = client.post(
                 request.path, data=json.dumps(request.json), content_type="application/json", headers=headers

@@ -37,6 +37,7 @@ class ConversationKeys:
     conversation_id: uuid.UUID
     members: frozenset[str]
     chat_keys: dict[int, bytes]  # epoch -> ChatKey, opened by this device
+    lists_seen: bytes = b""  # the members' device lists this device verified (protocol.md 2.19)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DeviceProfile:
                     "conversation_id": str(c.conversation_id),
                     "members": sorted(c.members),
                     "chat_keys": {str(epoch): b64e(key) for epoch, key in c.chat_keys.items()},
+                    "lists_seen": b64e(c.lists_seen),
                 }
                 for c in self.conversations.values()
             ],
@@ -76,6 +78,7 @@ class DeviceProfile:
                 conversation_id=cid,
                 members=frozenset(c["members"]),
                 chat_keys={int(epoch): b64d(key, length=32) for epoch, key in c["chat_keys"].items()},
+                lists_seen=b64d(c["lists_seen"]),
             )
         return cls(
             username=data["username"],
@@ -120,7 +123,10 @@ def device_profile(session: Session, conversation_ids: Sequence[uuid.UUID]) -> D
         conversation = session.conversation(cid, refresh=True)
         keys = {epoch: session.chat_key(conversation, epoch) for epoch in range(1, conversation.current_epoch + 1)}
         profile.conversations[cid] = ConversationKeys(
-            conversation_id=cid, members=frozenset(conversation.members), chat_keys=keys
+            conversation_id=cid,
+            members=frozenset(conversation.members),
+            chat_keys=keys,
+            lists_seen=session.lists_seen(conversation),
         )
         members.update(conversation.members)
     for username in sorted(members):

@@ -170,6 +170,7 @@ def envelope_open(profile: DeviceProfile, envelope: dict[str, Any]) -> tuple[uui
         epoch=epoch,
         sender_device_id=sender_device_id,
         client_message_id=client_message_id,
+        device_lists=b64d(envelope["device_lists"]),
     )
     if not message_signature_verify(
         header=header,
@@ -288,6 +289,7 @@ class RealtimeDevice:
             epoch=epoch,
             sender=self.profile.device,
             payload={"type": "text", "body": body, "sent_at_ms": time.time_ns() // 1_000_000},
+            device_lists=keys.lists_seen,
         )
         self._counter += 1
         frame_id = f"s{self._counter}"
@@ -304,6 +306,7 @@ class RealtimeDevice:
                     "nonce": b64e(sealed.nonce),
                     "ciphertext": b64e(sealed.ciphertext),
                     "signature": b64e(sealed.signature),
+                    "device_lists": b64e(sealed.device_lists),
                 },
             }
         )

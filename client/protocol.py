@@ -126,6 +126,7 @@ class Envelope:
     ciphertext: bytes
     signature: bytes
     created_at: str
+    device_lists: bytes  # the device lists its sender saw (protocol.md 2.19)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Envelope:
@@ -141,6 +142,7 @@ class Envelope:
             ciphertext=b64d(data["ciphertext"]),
             signature=b64d(data["signature"], length=64),
             created_at=data["created_at"],
+            device_lists=b64d(data["device_lists"]),
         )
 
 
@@ -371,6 +373,7 @@ def send_request(
     nonce: bytes,
     ciphertext: bytes,
     signature: bytes,
+    device_lists: bytes,
     version: int = PROTOCOL_VERSION,
     attachments: list[uuid.UUID] | None = None,
 ) -> Request:
@@ -382,6 +385,7 @@ def send_request(
         "nonce": b64e(nonce),
         "ciphertext": b64e(ciphertext),
         "signature": b64e(signature),
+        "device_lists": b64e(device_lists),
     }
     if attachments:
         body["attachments"] = [str(blob_id) for blob_id in attachments]

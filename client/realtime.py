@@ -91,6 +91,7 @@ class IncomingMessage:
     failure: DecryptFailure | None
     failure_detail: str | None
     created_at: str
+    warnings: tuple[str, ...] = ()  # ReceivedMessage.warnings (e.g. device_list_stale); not stored
 
     @property
     def text(self) -> str:
@@ -547,6 +548,7 @@ class RealtimeClient:
             epoch=old.epoch,
             sender_device_id=old.sender_device_id,
             client_message_id=old.client_message_id,
+            device_lists=old.device_lists,
         )
         payload = message_open(
             chat_key=session.chat_key(conversation, old.epoch),
@@ -653,6 +655,7 @@ class RealtimeClient:
         payload: dict[str, Any] | None = None
         failure: DecryptFailure | None = None
         detail: str | None = None
+        warnings: tuple[str, ...] = ()
         if accepted is not None:
             failure = DecryptFailure.REPLAYED
             detail = f"already received as message {accepted[1]} of conversation {accepted[0]}"
@@ -665,7 +668,7 @@ class RealtimeClient:
                 logger.warning("cannot process message %s of %s yet: %s", seq, cid, exc)
                 return
             if isinstance(result, ReceivedMessage):
-                payload = result.payload
+                payload, warnings = result.payload, result.warnings
             else:
                 failure, detail = result.reason, result.detail
         stored, contiguous = self.store.store_message(
@@ -700,6 +703,7 @@ class RealtimeClient:
                     failure=failure,
                     failure_detail=detail,
                     created_at=envelope.created_at,
+                    warnings=warnings,
                 )
             )
 

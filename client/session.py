@@ -56,6 +56,7 @@ from client.crypto.linking import (
     link_code_encode,
     link_keys,
 )
+from client.crypto.lists_seen import ListSeen, lists_seen_decode, lists_seen_encode
 from client.crypto.manifest import EpochManifest, ManifestError, epoch_manifest_build, epoch_manifest_verify
 from client.crypto.message import (
     message_encrypt,
@@ -89,6 +90,10 @@ Rng = Callable[[int], bytes]
 
 DEVICE_LIST_PAGE = 1000  # entries per device-list page (the server's page size)
 _MANIFEST_FAILURES = (DecryptFailure.EPOCH_MANIFEST_INVALID, DecryptFailure.EPOCH_MANIFEST_UNVOUCHED)
+
+
+# Default of `Session.list_stale_grace_ms` (protocol.md 2.19).
+LIST_STALE_GRACE_MS = 10 * 60 * 1000
 
 
 class Transport(Protocol):
@@ -172,6 +177,9 @@ class ReceivedMessage:
     epoch: int
     payload: dict[str, Any]
     created_at: str
+    # What the user should know about an accepted message, e.g. that its sender was shown an
+    # outdated device list (2.19 `device_list_stale`); empty for almost every message.
+    warnings: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -231,6 +239,12 @@ class Session:
         # Epochs whose recipients were checked against the verified device lists (2.14); cleared
         # whenever a device list is known to have changed.
         self._epochs_checked: set[tuple[uuid.UUID, int]] = set()
+        # The newest verified chain of each account's device list in this session, for checking
+        # the lists a message's sender saw (2.19) at any version without asking the server again.
+        self._verified_lists: dict[str, VerifiedDeviceList] = {}
+        # How long after a device-list change a sender may still honestly name the version
+        # before it (2.19): propagation plus clock skew between devices.
+        self.list_stale_grace_ms = LIST_STALE_GRACE_MS
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -669,6 +683,7 @@ class Session:
             pinned=self.secrets.device_lists.get(username),
         )
         self.secrets.device_lists[username] = (verified.version, verified.hash)
+        self._verified_lists[username] = verified
         known = self.secrets.known_devices.setdefault(username, {})
         for entry in verified.entries:
             for listed in entry.devices:
@@ -1251,6 +1266,7 @@ class Session:
             epoch=epoch,
             sender=self.secrets.device,
             payload=payload,
+            device_lists=self.lists_seen(conversation),
             client_message_id=client_message_id,
             rng=rng or self._rng,
         )
@@ -1262,9 +1278,21 @@ class Session:
             nonce=sealed.nonce,
             ciphertext=sealed.ciphertext,
             signature=sealed.signature,
+            device_lists=sealed.device_lists,
             attachments=attachments,
         )
         return request, sealed.client_message_id
+
+    def lists_seen(self, conversation: proto.Conversation) -> bytes:
+        """The newest verified device list (version, hash) of every member, encoded for the
+        header of a message to the conversation (2.19); verifies a list not seen yet."""
+        seen: list[ListSeen] = []
+        for username in conversation.members:
+            if username not in self.secrets.device_lists:
+                self.device_list(username)
+            version, digest = self.secrets.device_lists[username]
+            seen.append(ListSeen(username, version, digest))
+        return lists_seen_encode(seen)
 
     def send_payload(
         self, conversation_id: uuid.UUID, payload: dict[str, Any], *, attachments: list[uuid.UUID] | None = None
@@ -1359,6 +1387,7 @@ class Session:
             epoch=envelope.epoch,
             sender_device_id=envelope.sender_device_id,
             client_message_id=envelope.client_message_id,
+            device_lists=envelope.device_lists,
         )
         if not message_signature_verify(
             header=header,
@@ -1370,6 +1399,7 @@ class Session:
             raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
         chat_key = self.chat_key(conversation, envelope.epoch)
         payload = message_open(chat_key=chat_key, header=header, nonce=envelope.nonce, ciphertext=envelope.ciphertext)
+        warnings = self._check_lists_seen(envelope, payload)
         seen = self._seen.setdefault(envelope.conversation_id, {})
         identity = (envelope.sender_device_id, envelope.client_message_id)
         first_seq = seen.setdefault(identity, envelope.seq)
@@ -1383,6 +1413,83 @@ class Session:
             epoch=envelope.epoch,
             payload=payload,
             created_at=envelope.created_at,
+            warnings=tuple(warnings),
+        )
+
+    def _check_lists_seen(self, envelope: proto.Envelope, payload: dict[str, Any]) -> list[str]:
+        """2.19: each device list the sender saw is one this device verified (the same hash at
+        that version), or one it verifies on asking the server again; else DecryptError
+        `device_list_mismatch`: the server showed the sender and this device different lists.
+        Returns a `device_list_stale` warning for each list the sender saw long after a newer
+        version was signed (the server may be keeping a device change from the sender)."""
+        try:
+            lists = lists_seen_decode(envelope.device_lists)
+        except ValueError as exc:
+            raise DecryptError(DecryptFailure.TAMPERED, f"the device lists seen are malformed: {exc}") from None
+        if envelope.sender_username not in {seen.username for seen in lists}:
+            raise DecryptError(
+                DecryptFailure.DEVICE_LIST_MISMATCH, "the sender names no device list of its own account"
+            )
+        sent_at = payload.get("sent_at_ms")
+        warnings: list[str] = []
+        for seen in lists:
+            if self._list_seen_verified(seen):
+                warnings += self._list_seen_stale(envelope.sender_username, seen, sent_at)
+                continue
+            before = self.secrets.device_lists.get(seen.username)
+            try:
+                verified = self.device_list(seen.username)
+            except ApiError as exc:
+                # An account deleted since cannot be checked; the two that matter most can.
+                if exc.status == 404 and seen.username not in (self.username, envelope.sender_username):
+                    continue
+                raise
+            except DeviceListError as exc:
+                raise DecryptError(
+                    DecryptFailure.DEVICE_LIST_MISMATCH, f"the device list of {seen.username!r} is refused: {exc}"
+                ) from None
+            except IdentityChangedError as exc:
+                raise DecryptError(DecryptFailure.IDENTITY_CHANGED, str(exc)) from None
+            if before != self.secrets.device_lists.get(seen.username):
+                self.forget_directory(seen.username)  # a newer list: check epochs again before sending
+            if self._list_seen_verified(seen):
+                warnings += self._list_seen_stale(envelope.sender_username, seen, sent_at)
+                continue
+            if isinstance(sent_at, int) and verified.entries[0].timestamp_ms > sent_at:
+                # Written before the account's current list began (an identity reset, 4.8): the
+                # lists of the old identity are gone from the server and cannot be checked here.
+                continue
+            raise DecryptError(
+                DecryptFailure.DEVICE_LIST_MISMATCH,
+                f"{envelope.sender_username!r} saw version {seen.version} of the device list of {seen.username!r}, "
+                f"which differs from the one this device verified (version {verified.version})",
+            )
+        return warnings
+
+    def _list_seen_stale(self, sender: str, seen: ListSeen, sent_at_ms: object) -> list[str]:
+        """A `device_list_stale` warning if the sender wrote the message more than
+        `list_stale_grace_ms` after the version following the one it saw was signed (by the
+        account's own clock): the server may be keeping a device change from the sender. A
+        sender that was offline meanwhile is stale honestly, hence a warning and no refusal."""
+        verified = self._verified_lists[seen.username]
+        if seen.version >= verified.version or not isinstance(sent_at_ms, int):
+            return []
+        newer = verified.entries[seen.version]  # version seen.version + 1
+        late_ms = sent_at_ms - newer.timestamp_ms
+        if late_ms <= self.list_stale_grace_ms:
+            return []
+        return [
+            f"device_list_stale: {sender!r} was shown version {seen.version} of the device list of "
+            f"{seen.username!r}, {late_ms // 60_000} min after version {newer.version} "
+            f"({newer.change} a device) was signed"
+        ]
+
+    def _list_seen_verified(self, seen: ListSeen) -> bool:
+        verified = self._verified_lists.get(seen.username)
+        return (
+            verified is not None
+            and 1 <= seen.version <= len(verified.hashes)
+            and hmac.compare_digest(verified.hashes[seen.version - 1], seen.hash)
         )
 
     def receive(self, envelope: proto.Envelope) -> MessageResult:

@@ -51,6 +51,8 @@ def _incoming_line(message: IncomingMessage) -> str:
     line = message_line(message.seq, message.sender_username, message.text)
     if message.failure is not None and message.failure_detail:
         line += f" ({message.failure_detail})"
+    for warning in message.warnings:
+        line += f"\n      warning: {warning}"
     return line
 
 

@@ -323,6 +323,8 @@ def cmd_history(ctx: Context, args: argparse.Namespace) -> int:
         who = f"{result.sender_username}/{str(result.sender_device_id)[:8]}"
         if isinstance(result, ReceivedMessage):
             print(f"#{result.seq:<5} {result.created_at[:19]}  {who}: {result.text}")
+            for warning in result.warnings:
+                print(f"       warning: {warning}")
         else:
             print(f"#{result.seq:<5} UNDECRYPTABLE from {who}: {result.reason.value} ({result.detail})")
     ctx.save(session)

@@ -370,6 +370,7 @@ class MessageStore:
             "nonce": b64e(envelope.nonce),
             "ciphertext": b64e(envelope.ciphertext),
             "signature": b64e(envelope.signature),
+            "device_lists": b64e(envelope.device_lists),
             "created_at": envelope.created_at,
         }
         with self._transaction():

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
 
+from client.crypto.device_list import DeviceListEntry as DeviceListEntryData
+from client.crypto.device_list import ListedDevice, device_list_next
 from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.keys import DeviceKeyPair
+from client.crypto.lists_seen import ListSeen, lists_seen_encode
 from client.crypto.manifest import epoch_manifest_bytes, epoch_manifest_parse
+from client.crypto.vouch import vouch_sign
 from client.errors import DeviceListInvalidError, HiddenDevicesError, SdkError, UntrustedDevicesError
 from client.protocol import Envelope
 from client.session import DeviceSecrets, ReceivedMessage, Session, UndecryptableMessage
@@ -70,7 +75,7 @@ def test_every_single_bit_flip_in_every_field_is_rejected(scene: dict[str, objec
     assert isinstance(bob.decrypt(envelope), ReceivedMessage)  # the genuine envelope decrypts
 
     reasons: dict[str, set[DecryptFailure | None]] = {}
-    for name in ("ciphertext", "nonce", "signature", "client_message_id"):
+    for name in ("ciphertext", "nonce", "signature", "client_message_id", "device_lists"):
         value: bytes = getattr(envelope, name)
         reasons[name] = {
             _reason(
@@ -99,6 +104,7 @@ def test_every_single_bit_flip_in_every_field_is_rejected(scene: dict[str, objec
     assert reasons["nonce"] == {DecryptFailure.BAD_SIGNATURE}
     assert reasons["signature"] == {DecryptFailure.BAD_SIGNATURE}
     assert reasons["client_message_id"] == {DecryptFailure.BAD_SIGNATURE}
+    assert reasons["device_lists"] == {DecryptFailure.BAD_SIGNATURE}  # the signed header binds their hash
     assert reasons["sender_device_id"] == {DecryptFailure.UNVOUCHED_DEVICE}
     assert reasons["version"] == {DecryptFailure.UNSUPPORTED_VERSION}
     assert reasons["epoch"] <= {DecryptFailure.BAD_SIGNATURE, DecryptFailure.UNKNOWN_EPOCH}
@@ -236,7 +242,9 @@ def test_device_slipped_in_with_a_forged_device_list_entry_is_refused_by_every_c
     assert not WrappedKey.objects.filter(recipient_device_id=evil.device_id).exists()
 
     evil._chat_keys[(conversation_id, 1)] = alice._chat_keys[(conversation_id, 1)]
-    # The evil device skips the honest client's checks (2.14) and seals directly.
+    # The evil device skips the honest client's checks (2.14) and seals directly, naming the
+    # device lists Alice's laptop saw (the forged chain verifies for nobody, itself included).
+    evil.secrets.device_lists = dict(alice.secrets.device_lists)
     request, _ = evil.seal_send(evil.conversation(conversation_id), {"type": "text", "body": "new bank details"})
     forged = Envelope.parse(evil.transport.execute(request)[1])
     for receiver in (restart(bob), restart(alice), restart(scene["alice_phone"])):  # type: ignore[arg-type]
@@ -451,3 +459,164 @@ def test_an_epoch_without_a_manifest_is_refused(scene: dict[str, object]) -> Non
     [result] = bob.history(conversation_id)
     assert isinstance(result, UndecryptableMessage)
     assert result.reason == DecryptFailure.EPOCH_MANIFEST_INVALID
+
+
+# -- the device lists a sender saw (protocol.md 2.19) ------------------------------------------------
+
+
+def _store_entry(user_id: int, username: str, entry: DeviceListEntryData) -> None:
+    """Write a signed device-list entry straight into the server's table."""
+    from devices.models import DeviceListEntry
+
+    DeviceListEntry.objects.create(
+        user_id=user_id,
+        version=entry.version,
+        prev_hash=entry.prev_hash,
+        change=entry.change,
+        subject_device_id=entry.subject_device_id,
+        actor_device_id=entry.actor_device_id,
+        timestamp_ms=entry.timestamp_ms,
+        devices=[
+            {
+                "device_id": str(d.device_id),
+                "x25519_public_key": b64e(d.x25519_public_key),
+                "ed25519_public_key": b64e(d.ed25519_public_key),
+                "name": d.name,
+            }
+            for d in entry.devices
+        ],
+        signature=entry.signature,
+    )
+
+
+def test_a_server_showing_two_members_different_device_lists_is_caught_on_the_next_message(
+    register: Callable[..., Session], link: Callable[[Session, str], Session], names: Callable[[str], str]
+) -> None:
+    """A stolen copy of Alice's identity key signs a second version 2 of her device list, linking
+    the attacker's device; the server shows that fork to Bob alone (and slips the device into the
+    current epoch, so Bob's client sees nothing to re-key), while Alice and Carol see the genuine
+    version 2, Alice's new phone. Bob's chain verifies, so nothing looks wrong to Bob. His next
+    message names the list he saw: Alice, her phone and Carol refuse it (`device_list_mismatch`),
+    and Bob refuses Carol's next message the same way."""
+    from conversations.models import ChatKeyEpoch, WrappedKey
+    from devices.models import Device, DeviceListEntry
+
+    alice = register(names("alice"), "laptop")
+    bob = register(names("bob"), "phone")
+    carol = register(names("carol"), "phone")
+    cid = alice.create_conversation([bob.username, carol.username], kind="group").conversation_id
+    bob.send_text(cid, "before")
+    assert bob.secrets.device_lists[alice.username][0] == 1
+    user_id = Device.objects.get(id=alice.device_id).user_id
+
+    # The fork, shown to Bob: version 2 links the attacker's device, vouched by the stolen key.
+    identity = alice.secrets.identity
+    assert identity is not None
+    evil = DeviceKeyPair.generate()
+    head = alice.device_list(alice.username).entries[-1]
+    fork = device_list_next(
+        identity=identity,
+        username=alice.username,
+        head=head,
+        change="linked",
+        subject=ListedDevice(evil.device_id, evil.x25519_public_key, evil.ed25519_public_key, "phone"),
+        actor_device_id=alice.device_id,
+        timestamp_ms=int(time.time() * 1000),
+    )
+    evil_row = Device.objects.create(
+        id=evil.device_id,
+        user_id=user_id,
+        name="phone",
+        x25519_public_key=evil.x25519_public_key,
+        ed25519_public_key=evil.ed25519_public_key,
+        vouch_signature=vouch_sign(identity, evil, alice.username),
+        status=Device.Status.ACTIVE,
+    )
+    _store_entry(user_id, alice.username, fork)
+    WrappedKey.objects.create(
+        epoch=ChatKeyEpoch.objects.get(conversation_id=cid, number=1),
+        recipient_device=evil_row,
+        wrapping_device_id=alice.device_id,
+        wrapped_key=os.urandom(80),
+        signature=os.urandom(64),
+    )
+    bob = restart(bob)
+    assert evil.device_id in bob.directory(alice.username).devices  # Bob trusts the fork
+    forked = bob.send_payload(cid, {"type": "text", "body": "under the fork", "sent_at_ms": int(time.time() * 1000)})
+    assert forked.epoch == 1  # nothing made Bob start a new epoch
+
+    # Everyone else is shown the genuine version 2: the fork is gone, Alice links her phone.
+    DeviceListEntry.objects.filter(user_id=user_id, version=2).delete()
+    WrappedKey.objects.filter(recipient_device_id=evil.device_id).delete()
+    Device.objects.filter(id=evil.device_id).update(status=Device.Status.REVOKED)
+    alice_phone = link(alice, "phone")
+    carol.forget_directory(alice.username)
+    honest = carol.send_text(cid, "after")
+    assert honest.epoch == 1  # so what Bob refuses below is the header's lists, not a new epoch
+
+    for receiver in (restart(alice), restart(alice_phone), restart(carol)):
+        results = {r.seq: r for r in receiver.history(cid)}
+        assert isinstance(results[forked.seq - 1], ReceivedMessage)  # "before" is fine
+        refused = results[forked.seq]
+        assert isinstance(refused, UndecryptableMessage), receiver.username
+        assert refused.reason == DecryptFailure.DEVICE_LIST_MISMATCH
+        assert alice.username in refused.detail
+        assert isinstance(results[honest.seq], ReceivedMessage)
+    refused_by_bob = {r.seq: r for r in bob.history(cid)}[honest.seq]
+    assert isinstance(refused_by_bob, UndecryptableMessage)
+    assert refused_by_bob.reason == DecryptFailure.DEVICE_LIST_MISMATCH and "forked" in refused_by_bob.detail
+
+
+def test_a_device_list_change_kept_from_one_member_is_reported_by_the_others(
+    register: Callable[..., Session], link: Callable[[Session, str], Session], names: Callable[[str], str]
+) -> None:
+    """The server keeps Alice's new phone (version 2 of her list) from Bob: he keeps seeing
+    version 1, a genuine list, just an old one. His messages say so; Alice's devices accept them
+    but warn (`device_list_stale`) once he wrote them longer after the change than propagation
+    takes (the grace, 0 here to avoid waiting ten minutes)."""
+    from devices.models import Device, DeviceListEntry
+
+    alice = register(names("alice"), "laptop")
+    bob = register(names("bob"), "phone")
+    cid = alice.create_conversation([bob.username], kind="direct").conversation_id
+    bob.send_text(cid, "hello")
+    alice_phone = link(alice, "phone")
+    user_id = Device.objects.get(id=alice.device_id).user_id
+
+    # Bob is shown the list and the devices as they were before the phone was linked.
+    genuine = DeviceListEntry.objects.get(user_id=user_id, version=2)
+    genuine_fields = {f.name: getattr(genuine, f.name) for f in DeviceListEntry._meta.concrete_fields}
+    genuine.delete()
+    Device.objects.filter(id=alice_phone.device_id).update(status=Device.Status.PENDING)
+    bob = restart(bob)
+    kept_from_bob = bob.send_text(cid, "still only your laptop?")
+    DeviceListEntry.objects.create(**genuine_fields)
+    Device.objects.filter(id=alice_phone.device_id).update(status=Device.Status.ACTIVE)
+
+    # Bob's client, shown no phone, left it out of a new epoch: only the laptop can read this.
+    patient = restart(alice)  # the default grace: a change just now is no reason to warn
+    assert {r.seq: r for r in patient.history(cid)}[kept_from_bob.seq].warnings == ()  # type: ignore[union-attr]
+    strict = restart(alice)
+    strict.list_stale_grace_ms = 0
+    result = {r.seq: r for r in strict.history(cid)}[kept_from_bob.seq]
+    assert isinstance(result, ReceivedMessage) and result.text == "still only your laptop?"
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("device_list_stale:")
+    assert f"version 1 of the device list of {alice.username!r}" in result.warnings[0]
+
+
+def test_device_lists_seen_that_are_malformed_or_leave_out_the_sender_are_refused(scene: dict[str, object]) -> None:
+    """A sender's own client could write anything there: the receiver still holds it to 2.19."""
+    alice: Session = scene["alice"]  # type: ignore[assignment]
+    bob = restart(scene["bob"])  # type: ignore[arg-type]
+    conversation = alice.conversation(scene["direct"].conversation_id)  # type: ignore[attr-defined]
+    cases = {
+        "malformed": b"\x00\x01garbage",
+        "no sender": lists_seen_encode([ListSeen(bob.username, *bob.secrets.device_lists[bob.username])]),
+    }
+    reasons = {}
+    for name, lists in cases.items():
+        alice.lists_seen = lambda _conversation, lists=lists: lists  # type: ignore[method-assign,misc]
+        request, _ = alice.seal_send(conversation, {"type": "text", "body": name, "sent_at_ms": 1})
+        envelope = Envelope.parse(alice.transport.execute(request)[1])
+        reasons[name] = _reason(bob, envelope)
+    assert reasons == {"malformed": DecryptFailure.TAMPERED, "no sender": DecryptFailure.DEVICE_LIST_MISMATCH}

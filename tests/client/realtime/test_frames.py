@@ -29,6 +29,7 @@ def envelope(seq: int = 3, conversation_id: uuid.UUID = CID) -> dict[str, Any]:
         "nonce": b64e(b"n" * 12),
         "ciphertext": b64e(b"c" * 80),
         "signature": b64e(b"s" * 64),
+        "device_lists": b64e(b"l" * 41),
         "created_at": "2026-11-25T19:00:00Z",
     }
 

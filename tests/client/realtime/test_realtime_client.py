@@ -25,6 +25,7 @@ from client import protocol as proto
 from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptFailure
 from client.crypto.keys import DeviceKeyPair
+from client.crypto.lists_seen import ListSeen, lists_seen_encode
 from client.crypto.message import message_header, message_open
 from client.errors import RealtimeAuthError, SendFailedError
 from client.realtime import Backoff, IncomingMessage, RealtimeClient
@@ -34,6 +35,7 @@ from client.store.messages import MessageStore
 CID = uuid.UUID("6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a")
 BOB_DEV = uuid.UUID("0b0b0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2b")
 CHAT_KEY = b"k" * 32
+LISTS = lists_seen_encode([ListSeen("alice", 1, b"\xaa" * 32), ListSeen("bob", 1, b"\xbb" * 32)])
 FAST = Backoff(initial=0.02, cap=0.1)
 TIMEOUT = 10.0
 
@@ -70,6 +72,9 @@ class StubSession:
     # The real sealing, over this stub's keys: the client's own sends use the real crypto.
     seal_send = Session.seal_send
 
+    def lists_seen(self, conversation: proto.Conversation) -> bytes:
+        return LISTS
+
     def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
         if self.fail_transiently:
             raise proto.ApiError(503, "unavailable", "the directory is down")
@@ -79,6 +84,7 @@ class StubSession:
                 epoch=envelope.epoch,
                 sender_device_id=envelope.sender_device_id,
                 client_message_id=envelope.client_message_id,
+                device_lists=envelope.device_lists,
             )
             payload = message_open(
                 chat_key=CHAT_KEY, header=header, nonce=envelope.nonce, ciphertext=envelope.ciphertext
@@ -113,6 +119,7 @@ def pushed(seq: int, text: str = "", *, mid: bytes | None = None, ciphertext: by
             "nonce": b64e(b"n" * 12),
             "ciphertext": b64e(body),
             "signature": b64e(b"s" * 64),
+            "device_lists": b64e(LISTS),
             "created_at": "2026-11-25T19:00:00Z",
         },
     }

@@ -151,6 +151,7 @@ def _envelope(seq: int, epoch: int = 1) -> Envelope:
         ciphertext=b"c" * 40,
         signature=b"s" * 64,
         created_at="2026-11-25T19:00:00Z",
+        device_lists=b"l" * 41,
     )
 
 
