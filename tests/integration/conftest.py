@@ -47,6 +47,28 @@ def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
 
 
 @pytest.fixture
+def sessions(daphne_url: str) -> Iterator[Callable[..., Session]]:
+    """Register (or, with `login=True`, log in a new device of) an account on the daphne server."""
+    made: list[Session] = []
+
+    def _make(username: str, device_name: str = "device", *, login: bool = False) -> Session:
+        factory = Session.login if login else Session.register
+        session = factory(
+            HttpTransport(daphne_url),
+            server_url=daphne_url,
+            username=username,
+            password=PASSWORD,
+            device_name=device_name,
+        )
+        made.append(session)
+        return session
+
+    yield _make
+    for session in made:
+        session.transport.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 def link(server_url: str) -> Callable[[Session, str], Session]:
     """Log in a second device of `existing`'s account and link it: its code approved by `existing`."""
 
