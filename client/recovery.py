@@ -12,13 +12,9 @@ account password alone. The account keeps its conversations; its new device asks
 from __future__ import annotations
 
 import os
-import time
 
 from client import protocol as proto
-from client.crypto.device_list import ListedDevice, device_list_entry_hash, device_list_next
-from client.crypto.keys import DeviceKeyPair, IdentityKeyPair
-from client.crypto.vouch import vouch_sign
-from client.session import DeviceSecrets, Rng, Session, Transport
+from client.session import Rng, Session, Transport
 
 
 def identity_reset(
@@ -32,38 +28,13 @@ def identity_reset(
 ) -> Session:
     """Replace the account's identity key and every device with a fresh identity key and this new
     device (a new signed device list starting at version 1). Every old device is revoked."""
-    identity = IdentityKeyPair.generate(rng)
-    device = DeviceKeyPair.generate(rng)
-    genesis = device_list_next(
-        identity=identity,
-        username=username,
-        head=None,
-        change="created",
-        subject=ListedDevice(device.device_id, device.x25519_public_key, device.ed25519_public_key, device_name),
-        actor_device_id=device.device_id,
-        timestamp_ms=int(time.time() * 1000),
-    )
-    _, body = transport.execute(
-        proto.reset_identity_request(
-            username=username,
-            password=password,
-            identity_key=identity.public_key,
-            device_id=device.device_id,
-            device_name=device_name,
-            x25519_public_key=device.x25519_public_key,
-            ed25519_public_key=device.ed25519_public_key,
-            vouch_signature=vouch_sign(identity, device, username),
-            device_list=genesis,
-        )
-    )
-    secrets = DeviceSecrets(
+    # The same first device as `Session.register`, sent to the reset endpoint instead.
+    return Session._first_device(
+        transport,
+        proto.reset_identity_request,
         server_url=server_url,
         username=username,
-        device=device,
+        password=password,
         device_name=device_name,
-        identity=identity,
-        token=body["token"],
-        pins={username: identity.public_key},
-        device_lists={username: (1, device_list_entry_hash(username=username, entry=genesis))},
+        rng=rng,
     )
-    return Session(secrets, transport, rng=rng)

@@ -260,6 +260,31 @@ class Session:
         rng: Rng = os.urandom,
     ) -> Session:
         """Create an account: a fresh identity key and a first device it vouches for."""
+        return cls._first_device(
+            transport,
+            proto.register_request,
+            server_url=server_url,
+            username=username,
+            password=password,
+            device_name=device_name,
+            rng=rng,
+        )
+
+    @classmethod
+    def _first_device(
+        cls,
+        transport: Transport,
+        build_request: Callable[..., proto.Request],
+        *,
+        server_url: str,
+        username: str,
+        password: str,
+        device_name: str,
+        rng: Rng,
+    ) -> Session:
+        """A fresh identity key and a first device it vouches for, announced by a genesis device
+        list (version 1); `build_request` sends them (`register_request`, or
+        `reset_identity_request` for `client.recovery.identity_reset`)."""
         identity = IdentityKeyPair.generate(rng)
         device = DeviceKeyPair.generate(rng)
         genesis = device_list_next(
@@ -271,7 +296,7 @@ class Session:
             actor_device_id=device.device_id,
             timestamp_ms=int(time.time() * 1000),
         )
-        request = proto.register_request(
+        request = build_request(
             username=username,
             password=password,
             identity_key=identity.public_key,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -26,24 +27,40 @@ def names() -> Callable[[str], str]:
 PASSWORD = "integration-password-2026!"
 
 
-@pytest.fixture
-def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
-    sessions: list[Session] = []
+@contextmanager
+def _session_factory(url: str) -> Iterator[Callable[..., Session]]:
+    """Register (or, with `login=True`, log in a new device of) an account at `url`; every
+    transport opened is closed on leaving."""
+    made: list[Session] = []
 
-    def _register(username: str, device_name: str = "device") -> Session:
-        session = Session.register(
-            HttpTransport(server_url),
-            server_url=server_url,
+    def _make(username: str, device_name: str = "device", *, login: bool = False) -> Session:
+        factory = Session.login if login else Session.register
+        session = factory(
+            HttpTransport(url),
+            server_url=url,
             username=username,
             password=PASSWORD,
             device_name=device_name,
         )
-        sessions.append(session)
+        made.append(session)
         return session
 
-    yield _register
-    for session in sessions:
+    yield _make
+    for session in made:
         session.transport.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def register(server_url: str) -> Iterator[Callable[[str, str], Session]]:
+    with _session_factory(server_url) as make:
+        yield make
+
+
+@pytest.fixture
+def sessions(daphne_url: str) -> Iterator[Callable[..., Session]]:
+    """Register (or, with `login=True`, log in a new device of) an account on the daphne server."""
+    with _session_factory(daphne_url) as make:
+        yield make
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,27 +28,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 FAST = Backoff(initial=0.05, cap=0.5)
 KEY_RETRY = Backoff(initial=0.2, cap=1.0)
 TIMEOUT = 30.0
-
-
-@pytest.fixture
-def sessions(daphne_url: str) -> Iterator[Callable[..., Session]]:
-    made: list[Session] = []
-
-    def _make(username: str, device_name: str = "device", *, login: bool = False) -> Session:
-        factory = Session.login if login else Session.register
-        session = factory(
-            HttpTransport(daphne_url),
-            server_url=daphne_url,
-            username=username,
-            password=PASSWORD,
-            device_name=device_name,
-        )
-        made.append(session)
-        return session
-
-    yield _make
-    for session in made:
-        session.transport.close()  # type: ignore[attr-defined]
 
 
 def _link(existing: Session, new: Session) -> None:

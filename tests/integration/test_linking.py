@@ -10,7 +10,7 @@ import base64
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,28 +29,6 @@ from tests.integration.conftest import PASSWORD
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 FAST = Backoff(initial=0.05, cap=0.5)
-
-
-@pytest.fixture
-def sessions(daphne_url: str) -> Iterator[Callable[..., Session]]:
-    """Register (or, with `login=True`, log in a new device of) an account on the daphne server."""
-    made: list[Session] = []
-
-    def _make(username: str, device_name: str = "device", *, login: bool = False) -> Session:
-        factory = Session.login if login else Session.register
-        session = factory(
-            HttpTransport(daphne_url),
-            server_url=daphne_url,
-            username=username,
-            password=PASSWORD,
-            device_name=device_name,
-        )
-        made.append(session)
-        return session
-
-    yield _make
-    for session in made:
-        session.transport.close()  # type: ignore[attr-defined]
 
 
 def _history(alice: Session, bob: Session, *, conversations: int, epochs: int, messages: int) -> dict[str, str]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,20 +61,9 @@ async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None
 
 
 @pytest.fixture
-def rt_register(daphne_url: str) -> Iterator[Callable[[str], Session]]:
+def rt_register(sessions: Callable[..., Session]) -> Callable[[str], Session]:
     """Like the `register` fixture, against the daphne process (HTTP and WebSocket on one port)."""
-    sessions: list[Session] = []
-
-    def _register(username: str) -> Session:
-        session = Session.register(
-            HttpTransport(daphne_url), server_url=daphne_url, username=username, password=PASSWORD, device_name="d"
-        )
-        sessions.append(session)
-        return session
-
-    yield _register
-    for session in sessions:
-        session.transport.close()  # type: ignore[attr-defined]
+    return lambda username: sessions(username, "d")
 
 
 def client_for(session: Session, home: Path, **kwargs: Any) -> RealtimeClient:
