@@ -42,10 +42,11 @@ def test_identical_resend_answers_200_with_the_original(alice: Dev, conversation
     assert Message.objects.count() == 1
 
 
-def test_resend_with_other_content_is_409(alice: Dev, conversation: Conversation) -> None:
+@pytest.mark.parametrize("field", ["ciphertext", "device_lists"])
+def test_resend_with_other_content_is_409(alice: Dev, conversation: Conversation, field: str) -> None:
     body = envelope_json(alice)
     alice.client().post(_url(conversation), body, format="json")
-    response = alice.client().post(_url(conversation), {**body, "ciphertext": b64(os.urandom(32))}, format="json")
+    response = alice.client().post(_url(conversation), {**body, field: b64(os.urandom(32))}, format="json")
     assert (response.status_code, response.json()["code"]) == (409, "client_message_id_reused")
     assert Message.objects.count() == 1
 
@@ -106,6 +107,9 @@ def test_wrong_version_is_400(alice: Dev, conversation: Conversation) -> None:
         ("version", True),
         ("sender_device_id", "not-a-uuid"),
         ("sender_device_id", 7),
+        ("device_lists", ""),
+        ("device_lists", None),
+        ("device_lists", b64(os.urandom(65_537))),  # more than the server stores
     ],
 )
 def test_malformed_envelope_is_invalid_request_and_nothing_stored(
