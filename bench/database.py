@@ -32,6 +32,8 @@ _SAFE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 FILL_BATCH = 100_000
 # Ciphertext lengths of short texts: one to three 64-byte padding blocks plus the 16-byte tag.
 CIPHERTEXT_LENGTHS = (80, 144, 208)
+# The device lists a sender saw (protocol.md 2.19) of a two-member conversation: 2 + 2 * 45 bytes.
+DEVICE_LISTS_LENGTH = 92
 
 
 class NotPostgresError(ValueError):
@@ -164,7 +166,7 @@ class FillResult:
 
 _COPY = sql.SQL(
     "COPY messaging_message (conversation_id, seq, version, epoch, sender_device_id, client_message_id, "
-    "nonce, ciphertext, signature, created_at) FROM STDIN"
+    "nonce, ciphertext, signature, device_lists, created_at) FROM STDIN"
 )
 
 
@@ -180,15 +182,17 @@ def _copy_lines(
         lines = []
         for seq in range(chunk_first, chunk_last + 1):
             ciphertext_len = CIPHERTEXT_LENGTHS[seq % len(CIPHERTEXT_LENGTHS)]
-            raw = os.urandom(16 + 12 + ciphertext_len + 64)
+            raw = os.urandom(16 + 12 + ciphertext_len + 64 + DEVICE_LISTS_LENGTH)
             client_message_id, nonce = raw[:16], raw[16:28]
-            ciphertext, signature = raw[28 : 28 + ciphertext_len], raw[28 + ciphertext_len :]
+            ciphertext = raw[28 : 28 + ciphertext_len]
+            signature = raw[28 + ciphertext_len : 28 + ciphertext_len + 64]
+            device_lists = raw[28 + ciphertext_len + 64 :]
             # created_at increases with seq, as it does when the server appends.
             created_at = (start + timedelta(microseconds=seq - first)).isoformat()
             lines.append(
                 f"{conversation}\t{seq}\t1\t{epoch}\t{sender_texts[seq % len(sender_texts)]}"
                 f"\t\\\\x{client_message_id.hex()}\t\\\\x{nonce.hex()}\t\\\\x{ciphertext.hex()}"
-                f"\t\\\\x{signature.hex()}\t{created_at}\n"
+                f"\t\\\\x{signature.hex()}\t\\\\x{device_lists.hex()}\t{created_at}\n"
             )
         yield "".join(lines)
 
