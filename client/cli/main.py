@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -478,12 +481,32 @@ def _live(ctx: Context, run: Callable[[Session, MessageStore], Coroutine[Any, An
     session = ctx.open()
     store = MessageStore.open_in(ctx.home)
     try:
-        return asyncio.run(run(session, store))
+        with _sigint_not_ignored():
+            return asyncio.run(run(session, store))
     except KeyboardInterrupt:
         return 0
     finally:
         store.close()
         ctx.save(session)
+
+
+@contextlib.contextmanager
+def _sigint_not_ignored() -> Iterator[None]:
+    """SIGINT (Ctrl-C, `kill -INT`) is how a live mode ends, however the process was started.
+
+    A command started in the background of a non-interactive shell (`listen &` in a script, a CI
+    running jobs side by side) inherits SIGINT ignored, and `asyncio.run` takes SIGINT over only
+    from Python's default handler: left ignored, the signal is dropped and the mode runs until
+    killed, without closing its connection or saving the key store.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def cmd_chat(ctx: Context, args: argparse.Namespace) -> int:

@@ -428,10 +428,14 @@ class ChatProcess:
     """`python -m client chat` (or another live command) in a subprocess, its output lines
     collected by threads."""
 
-    def __init__(self, home: Path, *command: str) -> None:
+    def __init__(self, home: Path, *command: str, sigint_ignored: bool = False) -> None:
         env = {**os.environ, "E2EE_PASSPHRASE": "chat passphrase", "PYTHONPATH": str(REPO)}
+        argv = [sys.executable, "-m", "client", "--home", str(home), *command]
+        if sigint_ignored:
+            # As a background job of a non-interactive shell is started: SIGINT ignored on entry.
+            argv = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', *argv]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "client", "--home", str(home), *command],
+            argv,
             cwd=REPO,
             env=env,
             stdin=subprocess.PIPE,
@@ -520,8 +524,9 @@ def test_cli_live_chat_end_to_end(
     assert cli_main(["--home", str(b_home), "history", conversation]) == 0
     out = capsys.readouterr().out
     assert "hello bob" in out and "hi alice, live" in out
-    # bob's store kept the conversation: `listen` shows only what is new, and Ctrl-C ends it cleanly.
-    listener = ChatProcess(b_home, "listen")
+    # bob's store kept the conversation: `listen` shows only what is new, and Ctrl-C ends it cleanly,
+    # even started as a background job is (SIGINT ignored on entry, as under `.ci/run`).
+    listener = ChatProcess(b_home, "listen", sigint_ignored=True)
     try:
         listener.expect(lambda line: line == "* connected", stream="err")
         assert cli_main(["--home", str(a_home), "send", conversation, "are you listening?"]) == 0
