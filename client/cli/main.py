@@ -477,11 +477,11 @@ def cmd_logout(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _live(ctx: Context, run: Callable[[Session, MessageStore], Coroutine[Any, Any, int]]) -> int:
-    """Run a live mode on this device's message store; Ctrl-C ends it cleanly (exit 0)."""
+    """Run a live mode on this device's message store; Ctrl-C or SIGTERM ends it cleanly (exit 0)."""
     session = ctx.open()
     store = MessageStore.open_in(ctx.home)
     try:
-        with _sigint_not_ignored():
+        with _sigint_not_ignored(), _sigterm_as_sigint():
             return asyncio.run(run(session, store))
     except KeyboardInterrupt:
         return 0
@@ -507,6 +507,24 @@ def _sigint_not_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM (`kill`, a service manager stopping the process) ends a live mode like Ctrl-C:
+    the connection closes and the key store is saved, instead of the process dying mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # asyncio.run's own SIGINT handling stops the mode
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_chat(ctx: Context, args: argparse.Namespace) -> int:

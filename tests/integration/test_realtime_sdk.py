@@ -538,3 +538,13 @@ def test_cli_live_chat_end_to_end(
         assert not any("Traceback" in err for err in listener.errors + list(listener.err_lines.queue))
     finally:
         listener.kill()
+
+    # A service manager stops it with SIGTERM: the same clean end.
+    listener = ChatProcess(b_home, "listen")
+    try:
+        listener.expect(lambda line: line == "* connected", stream="err")
+        listener.process.send_signal(signal.SIGTERM)
+        assert listener.process.wait(timeout=TIMEOUT) == 0
+        assert not any("Traceback" in err for err in listener.errors + list(listener.err_lines.queue))
+    finally:
+        listener.kill()
