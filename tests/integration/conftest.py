@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from client.cli.main import main as cli_main
 from client.session import Session
 from client.transport.http import HttpTransport
 
@@ -25,6 +27,20 @@ def names() -> Callable[[str], str]:
 
 
 PASSWORD = "integration-password-2026!"
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run one CLI command on a home folder (one machine): exit code, stdout and stderr."""
+    monkeypatch.setenv("E2EE_PASSWORD", "cli-password-2026!")
+    monkeypatch.setenv("E2EE_PASSPHRASE", "cli passphrase")
+
+    def run(home: Path, *argv: str) -> tuple[int, str, str]:
+        code = cli_main(["--home", str(home), *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 @contextmanager

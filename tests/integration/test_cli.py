@@ -9,22 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.cli.main import main
-
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    monkeypatch.setenv("E2EE_PASSWORD", "cli-password-2026!")
-    monkeypatch.setenv("E2EE_PASSPHRASE", "cli passphrase")
-
-    def run(home: Path, *argv: str) -> tuple[int, str, str]:
-        code = main(["--home", str(home), *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_cli_register_link_create_send_and_read(
