@@ -44,8 +44,14 @@ class KeyRequestOutcome:
 
 def key_request_file(session: Session, conversation_id: Any, epoch: int) -> proto.KeyRequestInfo:
     """Ask the other member devices for the ChatKey of `epoch` (idempotent; filing again
-    announces the request again). Status "served": the key is stored for this device already."""
-    _, body = session.transport.execute(proto.key_request_file_request(conversation_id, epoch))
+    announces the request again). Status "served": the key is stored for this device already.
+    If the key this device holds for the epoch was refused (it does not verify: a garbage
+    answer, or a row the server made up), the server drops it and the request is open again."""
+    refuse_held = session.key_refused(conversation_id, epoch)
+    request = proto.key_request_file_request(conversation_id, epoch, refuse_held=refuse_held)
+    _, body = session.transport.execute(request)
+    if refuse_held:
+        session.forget_key_failure(conversation_id, epoch)
     return proto.KeyRequestInfo.parse(body)
 
 

@@ -605,8 +605,11 @@ class KeyRequestInfo:
         )
 
 
-def key_request_file_request(conversation_id: uuid.UUID, epoch: int) -> Request:
-    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/key-requests", {"epoch": epoch})
+def key_request_file_request(conversation_id: uuid.UUID, epoch: int, *, refuse_held: bool = False) -> Request:
+    body: dict[str, Any] = {"epoch": epoch}
+    if refuse_held:
+        body["refuse_held"] = True
+    return Request("POST", f"{API_PREFIX}/conversations/{conversation_id}/key-requests", body)
 
 
 def key_requests_open_request() -> Request:

@@ -683,7 +683,10 @@ class RealtimeClient:
             failure=failure.value if failure is not None else None,
             failure_detail=detail,
         )
-        if stored and failure == DecryptFailure.MISSING_KEY:
+        if stored and (
+            failure == DecryptFailure.MISSING_KEY
+            or (failure is not None and self.session.key_refused(cid, envelope.epoch))
+        ):
             self.store.hold(envelope)
             self._key_wanted(cid, envelope.epoch)
         await self._queue_ack(conn, cid, contiguous=contiguous, force=not stored)
@@ -825,8 +828,8 @@ class RealtimeClient:
             detail: str | None = None
             if isinstance(result, ReceivedMessage):
                 payload = result.payload
-            elif result.reason == DecryptFailure.MISSING_KEY:
-                return False  # the key is not there yet: the others of the epoch lack it too
+            elif result.reason == DecryptFailure.MISSING_KEY or self.session.key_refused(conversation_id, epoch):
+                return False  # no usable key yet (none, or one refused): the others lack it too
             else:
                 failure, detail = result.reason, result.detail
             if not self.store.held_resolve(

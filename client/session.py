@@ -1253,6 +1253,18 @@ class Session:
                 raise
             return known[device_id]
 
+    def key_refused(self, conversation_id: uuid.UUID, epoch: int) -> bool:
+        """The wrapped key this device holds for the epoch is itself bad: its signature, its HPKE
+        seal or its wrapper does not verify (4.8: file the key request again with `refuse_held`).
+        A refused manifest or a changed identity is about the epoch or a person's decision, and
+        another copy of the key would not help."""
+        failure = self._key_failures.get((conversation_id, epoch))
+        return failure is not None and failure.reason in _BAD_KEY_REASONS
+
+    def forget_key_failure(self, conversation_id: uuid.UUID, epoch: int) -> None:
+        """The refused key is gone from the server: look for the epoch's key again next time."""
+        self._key_failures.pop((conversation_id, epoch), None)
+
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
         slot = (conversation.conversation_id, epoch)
         if slot not in self._chat_keys:
@@ -1543,6 +1555,10 @@ class Session:
     def history(self, conversation_id: uuid.UUID, *, after: int = 0) -> list[MessageResult]:
         """Every message after `after`, decrypted where possible; failures carry their reason."""
         return [self.receive(envelope) for envelope in self.envelopes(conversation_id, after=after)]
+
+
+# Why a wrapped key itself is refused (`Session.key_refused`).
+_BAD_KEY_REASONS = frozenset({DecryptFailure.BAD_SIGNATURE, DecryptFailure.TAMPERED, DecryptFailure.UNVOUCHED_DEVICE})
 
 
 class _CreatorUnknownError(DecryptError):

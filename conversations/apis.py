@@ -334,6 +334,8 @@ class KeyRequestSerializer(serializers.Serializer[Any]):
 class KeyRequestFileApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
         epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+        # The key this device holds for the epoch does not verify: drop it and ask again.
+        refuse_held = serializers.BooleanField(required=False, default=False)
 
     @extend_schema(
         operation_id="conversations_key_request_file",
@@ -350,7 +352,12 @@ class KeyRequestFileApi(APIView):
         ratelimit_hit("key_request_device", device.id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        filed = key_request_file(device=device, conversation_id=conversation_id, epoch=payload.validated_data["epoch"])
+        filed = key_request_file(
+            device=device,
+            conversation_id=conversation_id,
+            epoch=payload.validated_data["epoch"],
+            refuse_held=payload.validated_data["refuse_held"],
+        )
         return Response(
             KeyRequestSerializer(filed.request).data,
             status=status.HTTP_201_CREATED if filed.created else status.HTTP_200_OK,

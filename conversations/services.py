@@ -293,12 +293,16 @@ class KeyRequestFiled:
     epoch: int
 
 
-def key_request_file(*, device: Device, conversation_id: uuid.UUID, epoch: int) -> KeyRequestFiled:
+def key_request_file(
+    *, device: Device, conversation_id: uuid.UUID, epoch: int, refuse_held: bool = False
+) -> KeyRequestFiled:
     """`device` (active, of a member) lacks the ChatKey of `epoch`: record the request, or find
     the one it filed before, and announce it after commit to every other active device of every
     member, who may answer by re-wrapping the key (`key_request_answer`). Idempotent per (epoch,
     device); filing again announces it again (the client's retry). A request whose key the device
-    already holds is served at once and announced to nobody."""
+    already holds is served at once and announced to nobody, unless `refuse_held`: the device
+    found that key does not verify (a garbage answer, a row the server made up), so it is deleted
+    and the request opened again; only the device's own key of that epoch is touched."""
     with transaction.atomic(durable=True):
         conversation = access_conversation(user=device.user, conversation_id=conversation_id)
         epoch_row = ChatKeyEpoch.objects.filter(conversation=conversation, number=epoch).first()
@@ -310,6 +314,11 @@ def key_request_file(*, device: Device, conversation_id: uuid.UUID, epoch: int) 
             device=device,
             defaults={"id": uuid.uuid4(), "conversation": conversation, "created_at": now, "last_asked_at": now},
         )
+        if refuse_held:
+            WrappedKey.objects.filter(epoch=epoch_row, recipient_device=device).delete()
+            if request.served_at is not None:
+                request.served_at, request.served_by = None, None
+                request.save(update_fields=["served_at", "served_by"])
         if request.served_at is not None:
             return KeyRequestFiled(request=request, created=created, epoch=epoch)
         held = WrappedKey.objects.filter(epoch=epoch_row, recipient_device=device).first()

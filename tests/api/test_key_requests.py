@@ -86,3 +86,40 @@ def test_answer_to_unknown_request_is_404(alice: Dev) -> None:
         format="json",
     )
     assert (response.status_code, response.json()["code"]) == (404, "key_request_not_found")
+
+
+def test_refusing_the_held_key_drops_only_that_key_and_reopens_the_request(
+    conversation: Conversation, alice: Dev, alice2: Dev
+) -> None:
+    """A garbage answer no longer wins for good: the requester refuses it and asks again."""
+    _, filed = _file(alice2, conversation.pk)
+    alice.client().post(
+        f"/api/v1/key-requests/{filed['request_id']}/answer",
+        {"wrapped_key": b64(bytes(80)), "signature": b64(bytes(64))},
+        format="json",
+    )
+    others = set(WrappedKey.objects.exclude(recipient_device=alice2.device).values_list("pk", flat=True))
+
+    response = alice2.client().post(
+        f"/api/v1/conversations/{conversation.pk}/key-requests", {"epoch": 1, "refuse_held": True}, format="json"
+    )
+
+    assert (response.status_code, response.json()["status"]) == (200, "open")
+    assert response.json()["request_id"] == filed["request_id"]
+    assert not WrappedKey.objects.filter(recipient_device=alice2.device).exists()
+    assert set(WrappedKey.objects.exclude(recipient_device=alice2.device).values_list("pk", flat=True)) == others
+    listed = alice.client().get("/api/v1/key-requests").json()["key_requests"]
+    assert [r["request_id"] for r in listed] == [filed["request_id"]]  # answerable again
+    again = alice.client().post(
+        f"/api/v1/key-requests/{filed['request_id']}/answer",
+        {"wrapped_key": b64(os.urandom(80)), "signature": b64(os.urandom(64))},
+        format="json",
+    )
+    assert again.json() == {"stored": True}
+
+
+def test_refuse_held_must_be_a_boolean(conversation: Conversation, alice2: Dev) -> None:
+    response = alice2.client().post(
+        f"/api/v1/conversations/{conversation.pk}/key-requests", {"epoch": 1, "refuse_held": "maybe"}, format="json"
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_request")

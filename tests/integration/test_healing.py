@@ -108,6 +108,55 @@ def test_missing_key_is_served_by_an_own_device_and_held_messages_decrypt_withou
     print(f"\nmissing key healed (3 held messages decrypted) {healed_s * 1000:.0f} ms after the first send")
 
 
+def test_a_garbage_key_is_refused_dropped_and_asked_for_again_until_a_good_one_comes(
+    sessions: Callable[..., Session], names: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The phone's key of the epoch is replaced by garbage (a wrong answer to its request, or a row
+    the server made up): the phone refuses it, files its request again with `refuse_held` (the
+    server drops the garbage and reopens the request), and the laptop's answer heals the held
+    messages in place. The first answer no longer wins for good."""
+    from conversations.models import ChatKeyEpoch, WrappedKey
+
+    laptop, bob = sessions(names("alice"), "laptop"), sessions(names("bob"), "phone")
+    phone = sessions(laptop.username, "alice-phone", login=True)
+    _link(laptop, phone)
+    cid = laptop.create_conversation([bob.username]).conversation_id
+    assert _lose_keys(phone.device_id, cid) == 1
+    WrappedKey.objects.create(
+        epoch=ChatKeyEpoch.objects.get(conversation_id=cid, number=1),
+        recipient_device_id=phone.device_id,
+        wrapping_device_id=laptop.device_id,
+        wrapped_key=bytes(80),
+        signature=bytes(64),
+    )
+
+    async def scenario() -> tuple[list[IncomingMessage], dict[int, str]]:
+        phone_rt = _client(phone, tmp_path / "phone")
+        laptop_rt = _client(laptop, tmp_path / "laptop")
+        seen: list[IncomingMessage] = []
+        phone_rt.on_message(seen.append)
+        for client in (phone_rt, laptop_rt):
+            await client.start()
+            await client.wait_caught_up(timeout=TIMEOUT)
+        sent = {}
+        for text in ("one", "two"):
+            envelope = await asyncio.to_thread(bob.send_text, cid, text)
+            sent[envelope.seq] = text
+        await _until(lambda: _decrypted(phone_rt, cid) == sent)
+        held = phone_rt.store.held_epochs()
+        for client in (phone_rt, laptop_rt):
+            await client.close()
+            client.store.close()
+        assert held == []
+        return seen, sent
+
+    seen, sent = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert {m.seq for m in seen if m.failure == DecryptFailure.BAD_SIGNATURE} == set(sent)  # refused first
+    assert {m.seq: m.text for m in seen if m.payload is not None} == sent  # then healed
+    assert WrappedKey.objects.get(recipient_device_id=phone.device_id).wrapping_device_id == laptop.device_id
+    assert bytes(WrappedKey.objects.get(recipient_device_id=phone.device_id).wrapped_key) != bytes(80)
+
+
 def test_a_key_request_is_retried_until_an_answering_device_comes_online(
     sessions: Callable[..., Session], names: Callable[[str], str], tmp_path: Path
 ) -> None:
