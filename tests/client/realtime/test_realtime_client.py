@@ -75,6 +75,9 @@ class StubSession:
     def lists_seen(self, conversation: proto.Conversation) -> bytes:
         return LISTS
 
+    def key_refused(self, conversation_id: uuid.UUID, epoch: int) -> bool:
+        return False  # this stub's keys are never refused
+
     def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
         if self.fail_transiently:
             raise proto.ApiError(503, "unavailable", "the directory is down")
