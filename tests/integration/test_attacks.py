@@ -23,7 +23,7 @@ from client.crypto.lists_seen import ListSeen, lists_seen_encode
 from client.crypto.manifest import epoch_manifest_bytes, epoch_manifest_parse
 from client.crypto.vouch import vouch_sign
 from client.errors import DeviceListInvalidError, HiddenDevicesError, SdkError, UntrustedDevicesError
-from client.protocol import Envelope
+from client.protocol import Envelope, device_list_entry_body
 from client.session import DeviceSecrets, ReceivedMessage, Session, UndecryptableMessage
 from client.transport.http import HttpTransport
 
@@ -464,10 +464,11 @@ def test_an_epoch_without_a_manifest_is_refused(scene: dict[str, object]) -> Non
 # -- the device lists a sender saw (protocol.md 2.19) ------------------------------------------------
 
 
-def _store_entry(user_id: int, username: str, entry: DeviceListEntryData) -> None:
-    """Write a signed device-list entry straight into the server's table."""
+def _store_entry(user_id: int, entry: DeviceListEntryData) -> None:
+    """Write a signed device-list entry straight into the server's table, fields as uploaded."""
     from devices.models import DeviceListEntry
 
+    body = device_list_entry_body(entry)
     DeviceListEntry.objects.create(
         user_id=user_id,
         version=entry.version,
@@ -476,15 +477,7 @@ def _store_entry(user_id: int, username: str, entry: DeviceListEntryData) -> Non
         subject_device_id=entry.subject_device_id,
         actor_device_id=entry.actor_device_id,
         timestamp_ms=entry.timestamp_ms,
-        devices=[
-            {
-                "device_id": str(d.device_id),
-                "x25519_public_key": b64e(d.x25519_public_key),
-                "ed25519_public_key": b64e(d.ed25519_public_key),
-                "name": d.name,
-            }
-            for d in entry.devices
-        ],
+        devices=body["devices"],
         signature=entry.signature,
     )
 
@@ -532,7 +525,7 @@ def test_a_server_showing_two_members_different_device_lists_is_caught_on_the_ne
         vouch_signature=vouch_sign(identity, evil, alice.username),
         status=Device.Status.ACTIVE,
     )
-    _store_entry(user_id, alice.username, fork)
+    _store_entry(user_id, fork)
     WrappedKey.objects.create(
         epoch=ChatKeyEpoch.objects.get(conversation_id=cid, number=1),
         recipient_device=evil_row,
