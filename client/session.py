@@ -1470,38 +1470,42 @@ class Session:
         sent_at = payload.get("sent_at_ms")
         warnings: list[str] = []
         for seen in lists:
-            if self._list_seen_verified(seen):
+            if self._list_seen_checked(envelope.sender_username, seen, sent_at):
                 warnings += self._list_seen_stale(envelope.sender_username, seen, sent_at)
-                continue
-            before = self.secrets.device_lists.get(seen.username)
-            try:
-                verified = self.device_list(seen.username)
-            except ApiError as exc:
-                # An account deleted since cannot be checked; the two that matter most can.
-                if exc.status == 404 and seen.username not in (self.username, envelope.sender_username):
-                    continue
-                raise
-            except DeviceListError as exc:
-                raise DecryptError(
-                    DecryptFailure.DEVICE_LIST_MISMATCH, f"the device list of {seen.username!r} is refused: {exc}"
-                ) from None
-            except IdentityChangedError as exc:
-                raise DecryptError(DecryptFailure.IDENTITY_CHANGED, str(exc)) from None
-            if before != self.secrets.device_lists.get(seen.username):
-                self.forget_directory(seen.username)  # a newer list: check epochs again before sending
-            if self._list_seen_verified(seen):
-                warnings += self._list_seen_stale(envelope.sender_username, seen, sent_at)
-                continue
-            if isinstance(sent_at, int) and verified.entries[0].timestamp_ms > sent_at:
-                # Written before the account's current list began (an identity reset, 4.8): the
-                # lists of the old identity are gone from the server and cannot be checked here.
-                continue
-            raise DecryptError(
-                DecryptFailure.DEVICE_LIST_MISMATCH,
-                f"{envelope.sender_username!r} saw version {seen.version} of the device list of {seen.username!r}, "
-                f"which differs from the one this device verified (version {verified.version})",
-            )
         return warnings
+
+    def _list_seen_checked(self, sender: str, seen: ListSeen, sent_at: object) -> bool:
+        """True: this device verified the list `sender` saw (asking the server again if needed);
+        False: it cannot be checked any more (skipped, see 2.19); else DecryptError."""
+        if self._list_seen_verified(seen):
+            return True
+        before = self.secrets.device_lists.get(seen.username)
+        try:
+            verified = self.device_list(seen.username)
+        except ApiError as exc:
+            # An account deleted since cannot be checked; the two that matter most can.
+            if exc.status == 404 and seen.username not in (self.username, sender):
+                return False
+            raise
+        except DeviceListError as exc:
+            raise DecryptError(
+                DecryptFailure.DEVICE_LIST_MISMATCH, f"the device list of {seen.username!r} is refused: {exc}"
+            ) from None
+        except IdentityChangedError as exc:
+            raise DecryptError(DecryptFailure.IDENTITY_CHANGED, str(exc)) from None
+        if before != self.secrets.device_lists.get(seen.username):
+            self.forget_directory(seen.username)  # a newer list: check epochs again before sending
+        if self._list_seen_verified(seen):
+            return True
+        if isinstance(sent_at, int) and verified.entries[0].timestamp_ms > sent_at:
+            # Written before the account's current list began (an identity reset, 4.8): the
+            # lists of the old identity are gone from the server and cannot be checked here.
+            return False
+        raise DecryptError(
+            DecryptFailure.DEVICE_LIST_MISMATCH,
+            f"{sender!r} saw version {seen.version} of the device list of {seen.username!r}, "
+            f"which differs from the one this device verified (version {verified.version})",
+        )
 
     def _list_seen_stale(self, sender: str, seen: ListSeen, sent_at_ms: object) -> list[str]:
         """A `device_list_stale` warning if the sender wrote the message more than
