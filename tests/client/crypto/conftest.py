@@ -1,8 +1,9 @@
 """Fixtures for the crypto tests: the external test vectors and deterministic randomness.
 
-The vectors live outside the repository (shared/vectors, beside the checkout, or wherever
-E2EE_VECTORS_DIR points). A missing directory is an error, not a skip: silently skipping the
-known-answer tests would let a broken crypto core pass.
+The vectors are vendored in tests/vectors (see its README for sources and licences), so a clone of
+the repository alone runs them; E2EE_VECTORS_DIR points elsewhere to check another copy. A missing
+directory is an error, not a skip: silently skipping the known-answer tests would let a broken
+crypto core pass.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
-    path = Path(os.environ.get("E2EE_VECTORS_DIR") or _repo_root().parent / "shared" / "vectors")
+    path = Path(os.environ.get("E2EE_VECTORS_DIR") or _repo_root() / "tests" / "vectors")
     if not path.is_dir():
         pytest.fail(f"test vectors not found at {path}; set E2EE_VECTORS_DIR", pytrace=False)
     return path
