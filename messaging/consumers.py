@@ -33,6 +33,7 @@ from common.metrics import (
 from common.ratelimit import LocalRateLimit, RateLimitedError
 from common.realtime import conversation_group, device_group
 from conversations.errors import ConversationNotFoundError
+from conversations.selectors import conversation_last_seqs
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
 from devices.presence import TYPING_TTL_S, presence_connection, presence_registry
@@ -40,6 +41,7 @@ from devices.selectors import device_token_get_live_by_token
 from messaging import frames
 from messaging.batching import send_batcher
 from messaging.cursors import cursor_writer
+from messaging.errors import CursorBeyondLastSeqError
 from messaging.selectors import (
     ConversationPosition,
     message_frames_after,
@@ -432,6 +434,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def _cursor(self, frame: frames.Cursor) -> None:
         assert self.device is not None
         stream = self._stream(frame.conversation_id)
+        if frame.seq > stream.last_known:
+            # Newer messages may have committed without this connection hearing yet: ask the
+            # database before refusing (rare: a client acknowledges what it was pushed).
+            last_seqs = await db_call(conversation_last_seqs)(conversation_ids=[frame.conversation_id])
+            stream.last_known = max(stream.last_known, last_seqs.get(frame.conversation_id, 0))
+            if frame.seq > stream.last_known:
+                raise CursorBeyondLastSeqError(frame.conversation_id, stream.last_known)
         writer = cursor_writer()
         if frame.kind == "read":
             if frame.seq > stream.read:
@@ -458,7 +467,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.last_progress = time.monotonic()
         self.retry_interval = float(settings.E2EE_WS_RETRY_S)
         self.retries_without_progress = 0
-        stream.last_known = max(stream.last_known, frame.seq)
         writer.record(
             device_id=self.device.pk,
             username=self.username,

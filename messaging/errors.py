@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from common.errors import ApiError
 
 
@@ -37,3 +39,15 @@ class EnvelopeTooLargeError(ApiError):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(extra={"max_bytes": max_bytes})
+
+
+class CursorBeyondLastSeqError(ApiError):
+    """An `ack` or `read` past the newest message: storing it would skip every later message on
+    catch-up and make the sender's receipts claim deliveries that never happened."""
+
+    status = 409
+    code = "cursor_beyond_last_seq"
+    message = "The seq is beyond the conversation's last message."
+
+    def __init__(self, conversation_id: uuid.UUID, last_seq: int) -> None:
+        super().__init__(extra={"conversation_id": str(conversation_id), "last_seq": last_seq})
