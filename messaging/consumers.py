@@ -41,26 +41,34 @@ from devices.selectors import device_token_get_live_by_token
 from messaging import frames
 from messaging.batching import send_batcher
 from messaging.cursors import cursor_writer
-from messaging.errors import CursorBeyondLastSeqError
+from messaging.errors import (
+    CLOSE_INVALID_TOKEN,
+    CLOSE_NOT_ACTIVE,
+    AckTimeoutError,
+    CursorBeyondLastSeqError,
+    FrameInvalidError,
+    FrameTooLargeError,
+    FrameTypeUnknownError,
+    GatewayAuthTimeoutError,
+    GatewayNotAuthenticatedError,
+    GatewayTokenInvalidError,
+    GatewayVersionUnsupportedError,
+    SendsInFlightTooManyError,
+)
 from messaging.selectors import (
     ConversationPosition,
     message_frames_after,
     realtime_positions,
     users_sharing_a_conversation,
 )
-from messaging.services import EnvelopeSendResult, SendRequest
+from messaging.services import PROTOCOL_VERSION, EnvelopeSendResult, SendRequest
 from messaging.sweeper import sweeper
-from messaging.wire import frame_json, iso_timestamp
+from messaging.wire import error_frame, frame_json, iso_timestamp
 
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "e2ee.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "e2ee.token."  # noqa: S105 (a prefix, not a credential)
-CLOSE_INVALID_TOKEN = 4401
-CLOSE_NOT_ACTIVE = 4403
-CLOSE_AUTH_TIMEOUT = 4408
-CLOSE_ACK_TIMEOUT = 4420
-CLOSE_TOO_LARGE = 4413  # autobahn (daphne) lets a server close only with 1000 or 3000-4999
 CLOSE_SERVER_ERROR = 1011
 _PUMP_PAGE = 200
 _RETRY_MAX_S = 60.0
@@ -71,42 +79,6 @@ _RETRY_BATCH = 16
 _GAP_WAIT_S = 0.1
 # Live pushes per conversation remembered for the delivery-latency metric until acknowledged.
 _LATENCY_SAMPLES = 64
-
-
-class _InvalidTokenError(ApiError):
-    status = 401
-    code = "invalid_token"
-    message = "Unknown or revoked token."
-
-
-class _NotAuthenticatedError(ApiError):
-    status = 401
-    code = "not_authenticated"
-    message = "Send a hello frame with the device token first."
-
-
-class _AuthTimeoutError(ApiError):
-    status = 401
-    code = "auth_timeout"
-    message = "No hello frame in time."
-
-
-class _FrameTooLargeError(ApiError):
-    status = 413
-    code = "frame_too_large"
-    message = "The frame is larger than the server accepts."
-
-
-class _AckTimeoutError(ApiError):
-    status = 408
-    code = "ack_timeout"
-    message = "Pushed messages stayed unacknowledged through every retry; reconnect to resume."
-
-
-class _TooManyInFlightError(ApiError):
-    status = 429
-    code = "too_many_in_flight"
-    message = "Too many sends are waiting for an answer on this connection."
 
 
 class _Stream:
@@ -139,7 +111,7 @@ def _authenticate(token: str) -> tuple[Device, int]:
     """The active device the token belongs to (user loaded) and the token's id."""
     live = device_token_get_live_by_token(token=token)
     if live is None or not live.device.user.is_active:
-        raise _InvalidTokenError()
+        raise GatewayTokenInvalidError()
     if live.device.status != Device.Status.ACTIVE:
         raise DeviceNotActiveError()
     return live.device, live.pk
@@ -154,13 +126,6 @@ def _frames_out(kind: str) -> Any:
     if counter is None:
         counter = _OUT_COUNTERS[kind] = WS_FRAMES.labels(direction="out", type=kind)
     return counter
-
-
-def _error_frame(error: ApiError, frame_id: str | None = None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, "extra": error.extra}
-    if frame_id is not None:
-        frame["id"] = frame_id
-    return frame_json(frame)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
@@ -200,7 +165,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         self.caught_up_sent = False
         self.catch_up_pushed = 0
         self.frame_limit = LocalRateLimit("ws_frame", clock=time.time)
-        self.frame_limit_noticed = -1
         self.closing = False
         # Handlers run one at a time; the retry timer is the one thing that runs beside them.
         self.stream_lock = asyncio.Lock()
@@ -219,16 +183,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def _auth_timeout(self) -> None:
         if self.device is None and not self.closing:
-            await self._refuse(_AuthTimeoutError(), CLOSE_AUTH_TIMEOUT)
+            await self._refuse(GatewayAuthTimeoutError())
 
-    async def _refuse(self, error: ApiError, code: int) -> None:
+    async def _refuse(self, error: ApiError, code: int | None = None) -> None:
+        """Answer with an `error` frame, then close with the error's code (or `code`)."""
         if self.closing:
             return
         self.closing = True
         if self.device is None:
             WS_CONNECTIONS.labels(outcome="refused").inc()
-        await self.send(text_data=_error_frame(error))
-        await self.close(code=code)
+        await self.send(text_data=error_frame(error))
+        await self.close(code=code if code is not None else getattr(error, "close_code", CLOSE_INVALID_TOKEN))
 
     async def _login(self, token: str) -> None:
         timer = getattr(self, "auth_timer", None)
@@ -317,46 +282,48 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return
+        max_bytes = int(settings.E2EE_WS_MAX_FRAME_BYTES)
+        if frames.frame_too_large(text_data, bytes_data, max_bytes):
+            # Under daphne autobahn refuses these as they arrive (config/daphne.py); this is
+            # the same answer under any other server.
+            await self._refuse(FrameTooLargeError(max_bytes))
+            return
         if text_data is None:
-            await self.send(text_data=_error_frame(frames.FrameError({"frame": ["Binary frames are not accepted."]})))
-            return
-        if len(text_data) > settings.E2EE_WS_MAX_FRAME_BYTES:
-            self.closing = True
-            await self.send(
-                text_data=_error_frame(_FrameTooLargeError(extra={"max_bytes": settings.E2EE_WS_MAX_FRAME_BYTES}))
-            )
-            await self.close(code=CLOSE_TOO_LARGE)
-            return
-        if self._frame_limited():
+            if not self._frame_limited(None):
+                await self.send(
+                    text_data=error_frame(FrameInvalidError({"frame": ["Binary frames are not accepted."]}))
+                )
             return
         try:
             frame = frames.frame_parse(text_data)
-        except frames.FrameError as error:
+        except (FrameInvalidError, FrameTypeUnknownError) as error:
             WS_FRAMES.labels(direction="in", type="invalid").inc()
+            frame_id = error.frame_id if isinstance(error, FrameInvalidError) else None
             if self.device is None:  # a broken hello (or anything else) before authentication
                 await self._refuse(error, CLOSE_INVALID_TOKEN)
-            else:
-                await self.send(text_data=_error_frame(error, error.frame_id))
+            elif not self._frame_limited(frame_id):
+                await self.send(text_data=error_frame(error, frame_id))
             return
-        except ApiError as error:
-            WS_FRAMES.labels(direction="in", type="invalid").inc()
-            if self.device is None:
-                await self._refuse(error, CLOSE_INVALID_TOKEN)
-            else:
-                await self.send(text_data=_error_frame(error))
+        # Acknowledgements never count against the frame limit: one that moves nothing costs a
+        # lookup, one that moves is bounded by the messages pushed, and refusing them would stop
+        # delivery for the rest of the window (issue 13 F1).
+        if not isinstance(frame, frames.Cursor) and self._frame_limited(getattr(frame, "id", None)):
             return
         WS_FRAMES.labels(direction="in", type=frame.kind).inc()
         if isinstance(frame, frames.Hello):
             if self.device is None:
+                if frame.v != PROTOCOL_VERSION:
+                    await self._refuse(GatewayVersionUnsupportedError([PROTOCOL_VERSION]))
+                    return
                 await self._login(frame.token)
             return
         if self.device is None:
-            await self._refuse(_NotAuthenticatedError(), CLOSE_INVALID_TOKEN)
+            await self._refuse(GatewayNotAuthenticatedError())
             return
         try:
             await self._handle(frame)
         except ApiError as error:
-            await self.send(text_data=_error_frame(error, getattr(frame, "id", None)))
+            await self.send(text_data=error_frame(error, getattr(frame, "id", None)))
 
     async def _handle(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.Send):
@@ -373,16 +340,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         elif isinstance(frame, frames.Ping):
             await self.send(text_data=frame_json({"type": "pong", "id": frame.id}))
 
-    def _frame_limited(self) -> bool:
+    def _frame_limited(self, frame_id: str | None) -> bool:
         """The per-connection frame limit (`ws_frame`), counted in this process (no Redis round
-        trip). Frames over it are dropped; the first one of a window is answered with an error."""
+        trip). Every frame over it is dropped and answered with `rate_limited` (with its `id`),
+        so a client always learns which of its frames were not handled."""
         try:
             self.frame_limit.hit()
         except RateLimitedError as error:
-            window = int(time.time() // self.frame_limit.rate.period_s)
-            if window != self.frame_limit_noticed:
-                self.frame_limit_noticed = window
-                self._spawn(self.send(text_data=_error_frame(error)))
+            self._spawn(self.send(text_data=error_frame(error, frame_id)))
             return True
         return False
 
@@ -395,7 +360,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
     def _send_message(self, frame: frames.Send) -> None:
         assert self.device is not None
         if self.in_flight >= settings.E2EE_WS_MAX_IN_FLIGHT:
-            raise _TooManyInFlightError(extra={"max_in_flight": settings.E2EE_WS_MAX_IN_FLIGHT})
+            raise SendsInFlightTooManyError(settings.E2EE_WS_MAX_IN_FLIGHT)
         # Submitted synchronously, before any await: frames are sequenced in arrival order.
         future = send_batcher().submit(
             SendRequest(self.device, frame.sender_device_id, frame.content, origin=self.channel_name)
@@ -409,7 +374,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         finally:
             self.in_flight -= 1
         if isinstance(result, ApiError):
-            await self.send(text_data=_error_frame(result, frame.id))
+            await self.send(text_data=error_frame(result, frame.id))
             return
         message = result.message
         stream = self.streams.get(message.conversation_id)
@@ -585,7 +550,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
         if self.retries_without_progress >= settings.E2EE_WS_MAX_RETRIES:
             # A client that reads nothing would have every retry pile up in the socket's write
             # buffer: close instead. It resumes from its cursor when it reconnects.
-            await self._refuse(_AckTimeoutError(), CLOSE_ACK_TIMEOUT)
+            await self._refuse(AckTimeoutError())
             return
         self.retries_without_progress += 1
         self.retry_interval = min(self.retry_interval * 2, _RETRY_MAX_S)
@@ -757,14 +722,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channel
 
     async def token_revoked(self, event: dict[str, Any]) -> None:
         if event.get("token_id") == self.token_id:
-            await self._refuse(_InvalidTokenError(), CLOSE_INVALID_TOKEN)
+            await self._refuse(GatewayTokenInvalidError())
 
     async def device_signed_out(self, event: dict[str, Any]) -> None:
         """Every token of the device was revoked (its account was deactivated)."""
-        await self._refuse(_InvalidTokenError("Signed out: " + str(event.get("reason", ""))), CLOSE_INVALID_TOKEN)
+        await self._refuse(GatewayTokenInvalidError("Signed out: " + str(event.get("reason", ""))))
 
     async def device_revoked(self, event: dict[str, Any]) -> None:
-        await self._refuse(_InvalidTokenError("This device was revoked."), CLOSE_INVALID_TOKEN)
+        await self._refuse(GatewayTokenInvalidError("This device was revoked."))
 
     async def device_link_requested(self, event: dict[str, Any]) -> None:
         """A pending device of this account asks to join it (protocol.md 4.7): tell the client."""

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 from typing import Any
 
+from common.errors import ApiError
 from messaging.models import Message
 
 
@@ -53,3 +54,11 @@ def message_frame_json(message: Message) -> str:
     return frame_json(
         {"type": "message", "conversation_id": str(message.conversation_id), "envelope": envelope_dict(message)}
     )
+
+
+def error_frame(error: ApiError, frame_id: str | None = None) -> str:
+    """The `error` frame (protocol.md 6.2): the REST error object, with the `id` it answers."""
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message, "extra": error.extra}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return frame_json(frame)
