@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal, TypedDict
 
-from messaging.wire import frame_json
+from messaging.wire import receipt_frame
 
 
 class ConversationMessagesEvent(TypedDict):
@@ -47,5 +47,5 @@ def conversation_receipts_event(
     return {
         "type": "conv.receipts",
         "conversation_id": str(conversation_id),
-        "frame": frame_json({"type": "receipt", "conversation_id": str(conversation_id), "receipts": receipts}),
+        "frame": receipt_frame(conversation_id, receipts),
     }

@@ -22,6 +22,9 @@ from django.conf import settings
 from messaging.errors import FrameTooLargeError
 from messaging.wire import error_frame
 
+# How long a connection refused for size may take to finish sending its frame and close.
+CLOSE_HANDSHAKE_TIMEOUT_S = 15
+
 
 class GatewayWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]  # daphne is untyped
     def _connectionMade(self) -> None:
@@ -35,6 +38,10 @@ class GatewayWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]  # daph
         error = FrameTooLargeError(int(settings.E2EE_WS_MAX_FRAME_BYTES))
         self.sendMessage(error_frame(error).encode("ascii"), isBinary=False)
         self.failByDrop = False  # this connection only: a close frame, then the closing handshake
+        # The client answers the close only once it has written its whole frame, which autobahn
+        # reads and discards meanwhile; its default 1 s let a loaded server abort (a TCP reset)
+        # before a 32 MiB frame was in, and the reset took the unread close frame with it.
+        self.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT_S
         self._fail_connection(error.close_code, error.code)
 
 
