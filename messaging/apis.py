@@ -13,17 +13,14 @@ from rest_framework.views import APIView
 
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from common.metrics import messages_sent_inc
+from common.protocol import MAX_EPOCH, MAX_SEQ
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.selectors import access_conversation
-from conversations.serializers import MAX_EPOCH
 from devices.authentication import request_device
 from messaging.selectors import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, message_history_page
 from messaging.serializers import EnvelopeSerializer
 from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent, envelope_send
-
-# Sequence numbers are 64-bit; a bigger cursor cannot be stored or compared by the database.
-MAX_SEQ = 2**63 - 1
 
 
 class MessageListCreateApi(APIView):

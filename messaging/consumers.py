@@ -24,6 +24,7 @@ from django.conf import settings
 from common.asyncdb import db_call
 from common.errors import ApiError
 from common.metrics import CATCHUP_SIZE, CONNECTED_DEVICES, DELIVERY_LATENCY, WS_CONNECTIONS, WS_FRAMES
+from common.protocol import PROTOCOL_VERSION
 from common.ratelimit import LocalRateLimit, RateLimitedError
 from common.realtime import conversation_group, device_group
 from conversations.selectors import conversation_last_seqs
@@ -48,7 +49,7 @@ from messaging.errors import (
 )
 from messaging.relays import EventRelays
 from messaging.selectors import message_frames_after, realtime_positions
-from messaging.services import PROTOCOL_VERSION, EnvelopeSendResult, SendRequest
+from messaging.services import EnvelopeSendResult, SendRequest
 from messaging.sweeper import sweeper
 from messaging.wire import error_frame
 
@@ -441,13 +442,19 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
 
     # --- events from the channel layer -------------------------------------------------------
 
-    async def conv_messages(self, event: dict[str, Any]) -> None:
+    async def conversation_messages(self, event: dict[str, Any]) -> None:
         async with self.stream_lock:
             if not self.closing:
                 actions = self.engine.live(
                     uuid.UUID(event["conversation_id"]), event["messages"], float(event.get("stored_at", 0.0))
                 )
                 await self._apply(actions)
+
+    # The names before `conv.*` events became `conversation.*`: a process of the previous release
+    # still publishes them during a rolling upgrade. Remove in the release after.
+    conv_messages = conversation_messages
+    conv_receipts = EventRelays.conversation_receipts
+    conv_typing = EventRelays.conversation_typing
 
     async def conversation_joined(self, event: dict[str, Any]) -> None:
         async with self.stream_lock:

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from conversations.serializers import MAX_EPOCH
+from common.protocol import MAX_EPOCH, MAX_SEQ
 from messaging.errors import FrameInvalidError, FrameTypeUnknownError
 from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent
 
-MAX_SEQ = 2**63 - 1
 FETCH_DEFAULT_LIMIT = 100
 FETCH_MAX_LIMIT = 500
 MAX_PRESENCE_QUERY = 256

@@ -43,11 +43,11 @@ class EventRelays:
 
         async def _refuse(self, error: ApiError, code: int | None = None) -> None: ...
 
-    async def conv_receipts(self, event: dict[str, Any]) -> None:
+    async def conversation_receipts(self, event: dict[str, Any]) -> None:
         if not self.closing:
             await self.send(text_data=event["frame"])
 
-    async def conv_typing(self, event: dict[str, Any]) -> None:
+    async def conversation_typing(self, event: dict[str, Any]) -> None:
         if self.closing or event["username"] == self.username:
             return
         await self.send(
@@ -111,7 +111,7 @@ class EventRelays:
         await self.channel_layer.group_send(
             conversation_group(frame.conversation_id),
             {
-                "type": "conv.typing",
+                "type": "conversation.typing",
                 "conversation_id": str(frame.conversation_id),
                 "username": self.username,
                 "device_id": str(self.device.pk),

@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from common.errors import ApiError
+from common.protocol import PROTOCOL_VERSION
 from common.realtime import conversation_group, publish_on_commit
 from conversations.errors import ConversationNotFoundError
 from conversations.models import Conversation, Membership
@@ -33,7 +34,6 @@ from messaging.wire import message_frame_json
 from notifications.models import PushTarget
 from notifications.services import messages_notify_on_commit
 
-PROTOCOL_VERSION = 1
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
 _BATCH_ATTEMPTS = 3
 # Rows per INSERT statement: 10 parameters each, well under SQLite's 32,766.

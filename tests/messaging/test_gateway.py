@@ -517,7 +517,7 @@ def test_a_message_whose_push_was_lost_still_reaches_a_connected_device(
         f"/api/v1/conversations/{conversation.id}/messages", envelope_json(alice), format="json"
     )
     assert response.status_code == 201
-    assert [p.event["type"] for p in published] == ["conv.messages"]
+    assert [p.event["type"] for p in published] == ["conversation.messages"]
     assert [e["seq"] for e in bobs.messages(1, timeout=5)] == [1]
 
 

@@ -203,7 +203,7 @@ def test_send_publishes_one_event_to_the_conversation_group_after_commit(
     # One publish reaches every member device's connections, wherever they are (they joined it).
     assert [p.group for p in published] == [conversation_group(conversation.id)]
     event = published[0].event
-    assert event["type"] == "conv.messages"
+    assert event["type"] == "conversation.messages"
     assert event["conversation_id"] == str(conversation.id)
     [(seq, origin, frame)] = event["messages"]
     assert (seq, origin) == (result.message.seq, "")
