@@ -124,11 +124,20 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # thread, so CONN_MAX_AGE never reuses a connection: each request paid for a new PostgreSQL
     # backend (bench/: ~10 ms of PostgreSQL CPU per send). The pool requires CONN_MAX_AGE = 0.
     _database["CONN_MAX_AGE"] = 0
+    # With a pool, Django turns this into psycopg_pool's `check=ConnectionPool.check_connection`:
+    # every check-out first proves the connection alive (an empty query, one round trip, ~0.1 ms
+    # on loopback) and replaces a dead one. Without it a PostgreSQL restart left every idle
+    # connection dead in the pool, and each failed the next request that took it, minutes later
+    # (issue 13, F8: 8 x 500 and 11 x 503 of 40 requests).
+    _database["CONN_HEALTH_CHECKS"] = True
     _database["OPTIONS"] = {
         "pool": {
             "min_size": _env_int("E2EE_DB_POOL_MIN", 2),
             "max_size": _env_int("E2EE_DB_POOL_MAX", 16),
             "timeout": 20,  # seconds a request waits for a free connection before failing
+            # Connections are renewed now and then (psycopg_pool adds up to 5 % of jitter), so a
+            # failover behind a proxy or DNS name is followed without a restart.
+            "max_lifetime": float(_env_int("E2EE_DB_POOL_MAX_LIFETIME_S", 1800)),
         }
     }
 DATABASES = {"default": _database}
