@@ -286,7 +286,9 @@ class LinkWrappedKeySerializer(serializers.Serializer[Any]):
 
 class LinkKeysUploadApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        wrapped_keys = LinkWrappedKeySerializer(many=True, min_length=1, max_length=LINK_KEYS_MAX)
+        wrapped_keys: serializers.ListSerializer[Any] = serializers.ListSerializer(
+            child=LinkWrappedKeySerializer(), min_length=1, max_length=LINK_KEYS_MAX
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
         stored = serializers.IntegerField()
