@@ -12,7 +12,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import UsernameField
-from common.errors import InvalidRequestError
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
@@ -276,15 +275,20 @@ class LinkMissingKeysApi(APIView):
         )
 
 
-class LinkKeysUploadApi(APIView):
-    class KeySerializer(serializers.Serializer[Any]):
-        conversation_id = CanonicalUUIDField()
-        epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
-        wrapped_key = Base64Field(length=80)
-        signature = Base64Field(length=64)
+class LinkWrappedKeySerializer(serializers.Serializer[Any]):
+    """One ChatKey of an existing epoch wrapped for the device being linked (protocol.md 4.7)."""
 
+    conversation_id = CanonicalUUIDField()
+    epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+    wrapped_key = Base64Field(length=80)
+    signature = Base64Field(length=64)
+
+
+class LinkKeysUploadApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        wrapped_keys = serializers.ListField(min_length=1, max_length=LINK_KEYS_MAX)
+        wrapped_keys: serializers.ListSerializer[Any] = serializers.ListSerializer(
+            child=LinkWrappedKeySerializer(), min_length=1, max_length=LINK_KEYS_MAX
+        )
 
     class OutputSerializer(serializers.Serializer[Any]):
         stored = serializers.IntegerField()
@@ -300,13 +304,10 @@ class LinkKeysUploadApi(APIView):
         ratelimit_hit("upload_device", uploader.id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        keys = self.KeySerializer(data=payload.validated_data["wrapped_keys"], many=True)
-        if not keys.is_valid():
-            raise InvalidRequestError({"wrapped_keys": [str(keys.errors)]})
         stored = link_keys_upload(
             uploader=uploader,
             device_id=device_id,
-            keys=[LinkWrappedKeyUpload(**key) for key in keys.validated_data],
+            keys=[LinkWrappedKeyUpload(**key) for key in payload.validated_data["wrapped_keys"]],
         )
         return Response({"stored": stored})
 

@@ -74,6 +74,8 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+    # sending: the claiming worker's lease ends; pending, retrying: the next attempt is due (the
+    # stalled-task sweep re-enqueues what is overdue). Null: due now.
     lease_until = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
 
