@@ -30,7 +30,8 @@ Guarantees, each from §6:
   again to `on_message`, now with its payload. It answers other devices' key requests itself
   (`client.key_requests` decides who is entitled), including those filed while it was offline.
 
-Session calls may do blocking HTTP (keys, directory) and run in a worker thread, one at a time.
+Messages are opened on the event loop by the session's sans-I/O core; what the core lacks (keys,
+directories) and other session calls doing blocking HTTP run in a worker thread, one at a time.
 The message store is used from the event loop's thread only.
 """
 
@@ -51,8 +52,9 @@ from typing import Any, Generic, TypeVar
 
 from client import frames as fr
 from client import protocol as proto
+from client.core.envelope import envelope_open
+from client.core.needs import Fetches, Missing
 from client.crypto.errors import DecryptError, DecryptFailure
-from client.crypto.message import message_header, message_open
 from client.errors import (
     RealtimeAuthError,
     RealtimeDisconnectedError,
@@ -62,7 +64,7 @@ from client.errors import (
 )
 from client.key_requests import KeyRequestOutcome, key_request_answer, key_request_file, key_requests_answer_open
 from client.payloads import payload_text
-from client.session import ReceivedMessage, Session
+from client.session import MessageResult, ReceivedMessage, Session
 from client.store.messages import MessageStore, OutboxEntry
 from client.transport.websocket import WebSocketConnection, connect
 
@@ -543,19 +545,8 @@ class RealtimeClient:
             }
         )
         conversation = session.conversation(entry.conversation_id, refresh=True)
-        header = message_header(
-            conversation_id=old.conversation_id,
-            epoch=old.epoch,
-            sender_device_id=old.sender_device_id,
-            client_message_id=old.client_message_id,
-            device_lists=old.device_lists,
-        )
-        payload = message_open(
-            chat_key=session.chat_key(conversation, old.epoch),
-            header=header,
-            nonce=old.nonce,
-            ciphertext=old.ciphertext,
-        )
+        own = _OwnKeys(session.secrets.device.ed25519_public_key, session.chat_key(conversation, old.epoch))
+        payload = envelope_open(old, own)
         attachments = [uuid.UUID(blob_id) for blob_id in entry.envelope.get("attachments", [])]
         envelope, _ = self._seal(
             entry.conversation_id, payload, client_message_id=old.client_message_id, attachments=attachments or None
@@ -661,7 +652,7 @@ class RealtimeClient:
             detail = f"already received as message {accepted[1]} of conversation {accepted[0]}"
         else:
             try:
-                result = await self._in_session(self.session.receive, envelope)
+                result = await self._receive(envelope)
             except (proto.ApiError, SdkError) as exc:
                 # Not a verdict on the message (the server or network failed while fetching keys):
                 # leave it unacknowledged, the server pushes it again.
@@ -772,6 +763,18 @@ class RealtimeClient:
         async with self._session_lock:
             return await asyncio.to_thread(function, *args)
 
+    async def _receive(self, envelope: proto.Envelope) -> MessageResult:
+        """Open one envelope: on the event loop, since the core does no I/O; only what it lacks
+        (a directory, this device's keys of a new epoch) is fetched, in a worker thread. Under
+        the session lock, as the core's caches are shared with the other session calls."""
+        async with self._session_lock:
+            fetches = Fetches()
+            while True:
+                outcome = self.session.receive_step(envelope, fetches)
+                if not isinstance(outcome, Missing):
+                    return outcome
+                await asyncio.to_thread(self.session.fetch, outcome.need, fetches)
+
     # -- missing keys (§4.8) -----------------------------------------------------------------------
 
     def _key_wanted(self, conversation_id: uuid.UUID, epoch: int) -> None:
@@ -819,7 +822,7 @@ class RealtimeClient:
         them to `on_message`; True once none is left waiting for the key."""
         for envelope in self.store.held(conversation_id, epoch):
             try:
-                result = await self._in_session(self.session.receive, envelope)
+                result = await self._receive(envelope)
             except (proto.ApiError, SdkError) as exc:
                 logger.info("cannot decrypt held message %s of %s yet: %s", envelope.seq, conversation_id, exc)
                 return False
@@ -931,6 +934,20 @@ class RealtimeClient:
 
     def pending_sends(self) -> list[PendingSend]:
         return list(self._pending.values())
+
+
+@dataclass(frozen=True)
+class _OwnKeys:
+    """The keys of this device's own queued envelope (`envelope_open`'s `EnvelopeKeys`)."""
+
+    signing_key: bytes
+    epoch_key: bytes
+
+    def sender_key(self, envelope: proto.Envelope) -> bytes:
+        return self.signing_key
+
+    def chat_key(self, envelope: proto.Envelope) -> bytes:
+        return self.epoch_key
 
 
 def _position(frame_id: str | None) -> int | None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from client import protocol as proto
 from client.attachments import (
@@ -30,6 +30,19 @@ from client.attachments import (
     download_decrypt_to,
     encrypted_file_chunks,
     guess_mime,
+)
+from client.core.machine import Core
+from client.core.model import DeviceSecrets, MessageResult, ReceivedMessage, TrustedDirectory, UndecryptableMessage
+from client.core.needs import (
+    ConversationNeeded,
+    DeviceListNeeded,
+    DirectoryNeeded,
+    Fetches,
+    Missing,
+    Need,
+    NeedError,
+    Refused,
+    Sealed,
 )
 from client.crypto.attachment import AttachmentEncryptor, attachment_ciphertext_length, attachment_key_generate
 from client.crypto.device_list import (
@@ -41,7 +54,7 @@ from client.crypto.device_list import (
     device_list_next,
     device_list_verify,
 )
-from client.crypto.encoding import b64d, b64e
+from client.crypto.encoding import b64d
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.fingerprint import device_fingerprint, device_fingerprint_bytes
 from client.crypto.keys import DeviceKeyPair, IdentityKeyPair
@@ -56,17 +69,10 @@ from client.crypto.linking import (
     link_code_encode,
     link_keys,
 )
-from client.crypto.lists_seen import ListSeen, lists_seen_decode, lists_seen_encode
-from client.crypto.manifest import EpochManifest, ManifestError, epoch_manifest_build, epoch_manifest_verify
-from client.crypto.message import (
-    message_encrypt,
-    message_header,
-    message_open,
-    message_signature_verify,
-)
+from client.crypto.manifest import EpochManifest, epoch_manifest_build
 from client.crypto.safety import format_safety_number, safety_number
-from client.crypto.vouch import vouch_message, vouch_sign, vouch_verify
-from client.crypto.wrap import chatkey_generate, chatkey_unwrap, chatkey_wrap
+from client.crypto.vouch import vouch_message, vouch_sign
+from client.crypto.wrap import chatkey_generate, chatkey_wrap
 from client.errors import (
     AttachmentError,
     DeviceListInvalidError,
@@ -83,120 +89,21 @@ from client.errors import (
     StaleEpochError,
     UntrustedDevicesError,
 )
-from client.payloads import payload_text
 from client.protocol import ApiError
 
+__all__ = ["DeviceSecrets", "MessageResult", "ReceivedMessage", "Session", "TrustedDirectory", "UndecryptableMessage"]
+
+T = TypeVar("T")
 Rng = Callable[[int], bytes]
 
 DEVICE_LIST_PAGE = 1000  # entries per device-list page (the server's page size)
 _MANIFEST_FAILURES = (DecryptFailure.EPOCH_MANIFEST_INVALID, DecryptFailure.EPOCH_MANIFEST_UNVOUCHED)
 
 
-# Default of `Session.list_stale_grace_ms` (protocol.md 2.19).
-LIST_STALE_GRACE_MS = 10 * 60 * 1000
-
-
 class Transport(Protocol):
     token: str | None
 
     def execute(self, request: proto.Request) -> tuple[int, Any]: ...
-
-
-@dataclass
-class DeviceSecrets:
-    """Everything a device must keep across restarts; stored only encrypted (client.store.keystore)."""
-
-    server_url: str
-    username: str
-    device: DeviceKeyPair
-    device_name: str
-    identity: IdentityKeyPair | None
-    token: str | None
-    pins: dict[str, bytes] = field(default_factory=dict)  # username -> identity key, first sight
-    verified: dict[str, bytes] = field(default_factory=dict)  # username -> identity key compared by a person
-    # username -> (version, hash) of the newest signed device list verified: never go back (2.9)
-    device_lists: dict[str, tuple[int, bytes]] = field(default_factory=dict)
-    link_secret: bytes | None = None  # the one-time secret of this device's link code, until approved
-    # username -> device id -> ed25519 key of every device ever listed on a verified device list of
-    # that account, kept across an identity reset (protocol.md 2.16): what they signed stays readable
-    known_devices: dict[str, dict[uuid.UUID, bytes]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "server_url": self.server_url,
-            "username": self.username,
-            "device": self.device.to_private_dict(),
-            "device_name": self.device_name,
-            "identity": self.identity.to_private_dict() if self.identity else None,
-            "token": self.token,
-            "pins": {u: b64e(k) for u, k in self.pins.items()},
-            "verified": {u: b64e(k) for u, k in self.verified.items()},
-            "device_lists": {u: [v, b64e(h)] for u, (v, h) in self.device_lists.items()},
-            "link_secret": b64e(self.link_secret) if self.link_secret else None,
-            "known_devices": {
-                u: {str(d): b64e(k) for d, k in devices.items()} for u, devices in self.known_devices.items()
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeviceSecrets:
-        return cls(
-            server_url=data["server_url"],
-            username=data["username"],
-            device=DeviceKeyPair.from_private_dict(data["device"]),
-            device_name=data["device_name"],
-            identity=IdentityKeyPair.from_private_dict(data["identity"]) if data.get("identity") else None,
-            token=data.get("token"),
-            pins={u: b64d(k, length=32) for u, k in data.get("pins", {}).items()},
-            verified={u: b64d(k, length=32) for u, k in data.get("verified", {}).items()},
-            device_lists={u: (int(v), b64d(h, length=32)) for u, (v, h) in data.get("device_lists", {}).items()},
-            link_secret=b64d(data["link_secret"], length=16) if data.get("link_secret") else None,
-            known_devices={
-                u: {uuid.UUID(d): b64d(k, length=32) for d, k in devices.items()}
-                for u, devices in data.get("known_devices", {}).items()
-            },
-        )
-
-
-@dataclass(frozen=True)
-class TrustedDirectory:
-    username: str
-    identity_key: bytes
-    devices: dict[uuid.UUID, proto.PublicDevice]  # only devices on the verified signed list
-    untrusted: list[uuid.UUID]  # shown by the server, not on the verified list (or no valid vouch)
-    hidden: list[uuid.UUID] = field(default_factory=list)  # on the verified list, not shown by the server
-    list_error: str | None = None  # why the account's signed device list did not verify
-
-
-@dataclass(frozen=True)
-class ReceivedMessage:
-    seq: int
-    conversation_id: uuid.UUID
-    sender_username: str
-    sender_device_id: uuid.UUID
-    epoch: int
-    payload: dict[str, Any]
-    created_at: str
-    # What the user should know about an accepted message, e.g. that its sender was shown an
-    # outdated device list (2.19 `device_list_stale`); empty for almost every message.
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> str:
-        return payload_text(self.payload)
-
-
-@dataclass(frozen=True)
-class UndecryptableMessage:
-    seq: int
-    conversation_id: uuid.UUID
-    sender_username: str
-    sender_device_id: uuid.UUID
-    reason: DecryptFailure
-    detail: str
-
-
-MessageResult = ReceivedMessage | UndecryptableMessage
 
 
 @dataclass(frozen=True)
@@ -230,21 +137,57 @@ class Session:
         self.transport = transport
         self.transport.token = secrets.token
         self._rng = rng
-        self._directories: dict[str, TrustedDirectory] = {}
-        self._conversations: dict[uuid.UUID, proto.Conversation] = {}
-        self._chat_keys: dict[tuple[uuid.UUID, int], bytes] = {}  # memory only, never persisted
-        self._key_failures: dict[tuple[uuid.UUID, int], DecryptError] = {}
-        self._seen: dict[uuid.UUID, dict[tuple[uuid.UUID, bytes], int]] = {}
-        self._lists_checked: set[str] = set()  # accounts whose device list verified in this session
-        # Epochs whose recipients were checked against the verified device lists (2.14); cleared
-        # whenever a device list is known to have changed.
-        self._epochs_checked: set[tuple[uuid.UUID, int]] = set()
-        # The newest verified chain of each account's device list in this session, for checking
-        # the lists a message's sender saw (2.19) at any version without asking the server again.
-        self._verified_lists: dict[str, VerifiedDeviceList] = {}
-        # How long after a device-list change a sender may still honestly name the version
-        # before it (2.19): propagation plus clock skew between devices.
-        self.list_stale_grace_ms = LIST_STALE_GRACE_MS
+        # Every rule about trust and keys, and what this device knows (sans I/O): this class
+        # fetches what the core says it lacks (`fetch`) and calls it again.
+        self.core = Core(secrets)
+
+    # -- the core's shell: fetch what it lacks -----------------------------------------------------
+
+    def fetch(self, need: Need, fetches: Fetches) -> None:
+        """Fetch what the core lacks and hand it over (blocking HTTP); a failure is recorded in
+        `fetches`, for the core to raise where the data would have been used."""
+        try:
+            if isinstance(need, ConversationNeeded):
+                self.conversation(need.conversation_id, refresh=True)
+            elif isinstance(need, DirectoryNeeded):
+                self.directory(need.username, refresh=True)
+            elif isinstance(need, DeviceListNeeded):
+                self.device_list(need.username)
+            else:
+                _, body = self.transport.execute(proto.keys_request(need.conversation_id))
+                records = [proto.WrappedKeyRecord.parse(raw) for raw in body["keys"]]
+                self.core.keys.learn(need.conversation_id, records)
+        except (ApiError, SdkError, DeviceListError) as exc:
+            fetches.record(need, exc)
+        else:
+            fetches.record(need)
+
+    def _resolve(self, step: Callable[[Fetches], T]) -> T:
+        """Run one step of the core, fetching whatever it lacks, until it has an answer."""
+        fetches = Fetches()
+        while True:
+            try:
+                return step(fetches)
+            except NeedError as missing:
+                self.fetch(missing.need, fetches)
+
+    @property
+    def list_stale_grace_ms(self) -> int:
+        """How long after a device-list change a sender may still name the version before it (2.19)."""
+        return self.core.trust.list_stale_grace_ms
+
+    @list_stale_grace_ms.setter
+    def list_stale_grace_ms(self, value: int) -> None:
+        self.core.trust.list_stale_grace_ms = value
+
+    @property
+    def _chat_keys(self) -> dict[tuple[uuid.UUID, int], bytes]:
+        """The ChatKeys unwrapped so far (memory only; tests copy them to play a colluding device)."""
+        return self.core.keys.chat_keys
+
+    @_chat_keys.setter
+    def _chat_keys(self, value: dict[tuple[uuid.UUID, int], bytes]) -> None:
+        self.core.keys.chat_keys = value
 
     # -- accounts and devices ------------------------------------------------------------------
 
@@ -368,7 +311,7 @@ class Session:
 
     def me(self) -> dict[str, Any]:
         _, body = self.transport.execute(proto.me_request())
-        self._pin(self.username, b64d(body["identity_key"], length=32))
+        self.core.trust.pin(self.username, b64d(body["identity_key"], length=32))
         return dict(body)
 
     def own_devices(self) -> list[proto.PublicDevice]:
@@ -488,11 +431,11 @@ class Session:
             raise LinkApprovalInvalidError(str(exc)) from exc
         if identity.public_key != approval.identity_key:
             raise LinkApprovalInvalidError("the wrapped identity key is not the account's")
-        self._pin(self.username, approval.identity_key)
+        self.core.trust.pin(self.username, approval.identity_key)
         self.secrets.identity = identity
         self.secrets.device_lists[self.username] = (newest.version, newest.hash)
         self.secrets.link_secret = None
-        self._directories.pop(self.username, None)
+        self.core.trust.directories.pop(self.username, None)
         return True
 
     def approve_link(self, code_text: str, *, batch_size: int = 200, now_ms: int | None = None) -> LinkResult:
@@ -572,7 +515,7 @@ class Session:
             entry.version,
             device_list_entry_hash(username=self.username, entry=entry),
         )
-        self._directories.pop(self.username, None)
+        self.core.trust.directories.pop(self.username, None)
         return LinkResult(pending.device_id, wrapped, requests, time.monotonic() - started)
 
     def revoke_device(
@@ -681,90 +624,43 @@ class Session:
 
     # -- trust -----------------------------------------------------------------------------------
 
-    def _pin(self, username: str, identity_key: bytes) -> None:
-        pinned = self.secrets.pins.get(username)
-        if pinned is None:
-            self.secrets.pins[username] = identity_key
-        elif pinned != identity_key:
-            raise IdentityChangedError(username)
-
     def device_list(self, username: str) -> VerifiedDeviceList:
         """The account's signed device list, verified from version 1 under its pinned identity key
         and against the newest version this device saw before; raises DeviceListError."""
-        identity_key = self.secrets.pins.get(username)
-        if identity_key is None:
-            identity_key = self.directory(username).identity_key
+        if username not in self.secrets.pins:
+            self.directory(username)
+        return self.core.trust.learn_device_list(username, self._device_list_entries(username))
+
+    def _device_list_entries(self, username: str) -> list[DeviceListEntry]:
         entries: list[DeviceListEntry] = []
         while True:
             _, body = self.transport.execute(proto.device_list_request(username, after=len(entries)))
             page = [proto.parse_device_list_entry(e) for e in body["entries"]]
             entries.extend(page)
             if not page or len(page) < DEVICE_LIST_PAGE:
-                break
-        verified = device_list_verify(
-            username=username,
-            identity_public_key=identity_key,
-            entries=entries,
-            pinned=self.secrets.device_lists.get(username),
-        )
-        self.secrets.device_lists[username] = (verified.version, verified.hash)
-        self._verified_lists[username] = verified
-        known = self.secrets.known_devices.setdefault(username, {})
-        for entry in verified.entries:
-            for listed in entry.devices:
-                known.setdefault(listed.device_id, listed.ed25519_public_key)
-        return verified
+                return entries
 
     def directory(self, username: str, *, refresh: bool = False) -> TrustedDirectory:
         """The contact's devices that are on its verified signed device list (2.9) with a vouch
         under its (pinned) identity key; the others are untrusted, and listed devices the server
         does not show are hidden."""
-        if not refresh and username in self._directories:
-            return self._directories[username]
+        cached = self.core.trust.directories.get(username)
+        if cached is not None and not refresh:
+            return cached
         _, body = self.transport.execute(proto.directory_request(username))
         entry = proto.DirectoryEntry.parse(body)
-        self._pin(username, entry.identity_key)
-        listed: dict[uuid.UUID, ListedDevice] = {}
-        list_error: str | None = None
+        self.core.trust.pin(username, entry.identity_key)
+        entries: list[DeviceListEntry] | ApiError
         try:
-            listed = self.device_list(username).devices
-        except DeviceListError as exc:
-            list_error = str(exc)
+            entries = self._device_list_entries(username)
         except ApiError as exc:
-            list_error = f"the server did not return the device list: {exc.code}"
-        trusted: dict[uuid.UUID, proto.PublicDevice] = {}
-        untrusted: list[uuid.UUID] = []
-        for device in entry.devices:
-            on_list = listed.get(device.device_id)
-            ok = (
-                on_list is not None
-                and on_list.x25519_public_key == device.x25519_public_key
-                and on_list.ed25519_public_key == device.ed25519_public_key
-                and device.vouch_signature is not None
-                and vouch_verify(
-                    identity_public_key=entry.identity_key,
-                    signature=device.vouch_signature,
-                    username=username,
-                    device_id=device.device_id,
-                    x25519_public_key=device.x25519_public_key,
-                    ed25519_public_key=device.ed25519_public_key,
-                )
-            )
-            if ok:
-                trusted[device.device_id] = device
-            else:
-                untrusted.append(device.device_id)
-        hidden = sorted(set(listed) - {device.device_id for device in entry.devices}, key=str)
-        result = TrustedDirectory(username, entry.identity_key, trusted, untrusted, hidden, list_error)
-        self._directories[username] = result
-        return result
+            entries = exc
+        return self.core.trust.learn_directory(entry, entries)
 
     def forget_directory(self, username: str) -> None:
         """Drop the cached directory of `username` (its device list changed); epochs are checked
         against the lists again before the next send (2.14)."""
-        self._directories.pop(username, None)
-        self._lists_checked.discard(username)
-        self._epochs_checked.clear()
+        self.core.trust.forget_directory(username)
 
     def safety_number(self, username: str) -> str:
         own = self.secrets.pins.get(self.username) or self.directory(self.username).identity_key
@@ -782,8 +678,8 @@ class Session:
                 raise IdentityChangedError(username)
             self.secrets.pins[username] = identity_key
             self.secrets.device_lists.pop(username, None)  # the old chain ended with the old key
-            self._directories.pop(username, None)
-            self._lists_checked.discard(username)
+            self.core.trust.directories.pop(username, None)
+            self.core.trust.lists_checked.discard(username)
         self.secrets.verified[username] = self.directory(username).identity_key
 
     def identity_offered(self, username: str) -> bytes:
@@ -802,7 +698,7 @@ class Session:
     def trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
         """The device if it is on `username`'s verified signed device list with a valid vouch
         under the pinned identity key; DecryptError (unvouched_device, identity_changed) if not."""
-        return self._trusted_device(username, device_id)
+        return self._resolve(lambda fetches: self.core.trust.trusted_device(username, device_id, fetches))
 
     # -- conversations ---------------------------------------------------------------------------
 
@@ -810,14 +706,17 @@ class Session:
         _, body = self.transport.execute(proto.conversation_list_request())
         result = [proto.Conversation.parse(c) for c in body["conversations"]]
         for conversation in result:
-            self._conversations[conversation.conversation_id] = conversation
+            self.core.learn_conversation(conversation)
         return result
 
     def conversation(self, conversation_id: uuid.UUID, *, refresh: bool = False) -> proto.Conversation:
-        if refresh or conversation_id not in self._conversations:
-            _, body = self.transport.execute(proto.conversation_get_request(conversation_id))
-            self._conversations[conversation_id] = proto.Conversation.parse(body)
-        return self._conversations[conversation_id]
+        cached = self.core.conversations.get(conversation_id)
+        if cached is not None and not refresh:
+            return cached
+        _, body = self.transport.execute(proto.conversation_get_request(conversation_id))
+        conversation = proto.Conversation.parse(body)
+        self.core.learn_conversation(conversation)
+        return conversation
 
     def _wrap_for_members(
         self, conversation_id: uuid.UUID, epoch: int, members: list[str], chat_key: bytes, *, refresh: bool = True
@@ -882,8 +781,8 @@ class Session:
                 if exc.code != "missing_devices" or attempt == 1:
                     raise
         conversation = proto.Conversation.parse(body)
-        self._conversations[conversation_id] = conversation
-        self._chat_keys[(conversation_id, 1)] = chat_key
+        self.core.learn_conversation(conversation)
+        self.core.keys.add(conversation_id, 1, chat_key)
         return conversation
 
     def rotate_epoch(self, conversation_id: uuid.UUID, *, refresh_directories: bool = True) -> int:
@@ -893,7 +792,7 @@ class Session:
         chat_key = chatkey_generate(self._rng)
         epoch = self._new_epoch(conversation_id, number, conversation.members, chat_key, refresh=refresh_directories)
         self.transport.execute(proto.epoch_upload_request(conversation_id=conversation_id, epoch=epoch))
-        self._chat_keys[(conversation_id, number)] = chat_key
+        self.core.keys.add(conversation_id, number, chat_key)
         self.conversation(conversation_id, refresh=True)
         return number
 
@@ -908,16 +807,23 @@ class Session:
         """Recipients of the current epoch that must not read what comes next: devices not on
         their owner's verified device list (revoked), and accounts that are no longer members."""
         info = self.epoch_info(conversation.conversation_id, conversation.current_epoch)
-        manifest = self._manifest_verified(
-            conversation.conversation_id,
-            info.epoch,
-            manifest=info.manifest,
-            signature=info.manifest_signature,
-            creator_username=info.created_by_username,
-            creator_device_id=info.created_by_device_id,
-        )
-        self._manifest_check_vouched(manifest)
-        self._manifest_check_versions(manifest)
+        trust = self.core.trust
+
+        def checked(fetches: Fetches) -> EpochManifest:
+            manifest = trust.manifest_verified(
+                conversation.conversation_id,
+                info.epoch,
+                manifest=info.manifest,
+                signature=info.manifest_signature,
+                creator_username=info.created_by_username,
+                creator_device_id=info.created_by_device_id,
+                fetches=fetches,
+            )
+            trust.manifest_check_vouched(manifest, fetches)
+            trust.manifest_check_versions(manifest, fetches)
+            return manifest
+
+        manifest = self._resolve(checked)
         # The manifest's devices hold the key (those revoked since are stale too); a recipient
         # outside it got its key later (link, history, key request) and must be trusted now.
         holders = {**manifest.devices(), **info.recipients}
@@ -940,7 +846,7 @@ class Session:
         device or a former member, start a new epoch first (2.14). An epoch is checked once,
         and again after any device list is known to have changed. Raises StaleEpochError."""
         conversation = self.conversation(conversation_id, refresh=refresh)
-        if (conversation_id, conversation.current_epoch) in self._epochs_checked:
+        if (conversation_id, conversation.current_epoch) in self.core.trust.epochs_checked:
             return conversation
         stale: list[tuple[str, uuid.UUID]] = []
         manifest_error: DecryptError | None = None
@@ -958,7 +864,7 @@ class Session:
                     raise
                 stale, manifest_error = [], exc
             if not stale and manifest_error is None:
-                self._epochs_checked.add((conversation_id, conversation.current_epoch))
+                self.core.trust.epochs_checked.add((conversation_id, conversation.current_epoch))
                 return conversation
             try:
                 self.rotate_epoch(conversation_id)
@@ -994,7 +900,7 @@ class Session:
                 continue
             if epoch is not None:
                 rotated[conversation.conversation_id] = epoch
-        self._epochs_checked.clear()
+        self.core.trust.epochs_checked.clear()
         return rotated
 
     def _rotate_one_excluding(self, conversation: proto.Conversation, device_ids: set[uuid.UUID]) -> int | None:
@@ -1016,8 +922,7 @@ class Session:
     def members_changed(self, conversation_id: uuid.UUID) -> None:
         """Forget the cached view of a conversation whose members changed: the next send reads it
         again and checks its epoch against the new members (2.14)."""
-        self._conversations.pop(conversation_id, None)
-        self._epochs_checked = {slot for slot in self._epochs_checked if slot[0] != conversation_id}
+        self.core.forget_conversation(conversation_id)
 
     def add_member(self, conversation_id: uuid.UUID, username: str) -> proto.Conversation:
         """Add `username` to a group conversation. If the conversation shares history, wrap every
@@ -1049,7 +954,7 @@ class Session:
                     raise
                 continue
             if epoch is not None:
-                self._chat_keys[(conversation_id, epoch.number)] = chat_key
+                self.core.keys.add(conversation_id, epoch.number, chat_key)
             self.members_changed(conversation_id)
             return self.conversation(conversation_id)
         raise AssertionError("unreachable")
@@ -1076,7 +981,7 @@ class Session:
                 if exc.code not in ("epoch_conflict", "missing_devices", "unexpected_devices") or attempt == 2:
                     raise
                 continue
-            self._chat_keys[(conversation_id, number)] = chat_key
+            self.core.keys.add(conversation_id, number, chat_key)
             self.members_changed(conversation_id)
             return self.conversation(conversation_id)
         raise AssertionError("unreachable")
@@ -1091,193 +996,21 @@ class Session:
 
     # -- keys ------------------------------------------------------------------------------------
 
-    def _load_keys(self, conversation: proto.Conversation) -> None:
-        """Fetch and unwrap this device's wrapped keys for a conversation (verifying each wrapper)."""
-        _, body = self.transport.execute(proto.keys_request(conversation.conversation_id))
-        for raw in body["keys"]:
-            record = proto.WrappedKeyRecord.parse(raw)
-            slot = (conversation.conversation_id, record.epoch)
-            if slot in self._chat_keys:
-                continue
-            try:
-                self._chat_keys[slot] = self._unwrap(conversation, record)
-                self._key_failures.pop(slot, None)
-            except DecryptError as exc:
-                self._key_failures[slot] = exc
-
-    def _manifest_verified(
-        self,
-        conversation_id: uuid.UUID,
-        epoch: int,
-        *,
-        manifest: bytes,
-        signature: bytes,
-        creator_username: str,
-        creator_device_id: uuid.UUID,
-    ) -> EpochManifest:
-        """The epoch's manifest (2.18) if it is signed by the device that created the epoch, a
-        device of a vouched account (trusted, or revoked since: 2.16), is for this conversation
-        and epoch and names its creator; DecryptError `epoch_manifest_invalid` if not."""
-        if not manifest:
-            raise DecryptError(DecryptFailure.EPOCH_MANIFEST_INVALID, f"epoch {epoch} carries no manifest")
-        try:
-            creator_key = self._signing_key(creator_username, creator_device_id)
-        except DecryptError as exc:
-            if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
-                raise
-            raise _CreatorUnknownError(
-                DecryptFailure.EPOCH_MANIFEST_INVALID,
-                f"epoch {epoch} was created by device {creator_device_id} of {creator_username!r}, "
-                f"which is not vouched for",
-            ) from None
-        try:
-            parsed = epoch_manifest_verify(
-                data=manifest,
-                signature=signature,
-                conversation_id=conversation_id,
-                epoch=epoch,
-                creator_ed25519_public_key=creator_key,
-            )
-        except ManifestError as exc:
-            raise DecryptError(
-                DecryptFailure.EPOCH_MANIFEST_INVALID, f"the manifest of epoch {epoch} is refused: {exc}"
-            ) from None
-        if parsed.creator_device_id != creator_device_id or parsed.devices().get(creator_device_id) != creator_username:
-            raise DecryptError(
-                DecryptFailure.EPOCH_MANIFEST_INVALID, f"the manifest of epoch {epoch} does not name its creator"
-            )
-        return parsed
-
-    def _manifest_check_vouched(self, manifest: EpochManifest) -> None:
-        """Every device the manifest names is on its owner's verified device list, now or in an
-        earlier verified version (2.16); else DecryptError `epoch_manifest_unvouched`."""
-        for device_id, username in sorted(manifest.devices().items(), key=lambda item: str(item[0])):
-            try:
-                self._signing_key(username, device_id)
-            except DecryptError as exc:
-                if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
-                    raise
-                raise DecryptError(
-                    DecryptFailure.EPOCH_MANIFEST_UNVOUCHED,
-                    f"epoch {manifest.epoch} was wrapped for device {device_id} of {username!r}, "
-                    f"which is not vouched for by its identity key",
-                ) from None
-
-    def _manifest_check_versions(self, manifest: EpochManifest) -> None:
-        """Each member's device list version in the manifest is one this device verified (equal
-        hash at the same version) or older; else DecryptError `epoch_manifest_invalid`."""
-        for member in manifest.members:
-            seen = self.secrets.device_lists.get(member.username)
-            if seen is None or member.device_list_version > seen[0]:
-                self.directory(member.username, refresh=True)
-                seen = self.secrets.device_lists.get(member.username)
-            if (
-                seen is None
-                or member.device_list_version > seen[0]
-                or (member.device_list_version == seen[0] and not hmac.compare_digest(member.device_list_hash, seen[1]))
-            ):
-                raise DecryptError(
-                    DecryptFailure.EPOCH_MANIFEST_INVALID,
-                    f"the manifest of epoch {manifest.epoch} names a device list of {member.username!r} "
-                    f"(version {member.device_list_version}) this device has not verified",
-                )
-
-    def _unwrap(self, conversation: proto.Conversation, record: proto.WrappedKeyRecord) -> bytes:
-        # The wrapper may have left since (2.15), and its device may have been revoked since (2.16):
-        # a device on its account's verified list, now or in an earlier version, will do. The member
-        # list is the server's word; the epoch's signed manifest (2.18) binds the epoch to the
-        # devices it was made for, and every one of them must be vouched for.
-        try:
-            manifest = self._manifest_verified(
-                conversation.conversation_id,
-                record.epoch,
-                manifest=record.manifest,
-                signature=record.manifest_signature,
-                creator_username=record.epoch_created_by_username,
-                creator_device_id=record.epoch_created_by_device_id,
-            )
-            self._manifest_check_vouched(manifest)
-        except _CreatorUnknownError:
-            # A key given later (link, history, key request) by another device, for an epoch
-            # whose creator this device cannot vouch for (its account's identity was reset
-            # since): accepted on the wrapper's word, which checked the manifest itself (2.18).
-            if record.wrapped_by_device_id == record.epoch_created_by_device_id:
-                raise
-        wrapper_key = self._signing_key(record.wrapped_by_username, record.wrapped_by_device_id)
-        return chatkey_unwrap(
-            wrapped_key=record.wrapped_key,
-            signature=record.signature,
-            conversation_id=conversation.conversation_id,
-            epoch=record.epoch,
-            recipient=self.secrets.device,
-            wrapper_device_id=record.wrapped_by_device_id,
-            wrapper_ed25519_public_key=wrapper_key,
-        )
-
-    def _trusted_device(self, username: str, device_id: uuid.UUID) -> proto.PublicDevice:
-        try:
-            entry = self.directory(username)
-            if device_id not in entry.devices:
-                entry = self.directory(username, refresh=True)
-        except IdentityChangedError as exc:
-            raise DecryptError(DecryptFailure.IDENTITY_CHANGED, str(exc)) from exc
-        except ApiError as exc:
-            raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, f"no directory entry: {exc.code}") from exc
-        device = entry.devices.get(device_id)
-        if device is None:
-            raise DecryptError(
-                DecryptFailure.UNVOUCHED_DEVICE, f"device {device_id} is not vouched for by {username}'s identity key"
-            )
-        return device
-
-    def _signing_key(self, username: str, device_id: uuid.UUID) -> bytes:
-        """The ed25519 key of the device that signed a message or wrapped a ChatKey: a trusted
-        device, or one listed in an earlier version of the account's verified signed device list
-        and revoked since (a lost device): what it sent and wrapped before stays readable after
-        the revocation (protocol.md 4.8). Anything else raises the trusted-device DecryptError."""
-        try:
-            return self._trusted_device(username, device_id).ed25519_public_key
-        except DecryptError as exc:
-            if exc.reason != DecryptFailure.UNVOUCHED_DEVICE:
-                raise
-            # Only while the account's current list verifies (no rollback or forgery going on);
-            # verifying it also records every device of its chain in `known_devices`.
-            if username not in self._lists_checked or device_id not in self.secrets.known_devices.get(username, {}):
-                try:
-                    self.device_list(username)
-                except (DeviceListError, ApiError, IdentityChangedError):
-                    raise exc from None
-                self._lists_checked.add(username)
-            known = self.secrets.known_devices.get(username, {})
-            if device_id not in known:
-                raise
-            return known[device_id]
-
     def key_refused(self, conversation_id: uuid.UUID, epoch: int) -> bool:
         """The wrapped key this device holds for the epoch is itself bad: its signature, its HPKE
         seal or its wrapper does not verify (4.8: file the key request again with `refuse_held`).
         A refused manifest or a changed identity is about the epoch or a person's decision, and
         another copy of the key would not help."""
-        failure = self._key_failures.get((conversation_id, epoch))
-        return failure is not None and failure.reason in _BAD_KEY_REASONS
+        return self.core.keys.refused(conversation_id, epoch)
 
     def forget_key_failure(self, conversation_id: uuid.UUID, epoch: int) -> None:
         """The refused key is gone from the server: look for the epoch's key again next time."""
-        self._key_failures.pop((conversation_id, epoch), None)
+        self.core.keys.forget_failure(conversation_id, epoch)
 
     def chat_key(self, conversation: proto.Conversation, epoch: int) -> bytes:
-        slot = (conversation.conversation_id, epoch)
-        if slot not in self._chat_keys:
-            if epoch > conversation.current_epoch:
-                conversation = self.conversation(conversation.conversation_id, refresh=True)
-            if epoch > conversation.current_epoch or epoch < 1:
-                raise DecryptError(DecryptFailure.UNKNOWN_EPOCH, f"epoch {epoch} does not exist")
-            self._load_keys(conversation)
-        if slot in self._chat_keys:
-            return self._chat_keys[slot]
-        if slot in self._key_failures:
-            raise self._key_failures[slot]
-        raise DecryptError(DecryptFailure.MISSING_KEY, f"this device holds no key for epoch {epoch}")
+        """The epoch's ChatKey (fetching and unwrapping this device's wrapped keys if need be);
+        DecryptError `unknown_epoch`, `missing_key` or why the key held was refused."""
+        return self._resolve(lambda fetches: self.core.chat_key(conversation, epoch, fetches))
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -1296,40 +1029,26 @@ class Session:
     ) -> tuple[proto.Request, bytes]:
         """Encrypt and sign `payload` for the conversation's current epoch: the send request (the
         same body goes over REST and in a WebSocket `send` frame) and its client message id."""
-        epoch = conversation.current_epoch
-        sealed = message_encrypt(
-            chat_key=self.chat_key(conversation, epoch),
-            conversation_id=conversation.conversation_id,
-            epoch=epoch,
-            sender=self.secrets.device,
-            payload=payload,
-            device_lists=self.lists_seen(conversation),
-            client_message_id=client_message_id,
-            rng=rng or self._rng,
-        )
-        request = proto.send_request(
-            conversation_id=conversation.conversation_id,
-            epoch=epoch,
-            sender_device_id=self.device_id,
-            client_message_id=sealed.client_message_id,
-            nonce=sealed.nonce,
-            ciphertext=sealed.ciphertext,
-            signature=sealed.signature,
-            device_lists=sealed.device_lists,
-            attachments=attachments,
-        )
-        return request, sealed.client_message_id
+        lists_seen = self.lists_seen(conversation)
+        fetches = Fetches()
+        while True:
+            sealed = self.core.seal(
+                conversation,
+                payload,
+                fetches,
+                rng=rng or self._rng,
+                client_message_id=client_message_id,
+                attachments=attachments,
+                lists_seen=lists_seen,
+            )
+            if isinstance(sealed, Sealed):
+                return sealed.request, sealed.client_message_id
+            self.fetch(sealed.need, fetches)
 
     def lists_seen(self, conversation: proto.Conversation) -> bytes:
         """The newest verified device list (version, hash) of every member, encoded for the
         header of a message to the conversation (2.19); verifies a list not seen yet."""
-        seen: list[ListSeen] = []
-        for username in conversation.members:
-            if username not in self.secrets.device_lists:
-                self.device_list(username)
-            version, digest = self.secrets.device_lists[username]
-            seen.append(ListSeen(username, version, digest))
-        return lists_seen_encode(seen)
+        return self._resolve(lambda fetches: self.core.trust.lists_seen(conversation.members, fetches))
 
     def send_payload(
         self, conversation_id: uuid.UUID, payload: dict[str, Any], *, attachments: list[uuid.UUID] | None = None
@@ -1406,145 +1125,29 @@ class Session:
 
     def decrypt(self, envelope: proto.Envelope) -> ReceivedMessage:
         """Verify and decrypt one envelope, in the order of docs/protocol.md §2.3; raise DecryptError."""
-        if envelope.version != proto.PROTOCOL_VERSION:
-            raise DecryptError(DecryptFailure.UNSUPPORTED_VERSION, f"version {envelope.version}")
-        if not 1 <= envelope.epoch <= 0xFFFFFFFF:
-            raise DecryptError(DecryptFailure.UNKNOWN_EPOCH, f"epoch {envelope.epoch} cannot exist")
-        try:
-            conversation = self.conversation(envelope.conversation_id)
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            raise DecryptError(
-                DecryptFailure.TAMPERED, "the envelope names a conversation this device is not a member of"
-            ) from exc
-        sender_key = self._signing_key(envelope.sender_username, envelope.sender_device_id)
-        header = message_header(
-            conversation_id=envelope.conversation_id,
-            epoch=envelope.epoch,
-            sender_device_id=envelope.sender_device_id,
-            client_message_id=envelope.client_message_id,
-            device_lists=envelope.device_lists,
-        )
-        if not message_signature_verify(
-            header=header,
-            nonce=envelope.nonce,
-            ciphertext=envelope.ciphertext,
-            signature=envelope.signature,
-            sender_ed25519_public_key=sender_key,
-        ):
-            raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
-        chat_key = self.chat_key(conversation, envelope.epoch)
-        payload = message_open(chat_key=chat_key, header=header, nonce=envelope.nonce, ciphertext=envelope.ciphertext)
-        warnings = self._check_lists_seen(envelope, payload)
-        seen = self._seen.setdefault(envelope.conversation_id, {})
-        identity = (envelope.sender_device_id, envelope.client_message_id)
-        first_seq = seen.setdefault(identity, envelope.seq)
-        if first_seq != envelope.seq:
-            raise DecryptError(DecryptFailure.REPLAYED, f"already received as message {first_seq}")
-        return ReceivedMessage(
-            seq=envelope.seq,
-            conversation_id=envelope.conversation_id,
-            sender_username=envelope.sender_username,
-            sender_device_id=envelope.sender_device_id,
-            epoch=envelope.epoch,
-            payload=payload,
-            created_at=envelope.created_at,
-            warnings=tuple(warnings),
-        )
+        fetches = Fetches()
+        while True:
+            outcome = self.core.open(envelope, fetches)
+            if isinstance(outcome, Missing):
+                self.fetch(outcome.need, fetches)
+            elif isinstance(outcome, Refused):
+                raise outcome.error
+            else:
+                return outcome
 
-    def _check_lists_seen(self, envelope: proto.Envelope, payload: dict[str, Any]) -> list[str]:
-        """2.19: each device list the sender saw is one this device verified (the same hash at
-        that version), or one it verifies on asking the server again; else DecryptError
-        `device_list_mismatch`: the server showed the sender and this device different lists.
-        Returns a `device_list_stale` warning for each list the sender saw long after a newer
-        version was signed (the server may be keeping a device change from the sender)."""
-        try:
-            lists = lists_seen_decode(envelope.device_lists)
-        except ValueError as exc:
-            raise DecryptError(DecryptFailure.TAMPERED, f"the device lists seen are malformed: {exc}") from None
-        if envelope.sender_username not in {seen.username for seen in lists}:
-            raise DecryptError(
-                DecryptFailure.DEVICE_LIST_MISMATCH, "the sender names no device list of its own account"
-            )
-        sent_at = payload.get("sent_at_ms")
-        warnings: list[str] = []
-        for seen in lists:
-            if self._list_seen_checked(envelope.sender_username, seen, sent_at):
-                warnings += self._list_seen_stale(envelope.sender_username, seen, sent_at)
-        return warnings
-
-    def _list_seen_checked(self, sender: str, seen: ListSeen, sent_at: object) -> bool:
-        """True: this device verified the list `sender` saw (asking the server again if needed);
-        False: it cannot be checked any more (skipped, see 2.19); else DecryptError."""
-        if self._list_seen_verified(seen):
-            return True
-        before = self.secrets.device_lists.get(seen.username)
-        try:
-            verified = self.device_list(seen.username)
-        except ApiError as exc:
-            # An account deleted since cannot be checked; the two that matter most can.
-            if exc.status == 404 and seen.username not in (self.username, sender):
-                return False
-            raise
-        except DeviceListError as exc:
-            raise DecryptError(
-                DecryptFailure.DEVICE_LIST_MISMATCH, f"the device list of {seen.username!r} is refused: {exc}"
-            ) from None
-        except IdentityChangedError as exc:
-            raise DecryptError(DecryptFailure.IDENTITY_CHANGED, str(exc)) from None
-        if before != self.secrets.device_lists.get(seen.username):
-            self.forget_directory(seen.username)  # a newer list: check epochs again before sending
-        if self._list_seen_verified(seen):
-            return True
-        if isinstance(sent_at, int) and verified.entries[0].timestamp_ms > sent_at:
-            # Written before the account's current list began (an identity reset, 4.8): the
-            # lists of the old identity are gone from the server and cannot be checked here.
-            return False
-        raise DecryptError(
-            DecryptFailure.DEVICE_LIST_MISMATCH,
-            f"{sender!r} saw version {seen.version} of the device list of {seen.username!r}, "
-            f"which differs from the one this device verified (version {verified.version})",
-        )
-
-    def _list_seen_stale(self, sender: str, seen: ListSeen, sent_at_ms: object) -> list[str]:
-        """A `device_list_stale` warning if the sender wrote the message more than
-        `list_stale_grace_ms` after the version following the one it saw was signed (by the
-        account's own clock): the server may be keeping a device change from the sender. A
-        sender that was offline meanwhile is stale honestly, hence a warning and no refusal."""
-        verified = self._verified_lists[seen.username]
-        if seen.version >= verified.version or not isinstance(sent_at_ms, int):
-            return []
-        newer = verified.entries[seen.version]  # version seen.version + 1
-        late_ms = sent_at_ms - newer.timestamp_ms
-        if late_ms <= self.list_stale_grace_ms:
-            return []
-        return [
-            f"device_list_stale: {sender!r} was shown version {seen.version} of the device list of "
-            f"{seen.username!r}, {late_ms // 60_000} min after version {newer.version} "
-            f"({newer.change} a device) was signed"
-        ]
-
-    def _list_seen_verified(self, seen: ListSeen) -> bool:
-        verified = self._verified_lists.get(seen.username)
-        return (
-            verified is not None
-            and 1 <= seen.version <= len(verified.hashes)
-            and hmac.compare_digest(verified.hashes[seen.version - 1], seen.hash)
-        )
+    def receive_step(self, envelope: proto.Envelope, fetches: Fetches) -> MessageResult | Missing:
+        """One call of the core for `receive`, without I/O: the message, or what to `fetch` first
+        (the realtime client fetches in a worker thread and opens on its event loop)."""
+        outcome = self.core.open(envelope, fetches)
+        if isinstance(outcome, Refused):
+            return _undecryptable(envelope, outcome.error)
+        return outcome
 
     def receive(self, envelope: proto.Envelope) -> MessageResult:
         try:
             return self.decrypt(envelope)
         except DecryptError as exc:
-            return UndecryptableMessage(
-                seq=envelope.seq,
-                conversation_id=envelope.conversation_id,
-                sender_username=envelope.sender_username,
-                sender_device_id=envelope.sender_device_id,
-                reason=exc.reason,
-                detail=str(exc),
-            )
+            return _undecryptable(envelope, exc)
 
     def envelopes(self, conversation_id: uuid.UUID, *, after: int = 0, page_size: int = 100) -> list[proto.Envelope]:
         result: list[proto.Envelope] = []
@@ -1561,13 +1164,12 @@ class Session:
         return [self.receive(envelope) for envelope in self.envelopes(conversation_id, after=after)]
 
 
-# Why a wrapped key itself is refused (`Session.key_refused`).
-_BAD_KEY_REASONS = frozenset({DecryptFailure.BAD_SIGNATURE, DecryptFailure.TAMPERED, DecryptFailure.UNVOUCHED_DEVICE})
-
-
-class _CreatorUnknownError(DecryptError):
-    """`epoch_manifest_invalid` because the epoch's creator is not a device this one vouches for."""
-
-
-def _norm(fingerprint: str) -> str:
-    return "".join(fingerprint.split()).lower()
+def _undecryptable(envelope: proto.Envelope, error: DecryptError) -> UndecryptableMessage:
+    return UndecryptableMessage(
+        seq=envelope.seq,
+        conversation_id=envelope.conversation_id,
+        sender_username=envelope.sender_username,
+        sender_device_id=envelope.sender_device_id,
+        reason=error.reason,
+        detail=str(error),
+    )

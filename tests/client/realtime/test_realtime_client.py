@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,6 +23,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from client import protocol as proto
+from client.core.envelope import envelope_seal
+from client.core.needs import Fetches
 from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptFailure
 from client.crypto.keys import DeviceKeyPair
@@ -69,14 +72,37 @@ class StubSession:
     def conversation_for_send(self, conversation_id: uuid.UUID) -> proto.Conversation:
         return self.conversation(conversation_id)
 
-    # The real sealing, over this stub's keys: the client's own sends use the real crypto.
-    seal_send = Session.seal_send
+    def seal_send(
+        self,
+        conversation: proto.Conversation,
+        payload: dict[str, Any],
+        *,
+        client_message_id: bytes | None = None,
+        rng: Callable[[int], bytes] | None = None,
+        attachments: list[uuid.UUID] | None = None,
+    ) -> tuple[proto.Request, bytes]:
+        # The real sealing, over this stub's keys: the client's own sends use the real crypto.
+        sealed = envelope_seal(
+            chat_key=self.chat_key(conversation, conversation.current_epoch),
+            conversation_id=conversation.conversation_id,
+            epoch=conversation.current_epoch,
+            sender=self.device,
+            payload=payload,
+            lists_seen=self.lists_seen(conversation),
+            rng=rng or os.urandom,
+            client_message_id=client_message_id,
+            attachments=attachments,
+        )
+        return sealed.request, sealed.client_message_id
 
     def lists_seen(self, conversation: proto.Conversation) -> bytes:
         return LISTS
 
     def key_refused(self, conversation_id: uuid.UUID, epoch: int) -> bool:
         return False  # this stub's keys are never refused
+
+    def receive_step(self, envelope: proto.Envelope, fetches: Fetches) -> ReceivedMessage | UndecryptableMessage:
+        return self.receive(envelope)  # this stub lacks nothing
 
     def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
         if self.fail_transiently:
