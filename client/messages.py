@@ -62,6 +62,8 @@ def message_seal(
         )
         if isinstance(sealed, Sealed):
             return sealed.request, sealed.client_message_id
+        if isinstance(sealed, Refused):
+            raise sealed.error
         session.fetch(sealed.need, fetches)
 
 

@@ -79,7 +79,7 @@ class Core:
         client_message_id: bytes | None = None,
         attachments: list[uuid.UUID] | None = None,
         lists_seen: bytes | None = None,
-    ) -> Sealed | Missing:
+    ) -> Sealed | Refused | Missing:
         """Encrypt and sign `payload` for the conversation's current epoch, naming the members'
         device lists this device verified (2.19; `lists_seen` if the caller has them encoded).
         Whether the epoch is safe to send under (2.14) is the shell's check before
@@ -91,6 +91,8 @@ class Core:
                 lists_seen = self.trust.lists_seen(conversation.members, fetches)
         except NeedError as missing:
             return Missing(missing.need)
+        except DecryptError as exc:  # no usable key for the epoch (missing_key, or refused)
+            return Refused(exc)
         return envelope_seal(
             chat_key=chat_key,
             conversation_id=conversation.conversation_id,

@@ -370,6 +370,15 @@ def test_seal_asks_for_the_epoch_key_and_the_members_lists_it_has_not_verified(
     assert json.loads(json.dumps(sealed.body))["sender_device_id"] == str(alice.device.device_id)
 
 
+def test_seal_without_a_key_for_the_epoch_is_refused_as_missing_key(alice: Account, world: World) -> None:
+    world.keys[alice.device.device_id] = []
+    core = Core(alice.secrets())
+
+    refused, _ = drive(core, world, lambda f: core.seal(world.conversation, {"body": "x"}, f))
+
+    assert isinstance(refused, Refused) and refused.error.reason == DecryptFailure.MISSING_KEY
+
+
 def test_seal_with_a_given_message_id_keeps_it(alice: Account, world: World) -> None:
     core = Core(alice.secrets())
     mid = b"m" * 16
