@@ -10,6 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from common.errors import ApiError, RequestTooLargeError
@@ -29,9 +30,12 @@ def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> 
 
 
 def _path(prefix: str, key: object) -> str:
-    """`epoch` + `number` -> `epoch.number`; `wrapped_keys` + 0 -> `wrapped_keys[0]`."""
+    """`epoch` + `number` -> `epoch.number`; `wrapped_keys` + 0 -> `wrapped_keys[0]`; a nested
+    object's or list's own errors (`non_field_errors`) are its path's."""
     if isinstance(key, int):
         return f"{prefix}[{key}]"
+    if key == api_settings.NON_FIELD_ERRORS_KEY and prefix:
+        return prefix
     return f"{prefix}.{key}" if prefix else str(key)
 
 

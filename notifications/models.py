@@ -80,7 +80,16 @@ class Notification(models.Model):
     finished_at = models.DateTimeField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["device", "status"], name="notification_device_status")]
+        indexes = [
+            models.Index(fields=["device", "status"], name="notification_device_status"),
+            # The stalled-task sweep (every few seconds) reads only unfinished notifications by due
+            # time, never the sent ones kept for days.
+            models.Index(
+                fields=["lease_until"],
+                name="notification_unfinished_due",
+                condition=models.Q(status__in=["pending", "retrying", "sending"]),
+            ),
+        ]
         constraints = [
             # At most one notification per device waits for its first attempt: the coalescing key.
             models.UniqueConstraint(

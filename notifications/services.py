@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -69,9 +70,20 @@ def _address_refused(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+# What a push target URL looks like (the OpenAPI schema states the same pattern): http(s), a host
+# of RFC 3986 registered-name characters (no credentials; an IDN host in its punycode form), an
+# optional port, then printable ASCII. ASCII classes only: JSON Schema patterns are ECMAScript
+# regular expressions, whose \s is not Python's. Matched whole (fullmatch), as `$` is in ECMAScript.
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+PUSH_TARGET_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+(?::" + _PORT + r")?(?:[/?#][!-~]*)?$"
+_PUSH_TARGET_URL = re.compile(PUSH_TARGET_URL_PATTERN)
+
+
 def push_target_url_check(url: str) -> None:
     """http(s) with a host; unless E2EE_NOTIFY_ALLOW_PRIVATE_URLS, every address the host
     resolves to now must be public (no loopback, private, link-local or reserved ranges)."""
+    if not _PUSH_TARGET_URL.fullmatch(url):
+        raise PushTargetUrlRefusedError("The URL must be http:// or https:// with a host.")
     try:
         parts = urlsplit(url)
         host = parts.hostname
