@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from common.asyncdb import db_call
 from common.errors import ApiError
-from common.loops import PerLoop
 from common.metrics import messages_sent_inc
 from common.ratelimit import RateLimitedError, ratelimit_hits
 from messaging.errors import SendInternalError
@@ -52,6 +51,13 @@ class SendBatcher:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
         return future
+
+    async def idle(self) -> None:
+        """Wait until every send submitted so far is answered and its fan-out published."""
+        while self._draining or self._queue:
+            await asyncio.sleep(0.01)
+        if self._last_publish is not None:
+            await asyncio.shield(self._last_publish)
 
     async def _drain(self) -> None:
         try:
@@ -105,11 +111,3 @@ async def _publish_after(previous: asyncio.Task[None] | None, events: list[Group
     if previous is not None:
         await asyncio.shield(previous)
     await messages_publish(events)
-
-
-_batcher: PerLoop[SendBatcher] = PerLoop(SendBatcher)
-
-
-def send_batcher() -> SendBatcher:
-    """The batcher of the running event loop (one per process under daphne)."""
-    return _batcher.get()
