@@ -55,7 +55,8 @@ class DeviceNotFoundError(SdkError):
 
 class RealtimeAuthError(SdkError):
     """The WebSocket gateway refused this device (close 4401 bad or revoked token, 4403 device not
-    active): reconnecting cannot help, so the realtime client stops."""
+    active, 4426 a protocol version it does not speak): reconnecting cannot help, so the realtime
+    client stops."""
 
     code = "realtime_auth_failed"
 

@@ -29,6 +29,7 @@ CLOSE_DEVICE_NOT_ACTIVE = 4403
 CLOSE_AUTH_TIMEOUT = 4408
 CLOSE_FRAME_TOO_LARGE = 4413  # a frame over E2EE_WS_MAX_FRAME_BYTES (after `frame_too_large`)
 CLOSE_ACK_TIMEOUT = 4420  # acknowledgements stopped (`ack_timeout`): reconnect and catch up
+CLOSE_UNSUPPORTED_VERSION = 4426  # `hello` named a protocol version the server does not speak: do not retry
 CLOSE_SERVER_ERROR = 1011
 CLOSE_SERVER_RESTARTING = 1012
 

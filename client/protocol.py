@@ -1,6 +1,6 @@
 """The protocol layer: builds requests and parses responses, with no I/O (docs/protocol.md §3-4).
 
-Everything here is data in, data out, so that any transport (HTTP today, WebSocket later) can carry
+Everything here is data in, data out, so that any transport (HTTP, or the WebSocket gateway) can carry
 it and tests can check it without a server.
 """
 

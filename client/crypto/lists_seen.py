@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from client.crypto.encoding import str16, u16, u32
+from client.crypto.device_list import MAX_VERSION
 from client.crypto.labels import DEVICE_LISTS_SEEN_LABEL
 
 HASH_BYTES = 32
 # The server stores at most this many bytes per message (protocol.md 4.4): about 1,400 members.
 LISTS_SEEN_MAX_BYTES = 65_536
-_MAX_VERSION = 2**32 - 1
+_MAX_VERSION = MAX_VERSION  # device list versions, 1 .. 2**31 - 1 (u32 on the wire)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ from client.crypto.labels import CHATKEY_WRAP_LABEL, CHATKEY_WRAP_SIG_LABEL, PRO
 CHAT_KEY_BYTES = 32
 HPKE_ENC_BYTES = 32
 WRAPPED_KEY_BYTES = HPKE_ENC_BYTES + CHAT_KEY_BYTES + 16  # enc || ct || tag = 80
-MAX_EPOCH = 2**32 - 1
+# Encoded as u32 on the wire, but bounded by what the server stores (31 bits, common/protocol.py):
+# one limit on both sides, so no epoch the SDK seals is one the server refuses.
+MAX_EPOCH = 2**31 - 1
 
 HPKE_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 
@@ -84,7 +86,7 @@ def chatkey_wrap(
 ) -> WrappedChatKey:
     """HPKE-seal `chat_key` to one recipient device and sign the result with `wrapper`.
 
-    Raises ValueError for a malformed argument, an epoch outside 1..2**32-1, or a low-order
+    Raises ValueError for a malformed argument, an epoch outside 1..2**31-1, or a low-order
     recipient key (HPKE refuses an all-zero X25519 shared secret, RFC 9180 section 7.1.4).
     """
     if len(chat_key) != CHAT_KEY_BYTES:

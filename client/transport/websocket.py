@@ -5,7 +5,8 @@
 once the server answered `welcome`. The connection sends client frames and yields parsed server
 frames. Failures are typed for the caller's reconnect policy:
 
-* `RealtimeAuthError` (close 4401 / 4403): the token or device is refused; do not reconnect.
+* `RealtimeAuthError` (close 4401 / 4403, or 4426 for a protocol version the server does not speak):
+  the token, device or client is refused; do not reconnect.
 * `RealtimeDisconnectedError` (any other close: 1011, 1012, 4408, 4413, 4420, a network failure, a timeout):
   reconnect with backoff.
 """
@@ -27,6 +28,7 @@ from client.errors import RealtimeAuthError, RealtimeDisconnectedError
 from client.frames import (
     CLOSE_DEVICE_NOT_ACTIVE,
     CLOSE_INVALID_TOKEN,
+    CLOSE_UNSUPPORTED_VERSION,
     SUBPROTOCOL,
     WS_PATH,
     ErrorFrame,
@@ -40,7 +42,8 @@ from client.frames import (
 
 logger = logging.getLogger(__name__)
 
-AUTH_CLOSE_CODES = frozenset({CLOSE_INVALID_TOKEN, CLOSE_DEVICE_NOT_ACTIVE})
+# Closes after which reconnecting cannot help: the realtime client stops and says why.
+AUTH_CLOSE_CODES = frozenset({CLOSE_INVALID_TOKEN, CLOSE_DEVICE_NOT_ACTIVE, CLOSE_UNSUPPORTED_VERSION})
 MAX_SERVER_FRAME_BYTES = 1 << 20  # the server's frames carry at most one envelope (64 KiB ciphertext)
 
 

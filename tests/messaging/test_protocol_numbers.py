@@ -15,9 +15,10 @@ def test_the_sdk_speaks_the_servers_protocol_version() -> None:
     assert sdk_frames.hello_frame("t")["v"] == protocol.PROTOCOL_VERSION
 
 
-def test_the_sdk_can_seal_every_epoch_the_server_accepts() -> None:
-    # The SDK encodes epochs in 4 unsigned bytes; the server stores 31 bits.
-    assert sdk_wrap.MAX_EPOCH >= protocol.MAX_EPOCH
+def test_the_sdk_and_the_server_bound_epochs_alike() -> None:
+    # Encoded in 4 unsigned bytes, stored in 31 bits: one limit, so neither side accepts an epoch
+    # the other refuses.
+    assert sdk_wrap.MAX_EPOCH == protocol.MAX_EPOCH == 2**31 - 1
 
 
 def test_sequence_numbers_fit_the_databases_64_bit_columns() -> None:

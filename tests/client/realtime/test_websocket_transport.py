@@ -1,5 +1,5 @@
 """The WebSocket transport: the URL it derives, the hello/welcome handshake, and the typed errors
-that drive the reconnect policy (stop on 4401/4403, reconnect on anything else)."""
+that drive the reconnect policy (stop on 4401/4403/4426, reconnect on anything else)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ def test_connect_sends_hello_first_and_returns_after_welcome() -> None:
     assert seen == ["/ws/v1/", {"type": "hello", "v": 1, "token": "the-token"}]
 
 
-@pytest.mark.parametrize(("code", "error"), [(4401, "invalid_token"), (4403, "device_not_active")])
+@pytest.mark.parametrize(
+    ("code", "error"), [(4401, "invalid_token"), (4403, "device_not_active"), (4426, "unsupported_version")]
+)
 def test_an_auth_close_is_an_auth_error(code: int, error: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.recv()
