@@ -12,8 +12,8 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from client.crypto.encoding import str16, u16, u32
 from client.crypto.device_list import MAX_VERSION
+from client.crypto.encoding import str16, u16, u32
 from client.crypto.labels import DEVICE_LISTS_SEEN_LABEL
 
 HASH_BYTES = 32
