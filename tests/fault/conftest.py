@@ -1,0 +1,53 @@
+"""The fault suite's fixtures: one stack (PostgreSQL, Redis, two daphne, a worker) and one proxy per
+module, and three accounts with two devices each made through the proxy with the SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bench.realtime_provision import device_link, user_register
+from client.session import Session
+from tests.fault.proxy import FailoverProxy
+from tests.fault.services import Stack, missing_binaries
+
+
+@dataclass
+class Cluster:
+    stack: Stack
+    proxy: FailoverProxy
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"the fault suite needs {', '.join(missing)}")
+    stack = Stack()
+    proxy: FailoverProxy | None = None
+    try:
+        stack.start()
+        proxy = FailoverProxy([("127.0.0.1", server.port) for server in stack.daphnes])
+        proxy.start()
+        yield Cluster(stack, proxy)
+    finally:
+        if proxy is not None:
+            proxy.close()
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def accounts(cluster: Cluster) -> Iterator[list[Session]]:
+    """Three people with two devices each (the second linked by the first), through the proxy."""
+    url = cluster.proxy.url
+    sessions: list[Session] = []
+    try:
+        for name in ("ann", "ben", "cat"):
+            first = user_register(url, name)
+            sessions += [first, device_link(first, url, device_name="device 2")]
+        yield sessions
+    finally:
+        for session in sessions:
+            session.transport.close()  # type: ignore[attr-defined]

@@ -1,0 +1,441 @@
+"""One fault run: real SDK devices send on a seeded schedule while a seeded schedule injects faults;
+then every device's store is checked against what the senders were acknowledged.
+
+The run's verdict rests on invariants and one bound only: nothing acknowledged is lost, shown
+twice, undecryptable or out of its sender's order, and every device holds everything within
+`CONVERGENCE_BOUND_S` of the end of the last fault (the bound issue 13 fixes). How many messages
+go out, and exactly when, varies with the machine's load; no verdict depends on it.
+
+Convergence: sending stops when the last fault ends; the run has converged once every queued
+message is acknowledged and every device of every conversation holds, decrypted, every message up
+to the conversation's highest acknowledged seq. The time from the last fault's end to that moment
+is the convergence time. It is measured up to `CONVERGENCE_WAIT_S`, far beyond the bound, so a run
+that fails still says by how much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.client import HTTPConnection
+from typing import Any
+from urllib.parse import urlsplit
+
+from client import protocol as proto
+from client.errors import SdkError, SendFailedError
+from client.realtime import IncomingMessage, PendingSend, RealtimeClient
+from client.session import Session
+from client.store.messages import MessageStore
+from tests.fault.proxy import FailoverProxy
+from tests.fault.services import Stack
+
+CONVERGENCE_BOUND_S = 5.0
+CONVERGENCE_WAIT_S = 30.0
+SEND_RATE_PER_S = 12.0  # over all devices
+WARMUP_S = 2.0
+SEAL_RETRY_S = 0.25
+PROBE_EVERY_S = 0.1
+FAULT_KINDS = ("daphne_kill", "daphne_stop", "redis_kill", "postgres_restart", "proxy_drop", "proxy_stall")
+EXTRA_FAULTS = 2  # drawn at random on top of one of each kind
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    gap_s: float  # quiet time before it starts
+    target: int = 0  # which daphne process
+    hold_s: float = 0.0  # how long a stop or a stall lasts
+
+
+def fault_schedule(seed: int) -> list[Fault]:
+    """One fault of each kind and `EXTRA_FAULTS` more, in a seeded order with seeded gaps."""
+    rng = random.Random(seed)
+    kinds = list(FAULT_KINDS) + [rng.choice(FAULT_KINDS) for _ in range(EXTRA_FAULTS)]
+    rng.shuffle(kinds)
+    return [
+        Fault(kind=kind, gap_s=rng.uniform(1.0, 2.5), target=rng.randrange(2), hold_s=rng.uniform(1.0, 3.0))
+        for kind in kinds
+    ]
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    at_s: float
+    device: int
+    conversation: int
+
+
+def send_schedule(seed: int, devices: int, conversations_of: list[list[int]], duration_s: float) -> list[PlannedSend]:
+    """Sends at `SEND_RATE_PER_S`, each by a seeded device into one of its conversations."""
+    rng = random.Random(seed ^ 0x5E4D)
+    plan = []
+    for index in range(int(duration_s * SEND_RATE_PER_S)):
+        device = rng.randrange(devices)
+        plan.append(PlannedSend(index / SEND_RATE_PER_S, device, rng.choice(conversations_of[device])))
+    return plan
+
+
+@dataclass
+class Sent:
+    device: int
+    counter: int
+    conversation_id: uuid.UUID
+    pending: PendingSend
+    seq: int | None = None
+    refused: str | None = None
+
+
+@dataclass
+class FaultRecord:
+    fault: Fault
+    started: float  # wall clock
+    ended: float
+
+
+@dataclass
+class RunReport:
+    seed: int
+    faults: list[FaultRecord] = field(default_factory=list)
+    sent: int = 0
+    acknowledged: int = 0
+    refused: int = 0
+    unacknowledged: int = 0
+    deliveries: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    undecryptable: int = 0
+    out_of_order: int = 0
+    convergence_s: float | None = None
+    reconnects: int = 0
+    # HTTP 5xx the daphne processes logged, by window ("during <fault>", "after <fault>").
+    server_errors: dict[str, int] = field(default_factory=dict)
+    # The probe's requests by window: (sent, failed with a 5xx or no answer).
+    probe: dict[str, tuple[int, int]] = field(default_factory=dict)
+    worker_alive: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        converged = f"{self.convergence_s:.2f} s" if self.convergence_s is not None else f"> {CONVERGENCE_WAIT_S:.0f} s"
+        kinds = ",".join(r.fault.kind for r in self.faults)
+        return (
+            f"fault run seed={self.seed}: {len(self.faults)} faults [{kinds}]; sent {self.sent}, acknowledged "
+            f"{self.acknowledged}, refused {self.refused}, unacknowledged {self.unacknowledged}; deliveries "
+            f"{self.deliveries}; lost {self.lost}, duplicates {self.duplicates}, undecryptable "
+            f"{self.undecryptable}, out of order {self.out_of_order}; converged {converged} after the last "
+            f"fault; 5xx after the PostgreSQL restart: {self.server_errors_after('postgres_restart')}; "
+            f"reconnects {self.reconnects}; worker alive {self.worker_alive}\n"
+            f"  5xx logged by window: {self.server_errors}\n  probe (sent, failed) by window: {self.probe}"
+        )
+
+    def server_errors_after(self, kind: str) -> int:
+        return self.server_errors.get(f"after {kind}", 0)
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in self.__dict__.items() if k != "faults"}
+        data["faults"] = [{**r.fault.__dict__, "duration_s": round(r.ended - r.started, 2)} for r in self.faults]
+        return json.dumps(data)
+
+
+@dataclass
+class Device:
+    index: int
+    session: Session
+    conversations: list[uuid.UUID] = field(default_factory=list)
+    client: RealtimeClient | None = None
+    received: list[IncomingMessage] = field(default_factory=list)
+
+    @property
+    def rt(self) -> RealtimeClient:
+        assert self.client is not None
+        return self.client
+
+
+class Probe:
+    """REST reads through the proxy at a fixed pace, a new connection each (so both backends
+    answer them): what a user's app sees right after a PostgreSQL restart."""
+
+    def __init__(self, url: str, tokens: list[str]) -> None:
+        self._url = url
+        self._tokens = tokens
+        self.answers: list[tuple[float, int]] = []  # (wall clock sent, status; 0 = no answer)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        host, port = urlsplit(self._url).hostname, urlsplit(self._url).port
+        index = 0
+        while not self._stop.wait(PROBE_EVERY_S):
+            token = self._tokens[index % len(self._tokens)]
+            index += 1
+            sent = time.time()
+            http = HTTPConnection(host or "127.0.0.1", port, timeout=5.0)
+            try:
+                http.request("GET", "/api/v1/conversations", headers={"Authorization": f"Bearer {token}"})
+                status = http.getresponse().status
+            except OSError:
+                status = 0
+            finally:
+                http.close()
+            self.answers.append((sent, status))
+
+
+class FaultRun:
+    def __init__(self, *, seed: int, stack: Stack, proxy: FailoverProxy, devices: list[Device], home: Any) -> None:
+        self.seed = seed
+        self.stack = stack
+        self.proxy = proxy
+        self.devices = devices
+        self.home = home
+        self.report = RunReport(seed=seed)
+        self.sent: list[Sent] = []
+        self.members: dict[uuid.UUID, list[int]] = {}
+        self._stop_sending = asyncio.Event()
+        self.started = time.time()
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def create_conversations(self) -> None:
+        """A group of all three people and a two-person group of each pair, new for this run; every
+        device opens their keys and checks their epochs before the faults start."""
+        by_user: dict[str, list[Device]] = {}
+        for device in self.devices:
+            by_user.setdefault(device.session.username, []).append(device)
+        users = list(by_user)
+        groups = [users, users[:2], users[1:], [users[0], users[2]]]
+        for group in groups:
+            creator = by_user[group[0]][0].session
+            cid = creator.create_conversation(list(group[1:]), kind="group").conversation_id
+            self.members[cid] = [d.index for u in group for d in by_user[u]]
+            for user in group:
+                for device in by_user[user]:
+                    device.conversations.append(cid)
+        for device in self.devices:
+            for cid in device.conversations:
+                conversation = device.session.conversation_for_send(cid, refresh=True)
+                device.session.chat_key(conversation, conversation.current_epoch)
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        self.started = time.time()
+        for device in self.devices:
+            home = self.home / f"seed{self.seed}-device{device.index}"
+            home.mkdir(parents=True)
+            client = RealtimeClient(
+                device.session, MessageStore.open_in(home), jitter=random.Random(self.seed * 100 + device.index)
+            )
+            client.on_message(device.received.append)
+            device.client = client
+            await client.start()
+        for device in self.devices:
+            await device.rt.wait_connected(30)
+        probe = Probe(self.proxy.url, [d.session.secrets.token or "" for d in self.devices])
+        probe.start()
+        try:
+            faults = asyncio.create_task(self._inject_faults())
+            senders = [asyncio.create_task(self._send_all(d)) for d in self.devices]
+            await faults
+            last_fault_end = time.monotonic()
+            self._stop_sending.set()
+            await asyncio.gather(*senders)
+            converged_at = await self._wait_converged(last_fault_end + CONVERGENCE_WAIT_S)
+            if converged_at is not None:
+                self.report.convergence_s = max(0.0, converged_at - last_fault_end)
+        finally:
+            probe.stop()
+            for device in self.devices:
+                self.report.reconnects += max(0, device.rt.connections - 1)
+                await device.rt.close()
+        self._check()
+        self._count_server_errors(probe)
+        self.report.worker_alive = self.stack.worker is not None and self.stack.worker.alive()
+        for device in self.devices:
+            device.rt.store.close()
+        return self.report
+
+    async def _send_all(self, device: Device) -> None:
+        start = time.monotonic()
+        duration = 120.0  # far more than the faults take: sending stops when they end
+        conversations_of = [d.conversations for d in self.devices]
+        indexes = [list(range(len(c))) for c in conversations_of]
+        plan = [p for p in send_schedule(self.seed, len(self.devices), indexes, duration) if p.device == device.index]
+        for counter, planned in enumerate(plan):
+            delay = start + planned.at_s - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._stop_sending.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+            if self._stop_sending.is_set():
+                return
+            cid = device.conversations[planned.conversation]
+            text = json.dumps({"run": self.seed, "device": device.index, "counter": counter})
+            while True:
+                try:
+                    pending = await device.rt.send_text(cid, text)
+                    break
+                except (proto.ApiError, SdkError):  # sealing needed the server and it failed: retry
+                    await asyncio.sleep(SEAL_RETRY_S)
+            sent = Sent(device.index, counter, cid, pending)
+            self.sent.append(sent)
+            asyncio.create_task(self._await_ack(sent))  # noqa: RUF006 (checked through `sent`)
+
+    async def _await_ack(self, sent: Sent) -> None:
+        try:
+            sent.seq = await sent.pending.wait()
+        except SendFailedError as exc:
+            sent.refused = exc.code
+        except SdkError:
+            pass  # the client closed: it stays unacknowledged
+
+    async def _inject_faults(self) -> None:
+        await asyncio.sleep(WARMUP_S)
+        actions: dict[str, Callable[[Fault], Any]] = {
+            "daphne_kill": lambda f: asyncio.to_thread(self.stack.daphne_kill_and_restart, f.target),
+            "daphne_stop": self._daphne_stop,
+            "redis_kill": lambda f: asyncio.to_thread(self.stack.redis_kill_and_restart),
+            "postgres_restart": lambda f: asyncio.to_thread(self.stack.postgres_restart),
+            "proxy_drop": lambda f: asyncio.to_thread(self.proxy.drop),
+            "proxy_stall": self._proxy_stall,
+        }
+        for fault in fault_schedule(self.seed):
+            await asyncio.sleep(fault.gap_s)
+            started = time.time()
+            await actions[fault.kind](fault)
+            self.report.faults.append(FaultRecord(fault, started, time.time()))
+
+    async def _daphne_stop(self, fault: Fault) -> None:
+        self.stack.daphne_pause(fault.target)
+        try:
+            await asyncio.sleep(fault.hold_s)
+        finally:
+            self.stack.daphne_resume(fault.target)
+
+    async def _proxy_stall(self, fault: Fault) -> None:
+        self.proxy.stall_begin()
+        try:
+            await asyncio.sleep(fault.hold_s)
+        finally:
+            self.proxy.stall_end()
+
+    # -- convergence and the checks --------------------------------------------------------------
+
+    def _acknowledged_top(self) -> dict[uuid.UUID, int]:
+        top: dict[uuid.UUID, int] = {}
+        for sent in self.sent:
+            if sent.seq is not None:
+                top[sent.conversation_id] = max(top.get(sent.conversation_id, 0), sent.seq)
+        return top
+
+    def _converged(self) -> bool:
+        if any(s.seq is None and s.refused is None for s in self.sent):
+            return False
+        for cid, top in self._acknowledged_top().items():
+            for index in self.members[cid]:
+                store = self.devices[index].rt.store
+                if store.contiguous_seq(cid) < top:
+                    return False
+                if any(m.failure is not None for m in store.messages(cid)):
+                    return False  # still waiting for a key, say
+        return True
+
+    async def _wait_converged(self, deadline: float) -> float | None:
+        while time.monotonic() < deadline:
+            if self._converged():
+                return time.monotonic()
+            await asyncio.sleep(0.1)
+        return None
+
+    def _check(self) -> None:
+        report = self.report
+        report.sent = len(self.sent)
+        report.acknowledged = sum(1 for s in self.sent if s.seq is not None)
+        report.refused = sum(1 for s in self.sent if s.refused is not None)
+        report.unacknowledged = report.sent - report.acknowledged - report.refused
+        for sent in self.sent:
+            if sent.refused is not None:
+                report.notes.append(f"device {sent.device} message {sent.counter} refused: {sent.refused}")
+        stored = {
+            (d.index, cid): {m.seq: m for m in d.rt.store.messages(cid)}
+            for d in self.devices
+            for cid in d.conversations
+        }
+        # Lost: an acknowledged message some other device of the conversation does not hold as sent.
+        for sent in self.sent:
+            if sent.seq is None:
+                continue
+            for index in self.members[sent.conversation_id]:
+                if index == sent.device:
+                    continue
+                message = stored[(index, sent.conversation_id)].get(sent.seq)
+                if message is None or message.client_message_id != sent.pending.client_message_id:
+                    report.lost += 1
+                else:
+                    report.deliveries += 1
+        # Undecryptable and out of order, in each device's store (seq order is display order).
+        for (index, cid), by_seq in stored.items():
+            last: dict[uuid.UUID, int] = {}
+            for seq in sorted(by_seq):
+                message = by_seq[seq]
+                if message.failure is not None or message.payload is None:
+                    report.undecryptable += 1
+                    continue
+                counter = json.loads(str(message.payload.get("body", "{}"))).get("counter", -1)
+                if counter <= last.get(message.sender_device_id, -1):
+                    report.out_of_order += 1
+                    report.notes.append(
+                        f"device {index}, conversation {str(cid)[:8]}: seq {seq} holds counter {counter} of "
+                        f"{message.sender_username}/{str(message.sender_device_id)[:8]} after counter "
+                        f"{last[message.sender_device_id]}"
+                    )
+                last[message.sender_device_id] = counter
+        # Duplicates the person would see: one message shown twice (the same position reported
+        # twice with content, or the same sent message stored at two positions).
+        for device in self.devices:
+            shown: dict[tuple[uuid.UUID, int], int] = {}
+            positions: dict[tuple[uuid.UUID, str], set[int]] = {}
+            for incoming in device.received:
+                if incoming.payload is None:
+                    continue
+                key = (incoming.conversation_id, incoming.seq)
+                shown[key] = shown.get(key, 0) + 1
+                body = str(incoming.payload.get("body", ""))
+                positions.setdefault((incoming.conversation_id, body), set()).add(incoming.seq)
+            report.duplicates += sum(n - 1 for n in shown.values())
+            report.duplicates += sum(len(seqs) - 1 for seqs in positions.values())
+
+    def _count_server_errors(self, probe: Probe) -> None:
+        """Each 5xx goes to the fault in progress when it was answered, or else to the last fault
+        that ended before it: "after postgres_restart" is what a user sees once PostgreSQL is back."""
+        records = self.report.faults
+
+        def window(at: float) -> str:
+            label = "before the faults"
+            for record in records:
+                if record.started <= at <= record.ended:
+                    return f"during {record.fault.kind}"
+                if record.ended < at:
+                    label = f"after {record.fault.kind}"
+            return label
+
+        for at in self.stack.server_error_times():
+            if at >= self.started:
+                key = window(at)
+                self.report.server_errors[key] = self.report.server_errors.get(key, 0) + 1
+        for at, status in probe.answers:
+            key = window(at)
+            total, failed = self.report.probe.get(key, (0, 0))
+            self.report.probe[key] = (total + 1, failed + (1 if status >= 500 or status == 0 else 0))

@@ -1,0 +1,264 @@
+"""The fault suite's own servers: a PostgreSQL cluster, a Redis, two daphne processes and a Celery
+worker, each on a free loopback port in one temporary directory, each killable and restartable.
+
+Nothing here touches the shared services of the development machine or CI: the suite restarts
+PostgreSQL and Redis, so it owns them. `Stack` starts everything and stops everything it started,
+also when a start fails half way (no orphan process or server is left behind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import psycopg
+import redis
+
+from bench.realtime_redis import RedisServer
+from bench.server import REPO, DaphneServer, free_port, process_stop
+
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed PostgreSQL's bin directory with initdb and pg_ctl, if any."""
+    for directory in PG_BIN_DIRS:
+        if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
+            return directory
+    return None
+
+
+def missing_binaries() -> list[str]:
+    missing = [] if postgres_bin() is not None else ["PostgreSQL (initdb, pg_ctl)"]
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server")
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        missing.append("runuser (PostgreSQL refuses to run as root)")
+    return missing
+
+
+class PostgresCluster:
+    """A throwaway cluster (trust auth, fsync off) that `restart_immediate` crashes and restarts."""
+
+    def __init__(self, root: Path) -> None:
+        bindir = postgres_bin()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL is not installed")
+        self.bindir = bindir
+        self.root = root / "postgres"  # owned by the server's user: its data, log and socket
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/e2ee"
+        self.restarts = 0
+
+    def _run(self, *argv: str, timeout: float = 90) -> None:
+        command = [str(self.bindir / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:  # as .ci/run does: the cluster belongs to the postgres user
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{argv[0]} {argv[1:]} failed: {result.stderr.decode(errors='replace')}")
+
+    def start(self) -> None:
+        self.root.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60", "-o", options, "start")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE e2ee")
+
+    def restart_immediate(self) -> None:
+        """`pg_ctl -m immediate restart`: every backend dies without a goodbye (a crash), the
+        server recovers and accepts connections again before this returns."""
+        # With its log file named again: else the new server writes to (and holds open) our pipe.
+        log = str(self.log_path)
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-m", "immediate", "-w", "-t", "60", "restart")
+        self.restarts += 1
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+
+class KillableRedis(RedisServer):
+    """bench's throwaway redis-server, plus SIGKILL: no shutdown, every key lost on restart."""
+
+    def kill_and_restart(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        process, self._process = self._process, None
+        if process is not None:
+            process.wait(timeout=15)
+        self.start()
+        self.restarts += 1
+
+
+class CeleryWorker:
+    """`celery -A config worker` (solo pool) on the stack's database and broker."""
+
+    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
+        self._env = env
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-c", "1"]
+        command += ["--without-gossip", "--without-mingle", "-l", "INFO"]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command, cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self._process.returncode}; see {self.log_path}")
+            if " ready." in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        process_stop(process)
+
+
+class Stack:
+    """PostgreSQL, Redis, two daphne processes and a worker; `close` stops whatever runs."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="e2ee-fault-"))
+        self.root.chmod(0o755)  # the postgres user writes its log and socket here
+        self.postgres = PostgresCluster(self.root)
+        self.redis = KillableRedis(log_path=self.root / "redis.log")
+        self.daphnes: list[DaphneServer] = []
+        self.worker: CeleryWorker | None = None
+        self._stopped: set[int] = set()  # indexes of daphnes under SIGSTOP
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.postgres.url,
+            "REDIS_URL": self.redis.url,
+            "E2EE_CELERY_BROKER_URL": self.redis.url,
+            "E2EE_RATE_LIMIT_ENABLED": "1",  # production behaviour, limits included
+        }
+
+    def start(self) -> None:
+        try:
+            self.postgres.start()
+            self.redis.start()
+            env = {**os.environ, **self.env()}
+            python_path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+            env["PYTHONPATH"] = python_path
+            env.pop("DJANGO_SETTINGS_MODULE", None)
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                cwd=REPO,
+                env=env,
+                check=True,
+                timeout=180,
+            )
+            for index in range(2):
+                server = DaphneServer(
+                    database_url=self.postgres.url,
+                    log_path=self.root / f"daphne-{index}.log",
+                    extra_env=self.env(),
+                )
+                self.daphnes.append(server)
+                server.start()
+            self.worker = CeleryWorker(env=env, log_path=self.root / "worker.log")
+            self.worker.start()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def daphne_kill_and_restart(self, index: int) -> None:
+        """SIGKILL (a crash: no close frames), then a fresh process on the same port."""
+        server = self.daphnes[index]
+        self.daphne_resume(index)
+        server.kill()
+        server.start()
+
+    def daphne_pause(self, index: int) -> None:
+        os.kill(self.daphnes[index].pid, signal.SIGSTOP)
+        self._stopped.add(index)
+
+    def daphne_resume(self, index: int) -> None:
+        if index in self._stopped:
+            self._stopped.discard(index)
+            try:
+                os.kill(self.daphnes[index].pid, signal.SIGCONT)
+            except (ProcessLookupError, RuntimeError):
+                pass
+
+    def redis_kill_and_restart(self) -> None:
+        self.redis.kill_and_restart()
+
+    def postgres_restart(self) -> None:
+        self.postgres.restart_immediate()
+
+    # -- observations ----------------------------------------------------------------------------
+
+    def server_error_times(self) -> list[float]:
+        """Wall-clock times of the HTTP answers >= 500 the daphne processes logged."""
+        times = []
+        for index in range(len(self.daphnes)):
+            path = self.root / f"daphne-{index}.log"
+            for line in path.read_text(errors="replace").splitlines():
+                if not line.startswith("{"):
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                status = record.get("status")
+                if isinstance(status, int) and status >= 500 and "ts" in record:
+                    times.append(datetime.fromisoformat(record["ts"]).timestamp())
+        return sorted(times)
+
+    def redis_alive(self) -> bool:
+        client = redis.Redis.from_url(self.redis.url, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        """Stop everything (a paused process is resumed first so that it can end)."""
+        for index in list(self._stopped):
+            self.daphne_resume(index)
+        if self.worker is not None:
+            self.worker.stop()
+        for server in self.daphnes:
+            server.stop()
+        self.redis.stop()
+        try:
+            self.postgres.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
