@@ -35,14 +35,19 @@ from client.store.messages import MessageStore
 from tests.fault.proxy import FailoverProxy
 from tests.fault.services import Stack
 
+DEVICES = 6  # 3 people x 2 devices; each device is in 3 conversations (see create_conversations)
 CONVERGENCE_BOUND_S = 5.0
 CONVERGENCE_WAIT_S = 30.0
-SEND_RATE_PER_S = 12.0  # over all devices
+SEND_RATE_PER_S = 20.0  # over all devices
 WARMUP_S = 2.0
 SEAL_RETRY_S = 0.25
 PROBE_EVERY_S = 0.1
 FAULT_KINDS = ("daphne_kill", "daphne_stop", "redis_kill", "postgres_restart", "proxy_drop", "proxy_stall")
 EXTRA_FAULTS = 2  # drawn at random on top of one of each kind
+# A burst of messages queued at once by one device as a fault starts (BURST_FAULTS): the outbox
+# then holds many messages when sends fail, which is when resends can outrun the server's limits.
+BURST = 60
+BURST_FAULTS = frozenset({"postgres_restart", "redis_kill", "daphne_kill"})
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,9 @@ class Fault:
     kind: str
     gap_s: float  # quiet time before it starts
     target: int = 0  # which daphne process
-    hold_s: float = 0.0  # how long a stop or a stall lasts
+    hold_s: float = 0.0  # how long a stop, a stall or a Redis outage lasts
+    burster: int = 0  # which device sends a burst as it starts (BURST_FAULTS)
+    burst_conversation: int = 0  # into which of its conversations
 
 
 def fault_schedule(seed: int) -> list[Fault]:
@@ -59,7 +66,14 @@ def fault_schedule(seed: int) -> list[Fault]:
     kinds = list(FAULT_KINDS) + [rng.choice(FAULT_KINDS) for _ in range(EXTRA_FAULTS)]
     rng.shuffle(kinds)
     return [
-        Fault(kind=kind, gap_s=rng.uniform(1.0, 2.5), target=rng.randrange(2), hold_s=rng.uniform(1.0, 3.0))
+        Fault(
+            kind=kind,
+            gap_s=rng.uniform(1.0, 2.5),
+            target=rng.randrange(2),
+            hold_s=rng.uniform(1.0, 3.0),
+            burster=rng.randrange(DEVICES),
+            burst_conversation=rng.randrange(3),
+        )
         for kind in kinds
     ]
 
@@ -87,6 +101,7 @@ class Sent:
     counter: int
     conversation_id: uuid.UUID
     pending: PendingSend
+    queued_at: float  # wall clock
     seq: int | None = None
     refused: str | None = None
 
@@ -149,6 +164,8 @@ class Device:
     conversations: list[uuid.UUID] = field(default_factory=list)
     client: RealtimeClient | None = None
     received: list[IncomingMessage] = field(default_factory=list)
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+    queued: int = 0  # messages queued so far in this run: the next one's counter
 
     @property
     def rt(self) -> RealtimeClient:
@@ -203,6 +220,7 @@ class FaultRun:
         self.sent: list[Sent] = []
         self.members: dict[uuid.UUID, list[int]] = {}
         self._stop_sending = asyncio.Event()
+        self._acks: set[asyncio.Task[None]] = set()
         self.started = time.time()
 
     # -- setup -----------------------------------------------------------------------------------
@@ -272,7 +290,7 @@ class FaultRun:
         conversations_of = [d.conversations for d in self.devices]
         indexes = [list(range(len(c))) for c in conversations_of]
         plan = [p for p in send_schedule(self.seed, len(self.devices), indexes, duration) if p.device == device.index]
-        for counter, planned in enumerate(plan):
+        for planned in plan:
             delay = start + planned.at_s - time.monotonic()
             if delay > 0:
                 try:
@@ -281,7 +299,17 @@ class FaultRun:
                     pass
             if self._stop_sending.is_set():
                 return
-            cid = device.conversations[planned.conversation]
+            await self._send_one(device, device.conversations[planned.conversation])
+
+    async def _burst(self, device: Device, conversation: int) -> None:
+        """`BURST` messages queued at once, as a person pasting or an app flushing its queue does."""
+        for _ in range(BURST):
+            await self._send_one(device, device.conversations[conversation])
+
+    async def _send_one(self, device: Device, cid: uuid.UUID) -> None:
+        async with device.sending:  # one message at a time per device: its counter is its order
+            counter = device.queued
+            device.queued += 1
             text = json.dumps({"run": self.seed, "device": device.index, "counter": counter})
             while True:
                 try:
@@ -289,9 +317,9 @@ class FaultRun:
                     break
                 except (proto.ApiError, SdkError):  # sealing needed the server and it failed: retry
                     await asyncio.sleep(SEAL_RETRY_S)
-            sent = Sent(device.index, counter, cid, pending)
+            sent = Sent(device.index, counter, cid, pending, queued_at=time.time())
             self.sent.append(sent)
-            asyncio.create_task(self._await_ack(sent))  # noqa: RUF006 (checked through `sent`)
+            self._acks.add(asyncio.create_task(self._await_ack(sent)))
 
     async def _await_ack(self, sent: Sent) -> None:
         try:
@@ -306,16 +334,20 @@ class FaultRun:
         actions: dict[str, Callable[[Fault], Any]] = {
             "daphne_kill": lambda f: asyncio.to_thread(self.stack.daphne_kill_and_restart, f.target),
             "daphne_stop": self._daphne_stop,
-            "redis_kill": lambda f: asyncio.to_thread(self.stack.redis_kill_and_restart),
+            "redis_kill": self._redis_kill,
             "postgres_restart": lambda f: asyncio.to_thread(self.stack.postgres_restart),
             "proxy_drop": lambda f: asyncio.to_thread(self.proxy.drop),
             "proxy_stall": self._proxy_stall,
         }
+        bursts: list[asyncio.Task[None]] = []
         for fault in fault_schedule(self.seed):
             await asyncio.sleep(fault.gap_s)
             started = time.time()
+            if fault.kind in BURST_FAULTS:
+                bursts.append(asyncio.create_task(self._burst(self.devices[fault.burster], fault.burst_conversation)))
             await actions[fault.kind](fault)
             self.report.faults.append(FaultRecord(fault, started, time.time()))
+        await asyncio.gather(*bursts)
 
     async def _daphne_stop(self, fault: Fault) -> None:
         self.stack.daphne_pause(fault.target)
@@ -323,6 +355,14 @@ class FaultRun:
             await asyncio.sleep(fault.hold_s)
         finally:
             self.stack.daphne_resume(fault.target)
+
+    async def _redis_kill(self, fault: Fault) -> None:
+        """Down for `hold_s`, as a crashed Redis is until its supervisor starts it again."""
+        self.stack.redis_kill()
+        try:
+            await asyncio.sleep(fault.hold_s)
+        finally:
+            await asyncio.to_thread(self.stack.redis_restart)
 
     async def _proxy_stall(self, fault: Fault) -> None:
         self.proxy.stall_begin()
@@ -385,23 +425,30 @@ class FaultRun:
                     report.lost += 1
                 else:
                     report.deliveries += 1
-        # Undecryptable and out of order, in each device's store (seq order is display order).
-        for (index, cid), by_seq in stored.items():
-            last: dict[uuid.UUID, int] = {}
-            for seq in sorted(by_seq):
-                message = by_seq[seq]
-                if message.failure is not None or message.payload is None:
-                    report.undecryptable += 1
-                    continue
-                counter = json.loads(str(message.payload.get("body", "{}"))).get("counter", -1)
-                if counter <= last.get(message.sender_device_id, -1):
+        # Undecryptable: anything a device holds without its content.
+        for by_seq in stored.values():
+            report.undecryptable += sum(1 for m in by_seq.values() if m.failure is not None or m.payload is None)
+        # Out of order: a message placed (seq) before one its sender queued earlier in the same
+        # conversation. Every device shows the conversation in seq order (each holds every seq
+        # with the message acknowledged for it, checked above), so each such message is out of
+        # order on every screen; it is counted once.
+        by_sender: dict[tuple[int, uuid.UUID], list[Sent]] = {}
+        for sent in self.sent:
+            if sent.seq is not None:
+                by_sender.setdefault((sent.device, sent.conversation_id), []).append(sent)
+        for (sender, cid), sends in by_sender.items():
+            highest: Sent | None = None
+            for sent in sorted(sends, key=lambda s: s.counter):
+                assert sent.seq is not None
+                if highest is not None and highest.seq is not None and sent.seq < highest.seq:
                     report.out_of_order += 1
                     report.notes.append(
-                        f"device {index}, conversation {str(cid)[:8]}: seq {seq} holds counter {counter} of "
-                        f"{message.sender_username}/{str(message.sender_device_id)[:8]} after counter "
-                        f"{last[message.sender_device_id]}"
+                        f"device {sender} conversation {str(cid)[:8]}: message {sent.counter} (queued "
+                        f"{self._window(sent.queued_at)}) got seq {sent.seq}, after message {highest.counter} "
+                        f"(seq {highest.seq}, queued {self._window(highest.queued_at)})"
                     )
-                last[message.sender_device_id] = counter
+                if highest is None or (highest.seq or 0) < sent.seq:
+                    highest = sent
         # Duplicates the person would see: one message shown twice (the same position reported
         # twice with content, or the same sent message stored at two positions).
         for device in self.devices:
@@ -417,20 +464,20 @@ class FaultRun:
             report.duplicates += sum(n - 1 for n in shown.values())
             report.duplicates += sum(len(seqs) - 1 for seqs in positions.values())
 
+    def _window(self, at: float) -> str:
+        """The fault in progress at wall-clock `at`, or else the last one that ended before it."""
+        label = "before the faults"
+        for record in self.report.faults:
+            if record.started <= at <= record.ended:
+                return f"during {record.fault.kind}"
+            if record.ended < at:
+                label = f"after {record.fault.kind}"
+        return label
+
     def _count_server_errors(self, probe: Probe) -> None:
         """Each 5xx goes to the fault in progress when it was answered, or else to the last fault
         that ended before it: "after postgres_restart" is what a user sees once PostgreSQL is back."""
-        records = self.report.faults
-
-        def window(at: float) -> str:
-            label = "before the faults"
-            for record in records:
-                if record.started <= at <= record.ended:
-                    return f"during {record.fault.kind}"
-                if record.ended < at:
-                    label = f"after {record.fault.kind}"
-            return label
-
+        window = self._window
         for at in self.stack.server_error_times():
             if at >= self.started:
                 key = window(at)

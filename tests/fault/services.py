@@ -95,11 +95,13 @@ class PostgresCluster:
 class KillableRedis(RedisServer):
     """bench's throwaway redis-server, plus SIGKILL: no shutdown, every key lost on restart."""
 
-    def kill_and_restart(self) -> None:
+    def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
         process, self._process = self._process, None
         if process is not None:
             process.wait(timeout=15)
+
+    def restart(self) -> None:
         self.start()
         self.restarts += 1
 
@@ -206,8 +208,12 @@ class Stack:
             except (ProcessLookupError, RuntimeError):
                 pass
 
-    def redis_kill_and_restart(self) -> None:
-        self.redis.kill_and_restart()
+    def redis_kill(self) -> None:
+        self.redis.kill()
+
+    def redis_restart(self) -> None:
+        """On the same port, empty: channel-layer subscriptions, presence and counters are gone."""
+        self.redis.restart()
 
     def postgres_restart(self) -> None:
         self.postgres.restart_immediate()
@@ -248,7 +254,8 @@ class Stack:
             self.worker.stop()
         for server in self.daphnes:
             server.stop()
-        self.redis.stop()
+        if self.redis._process is not None:
+            self.redis.stop()
         try:
             self.postgres.stop()
         finally:
