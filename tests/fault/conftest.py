@@ -21,11 +21,12 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_binaries()
     if missing:
         pytest.skip(f"the fault suite needs {', '.join(missing)}")
-    stack = Stack()
+    logs = tmp_path_factory.mktemp("fault-logs")
+    stack = Stack(logs_to=logs)
     proxy: FailoverProxy | None = None
     try:
         stack.start()
@@ -33,6 +34,7 @@ def cluster() -> Iterator[Cluster]:
         proxy.start()
         yield Cluster(stack, proxy)
     finally:
+        print(f"\nthe fault suite's server logs: {logs}")
         if proxy is not None:
             proxy.close()
         stack.close()

@@ -133,6 +133,9 @@ class RunReport:
     # The probe's requests by window: (sent, failed with a 5xx or no answer).
     probe: dict[str, tuple[int, int]] = field(default_factory=dict)
     worker_alive: bool = True
+    send_frames: int = 0  # `send` frames the servers received (resends included)
+    frames_refused: int = 0  # frames refused by the per-connection frame rate limit
+    error_frames: int = 0  # `error` frames the servers sent
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -144,7 +147,8 @@ class RunReport:
             f"{self.deliveries}; lost {self.lost}, duplicates {self.duplicates}, undecryptable "
             f"{self.undecryptable}, out of order {self.out_of_order}; converged {converged} after the last "
             f"fault; 5xx after the PostgreSQL restart: {self.server_errors_after('postgres_restart')}; "
-            f"reconnects {self.reconnects}; worker alive {self.worker_alive}\n"
+            f"reconnects {self.reconnects}; worker alive {self.worker_alive}; send frames {self.send_frames} for "
+            f"{self.sent} messages, frames refused for rate {self.frames_refused}, error frames {self.error_frames}\n"
             f"  5xx logged by window: {self.server_errors}\n  probe (sent, failed) by window: {self.probe}"
         )
 
@@ -249,6 +253,7 @@ class FaultRun:
 
     async def run(self) -> RunReport:
         self.started = time.time()
+        counters = self.stack.counters()
         for device in self.devices:
             home = self.home / f"seed{self.seed}-device{device.index}"
             home.mkdir(parents=True)
@@ -279,6 +284,14 @@ class FaultRun:
                 await device.rt.close()
         self._check()
         self._count_server_errors(probe)
+        after = self.stack.counters()
+
+        def grown(key: str) -> int:
+            return int(after.get(key, 0) - counters.get(key, 0))
+
+        self.report.send_frames = grown("e2ee_websocket_frames_total{direction=in,type=send}")
+        self.report.error_frames = grown("e2ee_websocket_frames_total{direction=out,type=error}")
+        self.report.frames_refused = grown("e2ee_rate_limited_total{limit=ws_frame}")
         self.report.worker_alive = self.stack.worker is not None and self.stack.worker.alive()
         for device in self.devices:
             device.rt.store.close()

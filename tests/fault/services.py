@@ -22,6 +22,8 @@ from types import TracebackType
 
 import psycopg
 import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from bench.realtime_redis import RedisServer
 from bench.server import REPO, DaphneServer, free_port, process_stop
@@ -141,9 +143,12 @@ class CeleryWorker:
 class Stack:
     """PostgreSQL, Redis, two daphne processes and a worker; `close` stops whatever runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, logs_to: Path | None = None) -> None:
+        self.logs_to = logs_to  # where the servers' logs are copied on close
         self.root = Path(tempfile.mkdtemp(prefix="e2ee-fault-"))
         self.root.chmod(0o755)  # the postgres user writes its log and socket here
+        self.metrics_dir = self.root / "metrics"
+        self.metrics_dir.mkdir()
         self.postgres = PostgresCluster(self.root)
         self.redis = KillableRedis(log_path=self.root / "redis.log")
         self.daphnes: list[DaphneServer] = []
@@ -156,6 +161,8 @@ class Stack:
             "REDIS_URL": self.redis.url,
             "E2EE_CELERY_BROKER_URL": self.redis.url,
             "E2EE_RATE_LIMIT_ENABLED": "1",  # production behaviour, limits included
+            # Counters summed over every process, killed ones included (common/metrics.py).
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
         }
 
     def start(self) -> None:
@@ -237,6 +244,19 @@ class Stack:
                     times.append(datetime.fromisoformat(record["ts"]).timestamp())
         return sorted(times)
 
+    def counters(self) -> dict[str, float]:
+        """Every counter of every server process so far: `name{label=value,...}` -> total."""
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.metrics_dir))
+        totals: dict[str, float] = {}
+        for metric in registry.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                    key = f"{sample.name}{{{labels}}}"
+                    totals[key] = totals.get(key, 0.0) + sample.value
+        return totals
+
     def redis_alive(self) -> bool:
         client = redis.Redis.from_url(self.redis.url, socket_connect_timeout=1)
         try:
@@ -259,6 +279,9 @@ class Stack:
         try:
             self.postgres.stop()
         finally:
+            if self.logs_to is not None:
+                for log in self.root.rglob("*.log"):
+                    shutil.copy(log, self.logs_to / log.name)
             shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Stack:
