@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from bench.realtime_redis import RedisServer
 from bench.server import REPO, DaphneServer, free_port, process_stop
 
+NOTIFY_RETRY_BASE_S = 5.0  # the first retry of a wake-up comes 0 to 5 s after the failed attempt
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
 
 
@@ -117,6 +118,7 @@ class CeleryWorker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 60.0) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # an earlier worker's lines
         command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-c", "1"]
         command += ["--without-gossip", "--without-mingle", "-l", "INFO"]
         with self.log_path.open("ab") as log:
@@ -127,10 +129,19 @@ class CeleryWorker:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"the worker exited with {self._process.returncode}; see {self.log_path}")
-            if " ready." in self.log_path.read_text(errors="replace"):
-                return
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                if b" ready." in log.read():
+                    return
             time.sleep(0.2)
         raise RuntimeError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: whatever task it holds is neither finished nor handed back."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=15)
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -163,6 +174,11 @@ class Stack:
             "E2EE_RATE_LIMIT_ENABLED": "1",  # production behaviour, limits included
             # Counters summed over every process, killed ones included (common/metrics.py).
             "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            # Wake-ups to a receiver on loopback, soon after a message, retried within seconds.
+            "E2EE_NOTIFY_ALLOW_PRIVATE_URLS": "1",
+            "E2EE_NOTIFY_COALESCE_S": "0.5",
+            "E2EE_NOTIFY_RETRY_BASE_S": str(NOTIFY_RETRY_BASE_S),
+            "E2EE_NOTIFY_HTTP_TIMEOUT_S": "3",
         }
 
     def start(self) -> None:
