@@ -3,6 +3,7 @@ module, and three accounts with two devices each made through the proxy with the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +19,12 @@ from tests.fault.services import Stack, missing_binaries
 class Cluster:
     stack: Stack
     proxy: FailoverProxy
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
+    # Thousands of requests per run: a failure's report keeps the warnings, not every request line.
+    caplog.set_level(logging.WARNING)
 
 
 @pytest.fixture(scope="module")

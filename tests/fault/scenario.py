@@ -274,7 +274,7 @@ class FaultRun:
             last_fault_end = time.monotonic()
             self._stop_sending.set()
             await asyncio.gather(*senders)
-            converged_at = await self._wait_converged(last_fault_end + CONVERGENCE_WAIT_S)
+            converged_at = await self._wait_converged(last_fault_end)
             if converged_at is not None:
                 self.report.convergence_s = max(0.0, converged_at - last_fault_end)
         finally:
@@ -393,24 +393,49 @@ class FaultRun:
                 top[sent.conversation_id] = max(top.get(sent.conversation_id, 0), sent.seq)
         return top
 
-    def _converged(self) -> bool:
-        if any(s.seq is None and s.refused is None for s in self.sent):
-            return False
-        for cid, top in self._acknowledged_top().items():
-            for index in self.members[cid]:
-                store = self.devices[index].rt.store
-                if store.contiguous_seq(cid) < top:
-                    return False
-                if any(m.failure is not None for m in store.messages(cid)):
-                    return False  # still waiting for a key, say
-        return True
-
-    async def _wait_converged(self, deadline: float) -> float | None:
-        while time.monotonic() < deadline:
-            if self._converged():
-                return time.monotonic()
-            await asyncio.sleep(0.1)
+    def _waiting_for(self, device: Device, top: dict[uuid.UUID, int]) -> str | None:
+        """What `device` still lacks (its own unacknowledged sends, or messages of others), or None."""
+        unacknowledged = sum(1 for s in self.sent if s.device == device.index and s.seq is None and s.refused is None)
+        if unacknowledged:
+            return f"{unacknowledged} of its sends unacknowledged"
+        for cid in device.conversations:
+            holds = device.rt.store.contiguous_seq(cid)
+            if holds < top.get(cid, 0):
+                return f"holds {holds} of {top[cid]} in {str(cid)[:8]}"
+            if any(m.failure is not None for m in device.rt.store.messages(cid)):
+                return f"undecrypted messages in {str(cid)[:8]}"  # still waiting for a key, say
         return None
+
+    async def _wait_converged(self, since: float) -> float | None:
+        """When every device lacks nothing; None if that takes beyond `CONVERGENCE_WAIT_S`.
+        Notes, per device, when it last stopped lacking anything and what it lacked until then."""
+        done: dict[int, float] = {}
+        lacking: dict[int, str] = {}
+        connections = {d.index: d.rt.connections for d in self.devices}
+        converged_at: float | None = None
+        while time.monotonic() < since + CONVERGENCE_WAIT_S:
+            top = self._acknowledged_top()
+            now = time.monotonic()
+            for device in self.devices:
+                waiting = self._waiting_for(device, top)
+                if waiting is None:
+                    done.setdefault(device.index, now)
+                else:
+                    done.pop(device.index, None)
+                    lacking[device.index] = waiting
+            if len(done) == len(self.devices):
+                converged_at = now
+                break
+            await asyncio.sleep(0.1)
+        for device in self.devices:
+            at = done.get(device.index)
+            when = f"{at - since:.2f} s" if at is not None else "never"
+            self.report.notes.append(
+                f"device {device.index} converged after {when}, lacking until then: "
+                f"{lacking.get(device.index, 'nothing')}; reconnects after the last fault: "
+                f"{device.rt.connections - connections[device.index]}, connected: {device.rt.connected}"
+            )
+        return converged_at
 
     def _check(self) -> None:
         report = self.report
