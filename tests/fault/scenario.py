@@ -135,6 +135,7 @@ class RunReport:
     worker_alive: bool = True
     send_frames: int = 0  # `send` frames the servers received (resends included)
     frames_refused: int = 0  # frames refused by the per-connection frame rate limit
+    rate_limited: dict[str, int] = field(default_factory=dict)  # refusals by rate limit name
     error_frames: int = 0  # `error` frames the servers sent
     notes: list[str] = field(default_factory=list)
 
@@ -148,7 +149,8 @@ class RunReport:
             f"{self.undecryptable}, out of order {self.out_of_order}; converged {converged} after the last "
             f"fault; 5xx after the PostgreSQL restart: {self.server_errors_after('postgres_restart')}; "
             f"reconnects {self.reconnects}; worker alive {self.worker_alive}; send frames {self.send_frames} for "
-            f"{self.sent} messages, frames refused for rate {self.frames_refused}, error frames {self.error_frames}\n"
+            f"{self.sent} messages, frames refused for rate {self.frames_refused}, error frames {self.error_frames}, "
+            f"rate limited by limit {self.rate_limited}\n"
             f"  5xx logged by window: {self.server_errors}\n  probe (sent, failed) by window: {self.probe}"
         )
 
@@ -292,6 +294,9 @@ class FaultRun:
         self.report.send_frames = grown("e2ee_websocket_frames_total{direction=in,type=send}")
         self.report.error_frames = grown("e2ee_websocket_frames_total{direction=out,type=error}")
         self.report.frames_refused = grown("e2ee_rate_limited_total{limit=ws_frame}")
+        for key in after:
+            if key.startswith("e2ee_rate_limited_total{limit=") and grown(key):
+                self.report.rate_limited[key.split("=", 1)[1].rstrip("}")] = grown(key)
         self.report.worker_alive = self.stack.worker is not None and self.stack.worker.alive()
         for device in self.devices:
             device.rt.store.close()
