@@ -125,7 +125,8 @@ class RunReport:
     lost: int = 0
     duplicates: int = 0
     undecryptable: int = 0
-    out_of_order: int = 0
+    out_of_order: int = 0  # messages placed before one their sender queued earlier (counted once)
+    arrived_out_of_order: int = 0  # deliveries a device reported before an earlier seq of the same sender
     convergence_s: float | None = None
     reconnects: int = 0
     # HTTP 5xx the daphne processes logged, by window ("during <fault>", "after <fault>").
@@ -146,7 +147,8 @@ class RunReport:
             f"fault run seed={self.seed}: {len(self.faults)} faults [{kinds}]; sent {self.sent}, acknowledged "
             f"{self.acknowledged}, refused {self.refused}, unacknowledged {self.unacknowledged}; deliveries "
             f"{self.deliveries}; lost {self.lost}, duplicates {self.duplicates}, undecryptable "
-            f"{self.undecryptable}, out of order {self.out_of_order}; converged {converged} after the last "
+            f"{self.undecryptable}, out of order {self.out_of_order} (arrived out of seq order: "
+            f"{self.arrived_out_of_order}); converged {converged} after the last "
             f"fault; 5xx after the PostgreSQL restart: {self.server_errors_after('postgres_restart')}; "
             f"reconnects {self.reconnects}; worker alive {self.worker_alive}; send frames {self.send_frames} for "
             f"{self.sent} messages, frames refused for rate {self.frames_refused}, error frames {self.error_frames}, "
@@ -492,6 +494,15 @@ class FaultRun:
                     )
                 if highest is None or (highest.seq or 0) < sent.seq:
                     highest = sent
+        # Arrival order (not asserted: the conversation is shown in seq order whatever the arrival
+        # order): a device told of a message before an earlier one of the same sender.
+        for device in self.devices:
+            latest: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
+            for incoming in device.received:
+                pair = (incoming.conversation_id, incoming.sender_device_id)
+                if incoming.seq < latest.get(pair, 0):
+                    report.arrived_out_of_order += 1
+                latest[pair] = max(latest.get(pair, 0), incoming.seq)
         # Duplicates the person would see: one message shown twice (the same position reported
         # twice with content, or the same sent message stored at two positions).
         for device in self.devices:
