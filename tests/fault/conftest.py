@@ -35,12 +35,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     logs = tmp_path_factory.mktemp("fault-logs")
     stack = Stack(logs_to=logs)
     proxy: FailoverProxy | None = None
+    http_log = logging.getLogger("httpx")
+    http_level = http_log.level
+    http_log.setLevel(logging.WARNING)  # the SDK's every request, in the fixtures' captured log
     try:
         stack.start()
         proxy = FailoverProxy([("127.0.0.1", server.port) for server in stack.daphnes])
         proxy.start()
         yield Cluster(stack, proxy)
     finally:
+        http_log.setLevel(http_level)
         print(f"\nthe fault suite's server logs: {logs}")
         if proxy is not None:
             proxy.close()

@@ -131,9 +131,12 @@ class RunReport:
     reconnects: int = 0
     # HTTP 5xx the daphne processes logged, by window ("during <fault>", "after <fault>").
     server_errors: dict[str, int] = field(default_factory=dict)
+    # WebSocket sends answered internal_error (the server failed to store them), by window.
+    ws_sends_failed: dict[str, int] = field(default_factory=dict)
     # The probe's requests by window: (sent, failed with a 5xx or no answer).
     probe: dict[str, tuple[int, int]] = field(default_factory=dict)
     worker_alive: bool = True
+    beat_alive: bool = True
     send_frames: int = 0  # `send` frames the servers received (resends included)
     frames_refused: int = 0  # frames refused by the per-connection frame rate limit
     rate_limited: dict[str, int] = field(default_factory=dict)  # refusals by rate limit name
@@ -144,16 +147,19 @@ class RunReport:
         converged = f"{self.convergence_s:.2f} s" if self.convergence_s is not None else f"> {CONVERGENCE_WAIT_S:.0f} s"
         kinds = ",".join(r.fault.kind for r in self.faults)
         return (
-            f"fault run seed={self.seed}: {len(self.faults)} faults [{kinds}]; sent {self.sent}, acknowledged "
-            f"{self.acknowledged}, refused {self.refused}, unacknowledged {self.unacknowledged}; deliveries "
-            f"{self.deliveries}; lost {self.lost}, duplicates {self.duplicates}, undecryptable "
-            f"{self.undecryptable}, out of order {self.out_of_order} (arrived out of seq order: "
-            f"{self.arrived_out_of_order}); converged {converged} after the last "
-            f"fault; 5xx after the PostgreSQL restart: {self.server_errors_after('postgres_restart')}; "
-            f"reconnects {self.reconnects}; worker alive {self.worker_alive}; send frames {self.send_frames} for "
-            f"{self.sent} messages, frames refused for rate {self.frames_refused}, error frames {self.error_frames}, "
-            f"rate limited by limit {self.rate_limited}\n"
-            f"  5xx logged by window: {self.server_errors}\n  probe (sent, failed) by window: {self.probe}"
+            f"fault run seed={self.seed}: {len(self.faults)} faults [{kinds}]\n"
+            f"  sent {self.sent}, acknowledged {self.acknowledged}, refused {self.refused}, unacknowledged "
+            f"{self.unacknowledged}; deliveries {self.deliveries}; lost {self.lost}, duplicates {self.duplicates}, "
+            f"undecryptable {self.undecryptable}, out of order {self.out_of_order} (arrived out of seq order: "
+            f"{self.arrived_out_of_order}); converged {converged} after the last fault\n"
+            f"  after the PostgreSQL restart: {self.server_errors_after('postgres_restart')} HTTP 5xx, "
+            f"{self.ws_sends_failed.get('after postgres_restart', 0)} WebSocket sends failed\n"
+            f"  reconnects {self.reconnects}; worker alive {self.worker_alive}, beat alive {self.beat_alive}; "
+            f"send frames {self.send_frames} for {self.sent} messages, frames refused for rate "
+            f"{self.frames_refused}, error frames {self.error_frames}, rate limited by limit {self.rate_limited}\n"
+            f"  HTTP 5xx logged by window: {self.server_errors}\n"
+            f"  WebSocket sends failed (internal_error) by window: {self.ws_sends_failed}\n"
+            f"  probe (sent, failed) by window: {self.probe}"
         )
 
     def server_errors_after(self, kind: str) -> int:
@@ -300,6 +306,7 @@ class FaultRun:
             if key.startswith("e2ee_rate_limited_total{limit=") and grown(key):
                 self.report.rate_limited[key.split("=", 1)[1].rstrip("}")] = grown(key)
         self.report.worker_alive = self.stack.worker is not None and self.stack.worker.alive()
+        self.report.beat_alive = self.stack.beat is not None and self.stack.beat.alive()
         for device in self.devices:
             device.rt.store.close()
         return self.report
@@ -532,10 +539,11 @@ class FaultRun:
         """Each 5xx goes to the fault in progress when it was answered, or else to the last fault
         that ended before it: "after postgres_restart" is what a user sees once PostgreSQL is back."""
         window = self._window
-        for at in self.stack.server_error_times():
-            if at >= self.started:
-                key = window(at)
-                self.report.server_errors[key] = self.report.server_errors.get(key, 0) + 1
+        for at, kind, count in self.stack.server_errors():
+            if at < self.started:
+                continue
+            into = self.report.server_errors if kind == "http_5xx" else self.report.ws_sends_failed
+            into[window(at)] = into.get(window(at), 0) + count
         for at, status in probe.answers:
             key = window(at)
             total, failed = self.report.probe.get(key, (0, 0))

@@ -1,5 +1,5 @@
-"""The fault suite's own servers: a PostgreSQL cluster, a Redis, two daphne processes and a Celery
-worker, each on a free loopback port in one temporary directory, each killable and restartable.
+"""The fault suite's own servers: a PostgreSQL cluster, a Redis, two daphne processes, a Celery
+worker and a Celery beat, each on a free loopback port in one temporary directory, each killable and restartable.
 
 Nothing here touches the shared services of the development machine or CI: the suite restarts
 PostgreSQL and Redis, so it owns them. `Stack` starts everything and stops everything it started,
@@ -109,18 +109,25 @@ class KillableRedis(RedisServer):
         self.restarts += 1
 
 
-class CeleryWorker:
-    """`celery -A config worker` (solo pool) on the stack's database and broker."""
+class CeleryProcess:
+    """`celery -A config worker` (solo pool) or `celery -A config beat`, as production runs them
+    (README, Production setup), on the stack's database and broker."""
 
-    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, *, role: str, env: dict[str, str], log_path: Path) -> None:
+        self.role = role
         self._env = env
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 60.0) -> None:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0  # an earlier worker's lines
-        command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "-c", "1"]
-        command += ["--without-gossip", "--without-mingle", "-l", "INFO"]
+        command = [sys.executable, "-m", "celery", "-A", "config", self.role, "-l", "INFO"]
+        if self.role == "worker":
+            command += ["--pool=solo", "-c", "1", "--without-gossip", "--without-mingle"]
+            ready = b" ready."
+        else:
+            command += ["--schedule", str(self.log_path.with_suffix(".schedule"))]
+            ready = b"beat: Starting..."
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command, cwd=REPO, env=self._env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -128,13 +135,13 @@ class CeleryWorker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the worker exited with {self._process.returncode}; see {self.log_path}")
+                raise RuntimeError(f"celery {self.role} exited with {self._process.returncode}; see {self.log_path}")
             with self.log_path.open("rb") as log:
                 log.seek(offset)
-                if b" ready." in log.read():
+                if ready in log.read():
                     return
             time.sleep(0.2)
-        raise RuntimeError(f"the worker was not ready within {timeout:.0f} s; see {self.log_path}")
+        raise RuntimeError(f"celery {self.role} was not ready within {timeout:.0f} s; see {self.log_path}")
 
     def kill(self) -> None:
         """SIGKILL: whatever task it holds is neither finished nor handed back."""
@@ -163,7 +170,8 @@ class Stack:
         self.postgres = PostgresCluster(self.root)
         self.redis = KillableRedis(log_path=self.root / "redis.log")
         self.daphnes: list[DaphneServer] = []
-        self.worker: CeleryWorker | None = None
+        self.worker: CeleryProcess | None = None
+        self.beat: CeleryProcess | None = None
         self._stopped: set[int] = set()  # indexes of daphnes under SIGSTOP
 
     def env(self) -> dict[str, str]:
@@ -204,8 +212,10 @@ class Stack:
                 )
                 self.daphnes.append(server)
                 server.start()
-            self.worker = CeleryWorker(env=env, log_path=self.root / "worker.log")
+            self.worker = CeleryProcess(role="worker", env=env, log_path=self.root / "worker.log")
             self.worker.start()
+            self.beat = CeleryProcess(role="beat", env=env, log_path=self.root / "beat.log")
+            self.beat.start()
         except BaseException:
             self.close()
             raise
@@ -243,9 +253,11 @@ class Stack:
 
     # -- observations ----------------------------------------------------------------------------
 
-    def server_error_times(self) -> list[float]:
-        """Wall-clock times of the HTTP answers >= 500 the daphne processes logged."""
-        times = []
+    def server_errors(self) -> list[tuple[float, str, int]]:
+        """What the daphne processes failed, from their logs: (wall clock, "http_5xx", 1) per HTTP
+        answer >= 500 and (wall clock, "ws_send_failed", sends) per batch of WebSocket sends that
+        failed (each send answered `internal_error`)."""
+        found: list[tuple[float, str, int]] = []
         for index in range(len(self.daphnes)):
             path = self.root / f"daphne-{index}.log"
             for line in path.read_text(errors="replace").splitlines():
@@ -255,10 +267,15 @@ class Stack:
                     record = json.loads(line)
                 except ValueError:
                     continue
+                if "ts" not in record:
+                    continue
+                at = datetime.fromisoformat(record["ts"]).timestamp()
                 status = record.get("status")
-                if isinstance(status, int) and status >= 500 and "ts" in record:
-                    times.append(datetime.fromisoformat(record["ts"]).timestamp())
-        return sorted(times)
+                if isinstance(status, int) and status >= 500:
+                    found.append((at, "http_5xx", 1))
+                elif record.get("msg") == "send batch failed":
+                    found.append((at, "ws_send_failed", int(record.get("batch", 1))))
+        return sorted(found)
 
     def counters(self) -> dict[str, float]:
         """Every counter of every server process so far: `name{label=value,...}` -> total."""
@@ -286,8 +303,9 @@ class Stack:
         """Stop everything (a paused process is resumed first so that it can end)."""
         for index in list(self._stopped):
             self.daphne_resume(index)
-        if self.worker is not None:
-            self.worker.stop()
+        for celery in (self.beat, self.worker):
+            if celery is not None:
+                celery.stop()
         for server in self.daphnes:
             server.stop()
         if self.redis._process is not None:
