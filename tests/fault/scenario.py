@@ -37,7 +37,7 @@ from tests.fault.services import Stack
 
 DEVICES = 6  # 3 people x 2 devices; each device is in 3 conversations (see create_conversations)
 CONVERGENCE_BOUND_S = 5.0
-CONVERGENCE_WAIT_S = 30.0
+CONVERGENCE_WAIT_S = 20.0
 SEND_RATE_PER_S = 20.0  # over all devices
 WARMUP_S = 2.0
 SEAL_RETRY_S = 0.25
@@ -68,7 +68,7 @@ def fault_schedule(seed: int) -> list[Fault]:
     return [
         Fault(
             kind=kind,
-            gap_s=rng.uniform(1.0, 2.5),
+            gap_s=rng.uniform(0.5, 2.0),
             target=rng.randrange(2),
             hold_s=rng.uniform(1.0, 3.0),
             burster=rng.randrange(DEVICES),
@@ -142,6 +142,7 @@ class RunReport:
     rate_limited: dict[str, int] = field(default_factory=dict)  # refusals by rate limit name
     error_frames: int = 0  # `error` frames the servers sent
     notes: list[str] = field(default_factory=list)
+    phases_s: dict[str, float] = field(default_factory=dict)  # where the run's time went
 
     def summary(self) -> str:
         converged = f"{self.convergence_s:.2f} s" if self.convergence_s is not None else f"> {CONVERGENCE_WAIT_S:.0f} s"
@@ -159,7 +160,8 @@ class RunReport:
             f"{self.frames_refused}, error frames {self.error_frames}, rate limited by limit {self.rate_limited}\n"
             f"  HTTP 5xx logged by window: {self.server_errors}\n"
             f"  WebSocket sends failed (internal_error) by window: {self.ws_sends_failed}\n"
-            f"  probe (sent, failed) by window: {self.probe}"
+            f"  probe (sent, failed) by window: {self.probe}\n"
+            f"  time by phase (s): {self.phases_s}"
         )
 
     def server_errors_after(self, kind: str) -> int:
@@ -263,6 +265,7 @@ class FaultRun:
 
     async def run(self) -> RunReport:
         self.started = time.time()
+        mark = time.monotonic()
         counters = self.stack.counters()
         for device in self.devices:
             home = self.home / f"seed{self.seed}-device{device.index}"
@@ -275,23 +278,26 @@ class FaultRun:
             await client.start()
         for device in self.devices:
             await device.rt.wait_connected(30)
+        mark = self._phase("connect", mark)
         probe = Probe(self.proxy.url, [d.session.secrets.token or "" for d in self.devices])
         probe.start()
         try:
             faults = asyncio.create_task(self._inject_faults())
             senders = [asyncio.create_task(self._send_all(d)) for d in self.devices]
             await faults
-            last_fault_end = time.monotonic()
+            last_fault_end = mark = self._phase("faults", mark)
             self._stop_sending.set()
             await asyncio.gather(*senders)
             converged_at = await self._wait_converged(last_fault_end)
             if converged_at is not None:
                 self.report.convergence_s = max(0.0, converged_at - last_fault_end)
+            mark = self._phase("convergence", mark)
         finally:
             probe.stop()
             for device in self.devices:
                 self.report.reconnects += max(0, device.rt.connections - 1)
                 await device.rt.close()
+        mark = self._phase("close", mark)
         self._check()
         self._count_server_errors(probe)
         after = self.stack.counters()
@@ -309,7 +315,13 @@ class FaultRun:
         self.report.beat_alive = self.stack.beat is not None and self.stack.beat.alive()
         for device in self.devices:
             device.rt.store.close()
+        self._phase("checks", mark)
         return self.report
+
+    def _phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.report.phases_s[name] = round(now - since, 1)
+        return now
 
     async def _send_all(self, device: Device) -> None:
         start = time.monotonic()
