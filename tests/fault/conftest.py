@@ -21,12 +21,6 @@ class Cluster:
     proxy: FailoverProxy
 
 
-@pytest.fixture(autouse=True)
-def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
-    # Thousands of requests per run: a failure's report keeps the warnings, not every request line.
-    caplog.set_level(logging.WARNING)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_binaries()
