@@ -4,8 +4,10 @@ module, and three accounts with two devices each made through the proxy with the
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +28,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     missing = missing_binaries()
     if missing:
         pytest.skip(f"the fault suite needs {', '.join(missing)}")
-    logs = tmp_path_factory.mktemp("fault-logs")
+    # The servers' logs outlive the run: in E2EE_FAULT_LOGS if set, else in pytest's temporary
+    # directory (which other pytest runs of the same user rotate away).
+    wanted = os.environ.get("E2EE_FAULT_LOGS")
+    logs = Path(wanted) if wanted else tmp_path_factory.mktemp("fault-logs")
+    logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(logs_to=logs)
     proxy: FailoverProxy | None = None
     http_log = logging.getLogger("httpx")
