@@ -24,7 +24,10 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # It restarts servers and takes minutes: only when asked for (CI runs it once, on its own).
+    if "fault" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("the fault suite runs with -m fault")
     missing = missing_binaries()
     if missing:
         pytest.skip(f"the fault suite needs {', '.join(missing)}")

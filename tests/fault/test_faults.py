@@ -38,12 +38,6 @@ WAKE_UP_WAIT_S = 30.0  # how long the measurement waits, so a failure says by ho
 KILL_AFTER_S = 0.3  # after the failed attempt: the worker has scheduled its retry by then
 
 
-@pytest.fixture(autouse=True)
-def _selected(request: pytest.FixtureRequest) -> None:
-    if "fault" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("the fault suite runs with -m fault")
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_nothing_acknowledged_is_lost_and_every_device_converges_after_faults(
     seed: int, cluster: Cluster, accounts: list[Session], tmp_path: Path, capsys: pytest.CaptureFixture[str]
