@@ -1,16 +1,18 @@
 """The fault suite of issue 13: real SDK devices through crashes, restarts and a bad network.
 
-Two daphne processes behind a failover proxy, PostgreSQL, Redis and a Celery worker, all the
-suite's own; 3 people x 2 devices send at a fixed rate on a seeded schedule while a seeded schedule
-kills a daphne (-9) and restarts it, stops one (SIGSTOP / SIGCONT), kills Redis (-9) and restarts
-it, restarts PostgreSQL (`pg_ctl -m immediate restart`), and drops and stalls every connection at
-the proxy. Each run asserts what a user would notice: nothing acknowledged is lost, nothing shows
-twice, everything decrypts, each sender's messages keep their order, and every device has
-everything within 5 s of the last fault. It prints per run the convergence time and the 5xx
-answers seen after the PostgreSQL restart.
+Two daphne processes behind a failover proxy, PostgreSQL, Redis, a Celery worker and beat, all the
+suite's own; 3 people x 2 devices (`RealtimeClient`) send at a fixed rate on a seeded schedule,
+with bursts, while a seeded schedule kills a daphne (-9) and restarts it, stops one (SIGSTOP /
+SIGCONT), kills Redis (-9) and restarts it, restarts PostgreSQL (`pg_ctl -m immediate restart`),
+and drops and stalls every connection at the proxy. Each run asserts what a user would notice:
+nothing acknowledged is lost, nothing shows twice, everything decrypts, each sender's messages
+keep their order, and every device has everything within 5 s of the last fault. It prints per run
+the convergence time, the HTTP 5xx and failed WebSocket sends after the PostgreSQL restart, and
+what each device lacked until it converged. A last test kills the worker mid-retry and measures
+how late the wake-up arrives.
 
-Run it with `-m fault`; a run without that selection skips it (it restarts servers and takes
-minutes: CI runs it once, on its own).
+Run it with `-m fault` (about 3 minutes); without that selection it is skipped before any server
+starts. `E2EE_FAULT_LOGS=<dir>` keeps the servers' logs there.
 """
 
 from __future__ import annotations
