@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import user_directory_get
-from accounts.serializers import UsernameField
+from accounts.serializers import NewPasswordField, UsernameField
 from accounts.services import user_identity_reset, user_register
 from common.fields import Base64Field, StrictCharField
 from common.ratelimit import client_ip, ratelimit_hit
@@ -48,7 +48,7 @@ class RegisterApi(APIView):
 
     class InputSerializer(serializers.Serializer[Any]):
         username = UsernameField()
-        password = StrictCharField(trim_whitespace=False)
+        password = NewPasswordField()
         identity_key = Base64Field(length=32)
         device = RegisterDeviceInputSerializer()
         device_list = DeviceListEntrySerializer(required=False)

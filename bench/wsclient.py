@@ -5,10 +5,10 @@ keeps exactly the state the contract asks a client to keep, and records what hap
 measurement:
 
 * authenticates with a `hello` frame (or the token subprotocol), waits for `welcome`;
-* sends envelopes sealed with `client.crypto` (AES-256-GCM + Ed25519, real ChatKeys from a
+* sends envelopes sealed with the SDK's one seal, `client.core.envelope` (AES-256-GCM + Ed25519, real ChatKeys from a
   `DeviceProfile`); an in-memory outbox keeps every send until its `sent` frame (or a definitive
   error) and is replayed in order after every reconnect;
-* verifies and decrypts every `message` frame with `client.crypto` in the order of section 2.3
+* verifies and decrypts every `message` frame with the SDK's one open in the order of section 2.3
   (version, epoch, membership, vouched sender, signature, ChatKey, AES-GCM + padding + JSON);
 * drops duplicates by `(sender_device_id, client_message_id)`, holds out-of-order messages, releases
   them in `seq` order, acknowledges cumulatively the highest contiguous `seq`, and asks with `fetch`
@@ -42,9 +42,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from bench.realtime_provision import DeviceProfile
-from client.crypto.encoding import b64d, b64e
+from client import protocol as proto
+from client.core.envelope import envelope_open as core_envelope_open
+from client.core.envelope import envelope_seal
+from client.crypto.encoding import b64d
 from client.crypto.errors import DecryptError, DecryptFailure
-from client.crypto.message import message_encrypt, message_header, message_open, message_signature_verify
 
 log = logging.getLogger("bench.wsclient")
 
@@ -53,7 +55,6 @@ SUBPROTOCOL = Subprotocol("e2ee.v1")
 FATAL_CLOSE_CODES = {4401, 4403}
 # Errors about one send that mean "try again", not "this send is refused" (section 6.2).
 RETRYABLE_SEND_ERRORS = {"too_many_in_flight", "rate_limited", "internal_error"}
-MAX_EPOCH = 0xFFFFFFFF
 
 
 def ws_url(http_url: str) -> str:
@@ -144,47 +145,40 @@ class ConversationState:
 # Crypto
 
 
+class _ProfileKeys:
+    """The keys a bench device holds (`client.core.envelope.EnvelopeKeys`): its profile's ChatKeys,
+    and the signing keys of the member devices whose vouches it verified when provisioned."""
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self._profile = profile
+
+    def sender_key(self, envelope: proto.Envelope) -> bytes:
+        conversation = self._profile.conversations.get(envelope.conversation_id)
+        if conversation is None:
+            raise DecryptError(DecryptFailure.TAMPERED, "not a conversation of this device")
+        sender = self._profile.trusted.get(envelope.sender_device_id)
+        if sender is None or sender.username != envelope.sender_username or sender.username not in conversation.members:
+            raise DecryptError(
+                DecryptFailure.UNVOUCHED_DEVICE, f"device {envelope.sender_device_id} is not a vouched member device"
+            )
+        return sender.ed25519_public_key
+
+    def chat_key(self, envelope: proto.Envelope) -> bytes:
+        chat_key = self._profile.conversations[envelope.conversation_id].chat_keys.get(envelope.epoch)
+        if chat_key is None:
+            raise DecryptError(DecryptFailure.MISSING_KEY, f"no key for epoch {envelope.epoch}")
+        return chat_key
+
+
 def envelope_open(profile: DeviceProfile, envelope: dict[str, Any]) -> tuple[uuid.UUID, bytes, dict[str, Any]]:
-    """Verify and decrypt one `Envelope` (section 2.3 "Receiving", steps 1-5) with this device's
-    profile; return (sender device id, client message id, payload). Replay (step 6) is the
-    caller's dedup. Raises DecryptError with the typed reason, or KeyError/ValueError on a
+    """Verify and decrypt one `Envelope` (section 2.3 "Receiving", steps 1-5) with the SDK's one
+    open and this device's profile; return (sender device id, client message id, payload). Replay
+    (step 6) is the caller's dedup; the device lists seen (2.19) are not checked (the profile's
+    lists are trusted). Raises DecryptError with the typed reason, or KeyError/ValueError on a
     malformed envelope."""
-    if envelope["version"] != 1:
-        raise DecryptError(DecryptFailure.UNSUPPORTED_VERSION, f"version {envelope['version']}")
-    epoch = int(envelope["epoch"])
-    if not 1 <= epoch <= MAX_EPOCH:
-        raise DecryptError(DecryptFailure.UNKNOWN_EPOCH, f"epoch {epoch} cannot exist")
-    conversation_id = uuid.UUID(envelope["conversation_id"])
-    conversation = profile.conversations.get(conversation_id)
-    if conversation is None:
-        raise DecryptError(DecryptFailure.TAMPERED, "not a conversation of this device")
-    sender_device_id = uuid.UUID(envelope["sender_device_id"])
-    sender = profile.trusted.get(sender_device_id)
-    if sender is None or sender.username != envelope["sender_username"] or sender.username not in conversation.members:
-        raise DecryptError(DecryptFailure.UNVOUCHED_DEVICE, f"device {sender_device_id} is not a vouched member device")
-    client_message_id = b64d(envelope["client_message_id"], length=16)
-    nonce = b64d(envelope["nonce"], length=12)
-    ciphertext = b64d(envelope["ciphertext"])
-    header = message_header(
-        conversation_id=conversation_id,
-        epoch=epoch,
-        sender_device_id=sender_device_id,
-        client_message_id=client_message_id,
-        device_lists=b64d(envelope["device_lists"]),
-    )
-    if not message_signature_verify(
-        header=header,
-        nonce=nonce,
-        ciphertext=ciphertext,
-        signature=b64d(envelope["signature"], length=64),
-        sender_ed25519_public_key=sender.ed25519_public_key,
-    ):
-        raise DecryptError(DecryptFailure.BAD_SIGNATURE, "the sender device's signature does not verify")
-    chat_key = conversation.chat_keys.get(epoch)
-    if chat_key is None:
-        raise DecryptError(DecryptFailure.MISSING_KEY, f"no key for epoch {epoch}")
-    payload = message_open(chat_key=chat_key, header=header, nonce=nonce, ciphertext=ciphertext)
-    return sender_device_id, client_message_id, payload
+    parsed = proto.Envelope.parse(envelope)
+    payload = core_envelope_open(parsed, _ProfileKeys(profile))
+    return parsed.sender_device_id, parsed.client_message_id, payload
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,32 +277,18 @@ class RealtimeDevice:
         keys = self.profile.conversations[conversation_id]
         epoch = max(keys.chat_keys)
         now = time.monotonic_ns()
-        sealed = message_encrypt(
+        sealed = envelope_seal(
             chat_key=keys.chat_keys[epoch],
             conversation_id=conversation_id,
             epoch=epoch,
             sender=self.profile.device,
             payload={"type": "text", "body": body, "sent_at_ms": time.time_ns() // 1_000_000},
-            device_lists=keys.lists_seen,
+            lists_seen=keys.lists_seen,
         )
         self._counter += 1
         frame_id = f"s{self._counter}"
         frame = json.dumps(
-            {
-                "type": "send",
-                "id": frame_id,
-                "conversation_id": str(conversation_id),
-                "envelope": {
-                    "version": sealed.version,
-                    "epoch": sealed.epoch,
-                    "sender_device_id": str(self.device_id),
-                    "client_message_id": b64e(sealed.client_message_id),
-                    "nonce": b64e(sealed.nonce),
-                    "ciphertext": b64e(sealed.ciphertext),
-                    "signature": b64e(sealed.signature),
-                    "device_lists": b64e(sealed.device_lists),
-                },
-            }
+            {"type": "send", "id": frame_id, "conversation_id": str(conversation_id), "envelope": sealed.body}
         )
         item = OutboxItem(
             frame_id=frame_id,

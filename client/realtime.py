@@ -30,7 +30,8 @@ Guarantees, each from §6:
   again to `on_message`, now with its payload. It answers other devices' key requests itself
   (`client.key_requests` decides who is entitled), including those filed while it was offline.
 
-Session calls may do blocking HTTP (keys, directory) and run in a worker thread, one at a time.
+Messages are opened on the event loop by the session's sans-I/O core; what the core lacks (keys,
+directories) and other session calls doing blocking HTTP run in a worker thread, one at a time.
 The message store is used from the event loop's thread only.
 """
 
@@ -51,8 +52,9 @@ from typing import Any, Generic, TypeVar
 
 from client import frames as fr
 from client import protocol as proto
+from client.core.envelope import envelope_open
+from client.core.needs import Fetches, Missing
 from client.crypto.errors import DecryptError, DecryptFailure
-from client.crypto.message import message_header, message_open
 from client.errors import (
     RealtimeAuthError,
     RealtimeDisconnectedError,
@@ -61,8 +63,9 @@ from client.errors import (
     SendFailedError,
 )
 from client.key_requests import KeyRequestOutcome, key_request_answer, key_request_file, key_requests_answer_open
+from client.pacing import FRAME_RATE, SEND_RATE, Rate, TokenBucket
 from client.payloads import payload_text
-from client.session import ReceivedMessage, Session
+from client.session import MessageResult, ReceivedMessage, Session
 from client.store.messages import MessageStore, OutboxEntry
 from client.transport.websocket import WebSocketConnection, connect
 
@@ -162,6 +165,9 @@ class RealtimeClient:
         rng: Rng = os.urandom,
         jitter: random.Random | None = None,
         key_retry: Backoff | None = None,
+        send_retry: Backoff | None = None,
+        send_rate: Rate = SEND_RATE,
+        frame_rate: Rate = FRAME_RATE,
     ) -> None:
         self.session = session
         self.store = store
@@ -192,8 +198,21 @@ class RealtimeClient:
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session_lock = asyncio.Lock()
-        self._outbox_lock = asyncio.Lock()
+        # The outbox is sent by one pump per connection (`_pump_outbox`), woken by `_outbox_wake`:
+        # every entry once per connection in queue order; an entry refused for a transient reason
+        # once more after a pause (`send_retry`, or the server's `retry_after_s` if longer), during
+        # which nothing else is sent either; and never faster than `send_rate` (per device) and
+        # `frame_rate` (every frame of a connection), below the server's limits (client.pacing).
+        self.send_retry = send_retry or Backoff(initial=0.5, cap=30.0)
+        self._send_bucket = TokenBucket(send_rate)
+        self._frame_rate = frame_rate
+        self._frame_bucket = TokenBucket(frame_rate)
+        self._outbox_wake = asyncio.Event()
         self._sent_upto = 0  # outbox position last sent on the current connection
+        self._resend: set[int] = set()  # positions refused transiently, to send again after the pause
+        self._resend_at = 0.0  # monotonic time before which nothing is sent from the outbox
+        self._send_attempt = 0  # pauses since the last `sent`: the exponent of `send_retry`
+        self.send_frames = 0  # `send` frames written so far (tests and diagnostics)
         self._pending: dict[int, PendingSend] = {}
         self._reseals: dict[int, int] = {}  # outbox position -> times sealed again (stale_epoch)
         self._acked: dict[uuid.UUID, int] = {}
@@ -373,6 +392,9 @@ class RealtimeClient:
     async def _serve(self, conn: WebSocketConnection) -> None:
         self._conn = conn
         self._sent_upto = 0
+        self._resend = set()  # everything unsent goes again once on this connection anyway
+        self._resend_at = 0.0
+        self._frame_bucket = TokenBucket(self._frame_rate)  # the server counts per connection
         self._acked = {}
         self._acks_due = {}  # for the previous connection: the server pushes those again
         self._pushed_max = {}
@@ -380,7 +402,7 @@ class RealtimeClient:
         self._caught_up.clear()
         self.connections += 1
         self._connected.set()
-        self._spawn(self._flush_outbox(conn))
+        pump = asyncio.create_task(self._pump_outbox(conn))
         self._spawn(self._report_reads(conn))
         self._spawn(self._answer_open_key_requests())
         for conversation_id, epoch in self.store.held_epochs():
@@ -391,6 +413,7 @@ class RealtimeClient:
                 await self._handle(conn, frame)
         finally:
             watcher.cancel()
+            pump.cancel()
             if self._acks_flush is not None:
                 self._acks_flush.cancel()
                 self._acks_flush = None
@@ -411,7 +434,11 @@ class RealtimeClient:
         task.add_done_callback(self._background.discard)
 
     async def _send(self, conn: WebSocketConnection, frame: dict[str, Any]) -> bool:
-        """Send on `conn`; False (and nothing else) if it is gone: the reader will reconnect."""
+        """Send on `conn` once the connection's frame budget allows; False (and nothing else) if
+        it is gone: the reader will reconnect."""
+        await _paced(self._frame_bucket)
+        if self._conn is not conn:
+            return False
         try:
             await conn.send(frame)
             return True
@@ -442,9 +469,7 @@ class RealtimeClient:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         pending = PendingSend(conversation_id, client_message_id, entry.position, future)
         self._pending[entry.position] = pending
-        conn = self._conn
-        if conn is not None:
-            await self._flush_outbox(conn)
+        self._outbox_wake.set()
         return pending
 
     def _seal(
@@ -464,20 +489,39 @@ class RealtimeClient:
         assert body is not None
         return body, sealed_id
 
-    async def _flush_outbox(self, conn: WebSocketConnection) -> None:
-        """Send every outbox entry not yet sent on `conn`, in queue order (one sender at a time)."""
-        async with self._outbox_lock:
-            while self._conn is conn:
-                entries = self.store.outbox(after_position=self._sent_upto)
-                if not entries:
-                    return
-                for entry in entries:
-                    frame = fr.send_frame(
-                        frame_id=f"o{entry.position}", conversation_id=entry.conversation_id, envelope=entry.envelope
-                    )
-                    if not await self._send(conn, frame) or self._conn is not conn:
-                        return  # gone; a new connection replays from its own start
+    async def _pump_outbox(self, conn: WebSocketConnection) -> None:
+        """Send the outbox on `conn` while it lasts: entries refused transiently first (once the
+        pause is over), then every entry not yet sent on this connection, in queue order."""
+        batch: list[OutboxEntry] = []
+        while self._conn is conn and not self._closed.is_set():
+            self._outbox_wake.clear()
+            pause = self._resend_at - time.monotonic()
+            if pause > 0:
+                await _wait(self._closed, pause)  # no wake-up: a new message waits its turn too
+                continue
+            entry: OutboxEntry | None = None
+            if self._resend:
+                position = min(self._resend)
+                self._resend.discard(position)
+                entry = self.store.outbox_get(position)
+            else:
+                batch = [e for e in batch if e.position > self._sent_upto] or self.store.outbox(
+                    after_position=self._sent_upto
+                )
+                if batch:
+                    entry = batch.pop(0)
                     self._sent_upto = entry.position
+            if entry is None:
+                if not self._resend and not batch:
+                    await self._outbox_wake.wait()
+                continue
+            await _paced(self._send_bucket)
+            frame = fr.send_frame(
+                frame_id=f"o{entry.position}", conversation_id=entry.conversation_id, envelope=entry.envelope
+            )
+            if not await self._send(conn, frame):
+                return  # gone; a new connection sends the whole outbox again
+            self.send_frames += 1
 
     async def _on_sent(self, conn: WebSocketConnection, frame: fr.Sent) -> None:
         position = _position(frame.id)
@@ -493,6 +537,7 @@ class RealtimeClient:
                 "created_at": frame.created_at,
             }
         )
+        self._send_attempt = 0  # the server takes messages again
         await self._take_in(conn, envelope, pushed=False)
         self.store.outbox_remove(entry.position)
         pending = self._pending.pop(entry.position, None)
@@ -504,9 +549,7 @@ class RealtimeClient:
         if entry is None:
             return
         if frame.code in TRANSIENT_SEND_ERRORS:
-            retry_after = frame.extra.get("retry_after_s")
-            delay = float(retry_after) if isinstance(retry_after, int | float) else 1.0
-            self._spawn(self._resend_from(conn, position, delay))
+            self._resend_later(position, frame.extra.get("retry_after_s"))
             return
         if frame.code == "stale_epoch" and self._reseals.get(position, 0) < MAX_RESEALS:
             # The conversation moved to a new epoch while the message was queued: seal it again
@@ -518,7 +561,8 @@ class RealtimeClient:
                 logger.warning("cannot seal queued message %s again: %s", position, exc)
             else:
                 self.store.outbox_replace(position, envelope)
-                self._spawn(self._resend_from(conn, position, 0))
+                self._resend.add(position)
+                self._outbox_wake.set()
                 return
         self.store.outbox_remove(position)
         error = SendFailedError(frame.code, frame.message, frame.extra)
@@ -543,32 +587,29 @@ class RealtimeClient:
             }
         )
         conversation = session.conversation(entry.conversation_id, refresh=True)
-        header = message_header(
-            conversation_id=old.conversation_id,
-            epoch=old.epoch,
-            sender_device_id=old.sender_device_id,
-            client_message_id=old.client_message_id,
-            device_lists=old.device_lists,
-        )
-        payload = message_open(
-            chat_key=session.chat_key(conversation, old.epoch),
-            header=header,
-            nonce=old.nonce,
-            ciphertext=old.ciphertext,
-        )
+        own = _OwnKeys(session.secrets.device.ed25519_public_key, session.chat_key(conversation, old.epoch))
+        payload = envelope_open(old, own)
         attachments = [uuid.UUID(blob_id) for blob_id in entry.envelope.get("attachments", [])]
         envelope, _ = self._seal(
             entry.conversation_id, payload, client_message_id=old.client_message_id, attachments=attachments or None
         )
         return envelope
 
-    async def _resend_from(self, conn: WebSocketConnection, position: int, delay: float) -> None:
-        await asyncio.sleep(min(delay, self.backoff.cap))
-        async with self._outbox_lock:
-            if self._conn is not conn:
-                return  # the next connection replays the whole outbox anyway
-            self._sent_upto = min(self._sent_upto, position - 1)
-        await self._flush_outbox(conn)
+    def _resend_later(self, position: int, retry_after: object) -> None:
+        """Send the entry once more after a pause, and nothing else meanwhile (F1 of issue 13:
+        answering every refusal with a resend at once is what keeps a server refusing). The
+        refusals of one outage share a pause; each new pause is longer, up to `send_retry.cap`
+        (or the server's `retry_after_s`), until a `sent` shows the server takes messages again."""
+        now = time.monotonic()
+        floor = float(retry_after) if isinstance(retry_after, int | float) and retry_after > 0 else 0.0
+        if now >= self._resend_at:  # the first refusal since the last pause ended: a new pause
+            delay = self.send_retry.delay(self._send_attempt, self._jitter)
+            self._send_attempt += 1
+            self._resend_at = now + max(delay, floor)
+        else:
+            self._resend_at = max(self._resend_at, now + floor)
+        self._resend.add(position)
+        self._outbox_wake.set()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -661,7 +702,7 @@ class RealtimeClient:
             detail = f"already received as message {accepted[1]} of conversation {accepted[0]}"
         else:
             try:
-                result = await self._in_session(self.session.receive, envelope)
+                result = await self._receive(envelope)
             except (proto.ApiError, SdkError) as exc:
                 # Not a verdict on the message (the server or network failed while fetching keys):
                 # leave it unacknowledged, the server pushes it again.
@@ -772,6 +813,18 @@ class RealtimeClient:
         async with self._session_lock:
             return await asyncio.to_thread(function, *args)
 
+    async def _receive(self, envelope: proto.Envelope) -> MessageResult:
+        """Open one envelope: on the event loop, since the core does no I/O; only what it lacks
+        (a directory, this device's keys of a new epoch) is fetched, in a worker thread. Under
+        the session lock, as the core's caches are shared with the other session calls."""
+        async with self._session_lock:
+            fetches = Fetches()
+            while True:
+                outcome = self.session.receive_step(envelope, fetches)
+                if not isinstance(outcome, Missing):
+                    return outcome
+                await asyncio.to_thread(self.session.fetch, outcome.need, fetches)
+
     # -- missing keys (§4.8) -----------------------------------------------------------------------
 
     def _key_wanted(self, conversation_id: uuid.UUID, epoch: int) -> None:
@@ -819,7 +872,7 @@ class RealtimeClient:
         them to `on_message`; True once none is left waiting for the key."""
         for envelope in self.store.held(conversation_id, epoch):
             try:
-                result = await self._in_session(self.session.receive, envelope)
+                result = await self._receive(envelope)
             except (proto.ApiError, SdkError) as exc:
                 logger.info("cannot decrypt held message %s of %s yet: %s", envelope.seq, conversation_id, exc)
                 return False
@@ -931,6 +984,35 @@ class RealtimeClient:
 
     def pending_sends(self) -> list[PendingSend]:
         return list(self._pending.values())
+
+
+@dataclass(frozen=True)
+class _OwnKeys:
+    """The keys of this device's own queued envelope (`envelope_open`'s `EnvelopeKeys`)."""
+
+    signing_key: bytes
+    epoch_key: bytes
+
+    def sender_key(self, envelope: proto.Envelope) -> bytes:
+        return self.signing_key
+
+    def chat_key(self, envelope: proto.Envelope) -> bytes:
+        return self.epoch_key
+
+
+async def _paced(bucket: TokenBucket) -> None:
+    """Wait until `bucket` lets one more through, and spend it."""
+    while (delay := bucket.delay(time.monotonic())) > 0:
+        await asyncio.sleep(delay)
+    bucket.take(time.monotonic())
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until `event` is set or `timeout` seconds have passed."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout=timeout)
+    except TimeoutError:
+        pass
 
 
 def _position(frame_id: str | None) -> int | None:

@@ -10,6 +10,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from common.errors import ApiError, RequestTooLargeError
@@ -28,20 +29,32 @@ def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> 
     return {"code": code, "message": message, "extra": extra or {}}
 
 
+def _path(prefix: str, key: object) -> str:
+    """`epoch` + `number` -> `epoch.number`; `wrapped_keys` + 0 -> `wrapped_keys[0]`; a nested
+    object's or list's own errors (`non_field_errors`) are its path's."""
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    if key == api_settings.NON_FIELD_ERRORS_KEY and prefix:
+        return prefix
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
 def flatten_validation_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
-    """Turn DRF's nested error structure into `{"epoch.wrapped_keys.0.signature": [msg, ...]}`."""
+    """Turn DRF's nested error structure into field paths to messages, e.g.
+    `{"epoch.wrapped_keys[1].signature": [msg, ...]}` (protocol.md 3.1): object members joined
+    with `.`, list items as `[index]`. A list serializer reports one entry per item (`{}` for
+    the valid ones), a list field `{index: messages}` for the bad items only."""
     fields: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            fields.update(flatten_validation_errors(value, f"{prefix}.{key}" if prefix else str(key)))
+            fields.update(flatten_validation_errors(value, _path(prefix, key)))
     elif isinstance(detail, list):
         if all(not isinstance(item, (dict, list)) for item in detail):
             if detail:
                 fields[prefix or "non_field_errors"] = [str(item) for item in detail]
         else:
-            # A list serializer reports one entry per item, `{}` for the valid ones.
             for index, item in enumerate(detail):
-                fields.update(flatten_validation_errors(item, f"{prefix}.{index}" if prefix else str(index)))
+                fields.update(flatten_validation_errors(item, _path(prefix, index)))
     else:
         fields[prefix or "non_field_errors"] = [str(detail)]
     return fields

@@ -17,12 +17,18 @@ from rest_framework import serializers
 
 
 class StrictCharField(serializers.CharField):
-    """A JSON string, UTF-8 encodable (no lone surrogates: they break hashing and the database)."""
+    """A JSON string, UTF-8 encodable (no lone surrogates: they break hashing and the database),
+    taken as sent: no whitespace trimming (a trimmed value is not the one the schema checked, so
+    " " passed minLength 1 and was then refused as blank)."""
 
     default_error_messages = {
         "not_a_string": "Must be a string.",
         "not_utf8": "Must be valid Unicode text.",
     }
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
@@ -43,6 +49,17 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("not_an_integer")
         return int(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false (not "true", 1 or "yes")."""
+
+    default_error_messages = {"not_a_boolean": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("not_a_boolean")
+        return data
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

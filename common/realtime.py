@@ -35,7 +35,7 @@ def conversation_group(conversation_id: uuid.UUID) -> str:
 
 
 def publish_on_commit(group: str, event: Mapping[str, Any]) -> None:
-    """Send `event` (with a `type` such as "message.new") to `group` after commit."""
+    """Send `event` (with a `type` such as "conversation.messages") to `group` after commit."""
     publish_to_groups_on_commit([group], event)
 
 

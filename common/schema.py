@@ -61,6 +61,14 @@ class AutoSchema(SpectacularAutoSchema):
     """Component names from the serializer's qualified name: `RegisterApi.InputSerializer` becomes
     `RegisterInput`, so the views' nested `InputSerializer`s do not collide."""
 
+    def _get_serializer_field_meta(self, field: Any, direction: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = super()._get_serializer_field_meta(field, direction)  # type: ignore[no-untyped-call]
+        # A field extension states the field's whole schema: drf-spectacular's minLength 1 for a
+        # non-blank string would overwrite a longer one (a new password's 8).
+        if OpenApiSerializerFieldExtension.get_match(field) is not None:
+            meta.pop("minLength", None)
+        return meta
+
     def get_serializer_name(self, serializer: serializers.Serializer[Any], direction: Any) -> str:
         name = type(serializer).__qualname__
         if "." in name:
@@ -117,3 +125,52 @@ class DeviceTokenAuthenticationExtension(OpenApiAuthenticationExtension):  # typ
             "scheme": "bearer",
             "description": "A device token (43 characters of base64url), issued at registration or log-in.",
         }
+
+
+# DRF's CharField refuses NUL characters in any string it reads ("Null characters are not
+# allowed."): the schema says so for every string of a request that has no stricter pattern.
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+def _no_nul_strings(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _no_nul_strings(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "string" and not {"pattern", "format", "enum"} & node.keys():
+        node["pattern"] = NO_NUL_PATTERN
+    for value in node.values():
+        _no_nul_strings(value)
+
+
+def postprocess_request_strings(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: request bodies' strings refuse NUL (with
+    COMPONENT_SPLIT_REQUEST every request component's name ends in `Request`), and so do string
+    query parameters."""
+    for name, component in result.get("components", {}).get("schemas", {}).items():
+        if name.endswith("Request"):
+            _no_nul_strings(component)
+    components = result.get("components", {}).get("schemas", {})
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query":
+                    _no_nul_strings(parameter.get("schema"))
+            _body_required_when_fields_are(operation.get("requestBody"), components)
+    return result
+
+
+def _body_required_when_fields_are(body: dict[str, Any] | None, components: dict[str, Any]) -> None:
+    """A body of alternatives (oneOf, by `kind`) each with required fields is itself required;
+    drf-spectacular says so only for a single serializer."""
+    if not body or body.get("required"):
+        return
+    schema = body.get("content", {}).get("application/json", {}).get("schema", {})
+    component = components.get(schema.get("$ref", "").rsplit("/", 1)[-1], {})
+    choices = [components.get(c.get("$ref", "").rsplit("/", 1)[-1], {}) for c in component.get("oneOf", [])]
+    if choices and all(choice.get("required") for choice in choices):
+        body["required"] = True

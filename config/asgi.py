@@ -21,7 +21,11 @@ switch_interval_apply()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (after Django setup, see above)
 from django.urls import path  # noqa: E402
 
+from config.daphne_protocol import daphne_protocol_install  # noqa: E402
 from messaging.consumers import RealtimeConsumer  # noqa: E402
+
+# Frames over the size limit refused as they arrive, with the protocol's close code (6.2).
+daphne_protocol_install()
 
 application = ProtocolTypeRouter(
     {

@@ -124,11 +124,20 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
     # thread, so CONN_MAX_AGE never reuses a connection: each request paid for a new PostgreSQL
     # backend (bench/: ~10 ms of PostgreSQL CPU per send). The pool requires CONN_MAX_AGE = 0.
     _database["CONN_MAX_AGE"] = 0
+    # With a pool, Django turns this into psycopg_pool's `check=ConnectionPool.check_connection`:
+    # every check-out first proves the connection alive (an empty query, one round trip, ~0.1 ms
+    # on loopback) and replaces a dead one. Without it a PostgreSQL restart left every idle
+    # connection dead in the pool, and each failed the next request that took it, minutes later
+    # (issue 13, F8: 8 x 500 and 11 x 503 of 40 requests).
+    _database["CONN_HEALTH_CHECKS"] = True
     _database["OPTIONS"] = {
         "pool": {
             "min_size": _env_int("E2EE_DB_POOL_MIN", 2),
             "max_size": _env_int("E2EE_DB_POOL_MAX", 16),
             "timeout": 20,  # seconds a request waits for a free connection before failing
+            # Connections are renewed now and then (psycopg_pool adds up to 5 % of jitter), so a
+            # failover behind a proxy or DNS name is followed without a restart.
+            "max_lifetime": float(_env_int("E2EE_DB_POOL_MAX_LIFETIME_S", 1800)),
         }
     }
 DATABASES = {"default": _database}
@@ -166,14 +175,38 @@ CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Redelivery of an unacknowledged task after this long (countdowns stay well below it).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _env_int("E2EE_CELERY_VISIBILITY_TIMEOUT_S", 3600)}
+# Tasks are acknowledged after they ran (a killed worker's task is run again; every task is
+# idempotent) and a task whose worker process died is given back, not dropped.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With Redis, a task fetched by a worker that then died (kill -9, lost host) is handed out again
+# only after the visibility timeout: it must exceed the longest countdown (the retry backoff cap
+# plus the coalescing delay), or a waiting retry would be handed out twice. Wake-ups do not wait
+# for it: the notification sweep below hands out overdue ones within seconds.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _env_int("E2EE_CELERY_VISIBILITY_TIMEOUT_S", 900),
+    # A broker that went away is noticed by a ping within this many seconds, not by a TCP timeout.
+    "health_check_interval": 10,
+    "socket_keepalive": True,
+    "socket_connect_timeout": 5,
+}
+# A worker survives broker restarts: it reconnects forever (Celery's default gives up after 100
+# tries, about 17 minutes, and exits), on startup as well.
+CELERY_BROKER_CONNECTION_RETRY = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Celery's consumer, except that one race of a broker restart no longer ends the worker (issue 13, F9).
+CELERY_WORKER_CONSUMER = "config.celery:BrokerLossTolerantConsumer"
+# A wake-up whose task was lost (its worker killed while it waited for a retry or the coalescing
+# delay, a broker restart) is handed out again by the beat's sweep, which runs this often and takes
+# what is this many seconds overdue (issue 13, F3: it took 362 s before).
+E2EE_NOTIFY_SWEEP_S = float(os.environ.get("E2EE_NOTIFY_SWEEP_S", "5"))
+E2EE_NOTIFY_STALL_GRACE_S = float(os.environ.get("E2EE_NOTIFY_STALL_GRACE_S", "5"))
 # Periodic clean-ups, run by `celery -A config beat` (README, Production setup). Tasks are named by
 # string so this file imports none of them.
 CELERY_BEAT_SCHEDULE = {
     "notifications-prune": {"task": "notifications.prune", "schedule": 3600.0},
-    "notifications-requeue-stalled": {"task": "notifications.requeue_stalled", "schedule": 60.0},
+    "notifications-requeue-stalled": {"task": "notifications.requeue_stalled", "schedule": E2EE_NOTIFY_SWEEP_S},
     "media-prune-orphans": {"task": "media.tasks.prune_orphan_media", "schedule": 86400.0},
     "link-codes-expire": {"task": "devices.tasks.link_codes_expire", "schedule": 300.0},
 }
@@ -218,6 +251,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The default hook, then ours: every request string refuses NUL characters, as DRF does.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "common.schema.postprocess_request_strings",
+    ],
 }
 
 # --- E2EE limits ------------------------------------------------------------------------------

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import UsernameField
-from common.errors import InvalidRequestError
-from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from common.fields import Base64Field, CanonicalUUIDField, StrictBooleanField, StrictIntegerField
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.models import Conversation, KeyRequest
@@ -52,13 +52,30 @@ LINK_KEYS_MAX = 200
 MEMBER_HISTORY_KEYS_MAX = 10_000
 
 
+class _ConversationCreateFields(serializers.Serializer[Any]):
+    conversation_id = CanonicalUUIDField()
+    epoch = EpochInputSerializer()
+    share_history = StrictBooleanField(default=True)
+
+
+class DirectConversationCreateSerializer(_ConversationCreateFields):
+    """Schema only: a direct conversation names its one other member (else 400 direct_needs_one_peer)."""
+
+    kind = serializers.ChoiceField(choices=[Conversation.Kind.DIRECT.value])
+    members = serializers.ListField(child=UsernameField(), min_length=1, max_length=1)
+
+
+class GroupConversationCreateSerializer(_ConversationCreateFields):
+    """Schema only: a group names its other members (the creator may be listed too)."""
+
+    kind = serializers.ChoiceField(choices=[Conversation.Kind.GROUP.value])
+    members = serializers.ListField(child=UsernameField(), max_length=settings.E2EE_MAX_GROUP_MEMBERS - 1)
+
+
 class ConversationListCreateApi(APIView):
-    class InputSerializer(serializers.Serializer[Any]):
-        conversation_id = CanonicalUUIDField()
+    class InputSerializer(_ConversationCreateFields):
         kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
         members = serializers.ListField(child=UsernameField())
-        epoch = EpochInputSerializer()
-        share_history = serializers.BooleanField(default=True)
 
     class ListOutputSerializer(serializers.Serializer[Any]):
         conversations = ConversationSerializer(many=True)
@@ -75,7 +92,14 @@ class ConversationListCreateApi(APIView):
     @extend_schema(
         operation_id="conversations_create",
         summary="Create a conversation with its first epoch",
-        request=InputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="ConversationCreate",
+            serializers={
+                Conversation.Kind.DIRECT.value: DirectConversationCreateSerializer,
+                Conversation.Kind.GROUP.value: GroupConversationCreateSerializer,
+            },
+            resource_type_field_name="kind",
+        ),
         responses={201: ConversationSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 404, 409, 429)},
     )
     def post(self, request: Request) -> Response:
@@ -238,7 +262,9 @@ class LinkMissingKeysApi(APIView):
     at a time: the approving device wraps and uploads them until none is left."""
 
     class QuerySerializer(serializers.Serializer[Any]):
-        after = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
+        after = serializers.IntegerField(
+            min_value=0, max_value=2**63 - 1, default=0, help_text="cursor: `next_after` of the previous page"
+        )
         limit = serializers.IntegerField(min_value=1, max_value=LINK_KEYS_MAX, default=LINK_KEYS_MAX)
 
     class EpochRefSerializer(serializers.Serializer[Any]):
@@ -253,10 +279,7 @@ class LinkMissingKeysApi(APIView):
     @extend_schema(
         operation_id="devices_link_missing_keys",
         summary="Epochs still lacking a wrapped key for a pending device of the account",
-        parameters=[
-            OpenApiParameter("after", int, description="cursor: `next_after` of the previous page (default 0)"),
-            OpenApiParameter("limit", int, description=f"1 to {LINK_KEYS_MAX} (default {LINK_KEYS_MAX})"),
-        ],
+        parameters=[QuerySerializer],
         responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, 404)},
     )
     def get(self, request: Request, device_id: uuid.UUID) -> Response:
@@ -276,15 +299,18 @@ class LinkMissingKeysApi(APIView):
         )
 
 
-class LinkKeysUploadApi(APIView):
-    class KeySerializer(serializers.Serializer[Any]):
-        conversation_id = CanonicalUUIDField()
-        epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
-        wrapped_key = Base64Field(length=80)
-        signature = Base64Field(length=64)
+class LinkWrappedKeySerializer(serializers.Serializer[Any]):
+    """One ChatKey of an existing epoch wrapped for the device being linked (protocol.md 4.7)."""
 
+    conversation_id = CanonicalUUIDField()
+    epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
+    wrapped_key = Base64Field(length=80)
+    signature = Base64Field(length=64)
+
+
+class LinkKeysUploadApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        wrapped_keys = serializers.ListField(min_length=1, max_length=LINK_KEYS_MAX)
+        wrapped_keys = serializers.ListField(child=LinkWrappedKeySerializer(), min_length=1, max_length=LINK_KEYS_MAX)
 
     class OutputSerializer(serializers.Serializer[Any]):
         stored = serializers.IntegerField()
@@ -300,13 +326,10 @@ class LinkKeysUploadApi(APIView):
         ratelimit_hit("upload_device", uploader.id)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        keys = self.KeySerializer(data=payload.validated_data["wrapped_keys"], many=True)
-        if not keys.is_valid():
-            raise InvalidRequestError({"wrapped_keys": [str(keys.errors)]})
         stored = link_keys_upload(
             uploader=uploader,
             device_id=device_id,
-            keys=[LinkWrappedKeyUpload(**key) for key in keys.validated_data],
+            keys=[LinkWrappedKeyUpload(**key) for key in payload.validated_data["wrapped_keys"]],
         )
         return Response({"stored": stored})
 
@@ -335,7 +358,7 @@ class KeyRequestFileApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
         epoch = StrictIntegerField(min_value=1, max_value=MAX_EPOCH)
         # The key this device holds for the epoch does not verify: drop it and ask again.
-        refuse_held = serializers.BooleanField(required=False, default=False)
+        refuse_held = StrictBooleanField(required=False, default=False)
 
     @extend_schema(
         operation_id="conversations_key_request_file",

@@ -10,12 +10,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
+from common import protocol
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from conversations.models import MANIFEST_MAX_BYTES
 from conversations.services import EpochManifestUpload, EpochUpload, HistoryKeyUpload, WrappedKeyUpload
 
-# Epoch numbers are stored as 32-bit integers; bigger ones could never match.
-MAX_EPOCH = 2**31 - 1
+MAX_EPOCH = protocol.MAX_EPOCH  # the largest epoch number stored (common/protocol.py)
 
 
 @extend_schema_field(OpenApiTypes.STR)

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -166,6 +166,12 @@ class DeviceLinkApproveApi(APIView):
         return Response(OwnDeviceSerializer(link_request.device).data)
 
 
+class _AfterQuerySerializer(serializers.Serializer[Any]):
+    after = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, default=0, help_text="only versions above this (default 0)"
+    )
+
+
 class UserDeviceListApi(APIView):
     """The account's signed device list: every version, i.e. the log of its device changes."""
 
@@ -181,7 +187,7 @@ class UserDeviceListApi(APIView):
         operation_id="users_device_list",
         summary="A user's signed device list entries with version > after, oldest first (public)",
         auth=[],
-        parameters=[OpenApiParameter("after", int, description="only versions above this (default 0)")],
+        parameters=[_AfterQuerySerializer],
         responses={200: OutputSerializer, **error_responses(404, 405)},
     )
     def get(self, request: Request, username: str) -> Response:
@@ -190,7 +196,3 @@ class UserDeviceListApi(APIView):
         user = user_get_active(username=username)
         entries = device_list_entries(user=user, after=query.validated_data["after"])[:DEVICE_LIST_PAGE]
         return Response(self.OutputSerializer({"username": user.username, "entries": entries}).data)
-
-
-class _AfterQuerySerializer(serializers.Serializer[Any]):
-    after = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)

@@ -12,9 +12,10 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
+from common.protocol import PROTOCOL_VERSION
+
 DEVICE_LIST_LABEL = b"e2ee-msg/v1/device-list"
 DEVICE_LIST_HASH_LABEL = b"e2ee-msg/v1/device-list-hash"
-PROTOCOL_VERSION = 1
 CHANGE_CODES = {"created": 1, "linked": 2, "revoked": 3}
 GENESIS_PREV_HASH = bytes(32)
 

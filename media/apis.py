@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -56,10 +56,21 @@ class MediaBlobSerializer(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
+@extend_schema_field(
+    {
+        "type": "integer",
+        "minimum": MIN_BLOB_BYTES,
+        "maximum": settings.E2EE_MEDIA_MAX_BYTES,
+        "description": "ciphertext bytes; above the server's E2EE_MEDIA_MAX_BYTES (this maximum) 413 media_too_large",
+    }
+)
+class BlobLengthField(StrictIntegerField):
+    """Read up to 2**63 - 1: the service answers 413 media_too_large above its limit."""
+
+
 class MediaCreateApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        # The upper bound is the service's (413 media_too_large, not 400).
-        length = StrictIntegerField(min_value=MIN_BLOB_BYTES, max_value=2**63 - 1)
+        length = BlobLengthField(min_value=MIN_BLOB_BYTES, max_value=2**63 - 1)
 
     class OutputSerializer(serializers.Serializer[Any]):
         blob_id = CanonicalUUIDField()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -13,29 +15,48 @@ from rest_framework.views import APIView
 
 from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
 from common.metrics import messages_sent_inc
+from common.protocol import MAX_EPOCH, MAX_SEQ
 from common.ratelimit import ratelimit_hit
-from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
+from common.schema import AUTH_ERRORS, BODY_ERRORS, base64_pattern, error_responses
 from conversations.selectors import access_conversation
-from conversations.serializers import MAX_EPOCH
 from devices.authentication import request_device
 from messaging.selectors import HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, message_history_page
 from messaging.serializers import EnvelopeSerializer
 from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent, envelope_send
 
-# Sequence numbers are 64-bit; a bigger cursor cannot be stored or compared by the database.
-MAX_SEQ = 2**63 - 1
+
+@extend_schema_field(
+    {"type": "integer", "enum": [1], "description": "Envelope version: 1 (else 400 unsupported_version)."}
+)
+class EnvelopeVersionField(StrictIntegerField):
+    """Any integer is read: a version other than 1 is `unsupported_version`, not a malformed
+    request. The schema says which one is accepted."""
+
+
+_CIPHERTEXT_MIN_BYTES = 16
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": base64_pattern(min_length=_CIPHERTEXT_MIN_BYTES),
+        "maxLength": 4 * math.ceil(settings.E2EE_MAX_CIPHERTEXT_BYTES / 3),
+        "description": "standard base64 with padding; above the server's E2EE_MAX_CIPHERTEXT_BYTES "
+        "(this maxLength) 413 envelope_too_large",
+    }
+)
+class CiphertextField(Base64Field):
+    """Read without an upper bound: the service answers 413 envelope_too_large above it."""
 
 
 class MessageListCreateApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        # Any integer: a version other than 1 is `unsupported_version`, not a malformed request.
-        version = StrictIntegerField()
+        version = EnvelopeVersionField()
         epoch = StrictIntegerField(min_value=0, max_value=MAX_EPOCH)
         sender_device_id = CanonicalUUIDField()
         client_message_id = Base64Field(length=16)
         nonce = Base64Field(length=12)
-        # The upper bound is the service's (413 envelope_too_large, not 400).
-        ciphertext = Base64Field(min_length=16)
+        ciphertext = CiphertextField(min_length=_CIPHERTEXT_MIN_BYTES)
         signature = Base64Field(length=64)
         # The device lists the sender saw (protocol.md 2.19): opaque to the server.
         device_lists = Base64Field(min_length=1, max_length=MAX_DEVICE_LISTS_BYTES)

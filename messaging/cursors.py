@@ -1,7 +1,7 @@
 """Acknowledgements and read marks, written in batches and announced as receipts.
 
 Connections report cursor moves here; every `E2EE_RECEIPT_FLUSH_MS` one task writes all moves of
-this process in one statement and publishes one `conv.receipts` event per conversation touched.
+this process in one statement and publishes one `conversation.receipts` event per conversation touched.
 Writing an ack per frame would cost a transaction per delivered message, the largest write load
 of the system. A crash loses at most one interval of acknowledgements; those messages are then
 delivered again and dropped as duplicates by the client: at-least-once is kept.

@@ -1,7 +1,7 @@
 """Typed payloads of the realtime events this app publishes.
 
 Channels dispatches an event's `type` (dots become underscores) to the consumer method of that
-name: "conv.messages" reaches `RealtimeConsumer.conv_messages`.
+name: "conversation.messages" reaches `RealtimeConsumer.conversation_messages`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal, TypedDict
 
-from messaging.wire import frame_json
+from messaging.wire import receipt_frame
 
 
 class ConversationMessagesEvent(TypedDict):
@@ -20,7 +20,7 @@ class ConversationMessagesEvent(TypedDict):
     The channel layer may drop this; the database still has the messages (protocol.md 6.4).
     """
 
-    type: Literal["conv.messages"]
+    type: Literal["conversation.messages"]
     conversation_id: str
     messages: list[tuple[int, str, str]]
     stored_at: float  # when they were stored (Unix time), for the delivery-latency metric
@@ -29,14 +29,19 @@ class ConversationMessagesEvent(TypedDict):
 def conversation_messages_event(
     conversation_id: uuid.UUID, rows: list[tuple[int, str, str]], *, stored_at: float
 ) -> ConversationMessagesEvent:
-    return {"type": "conv.messages", "conversation_id": str(conversation_id), "messages": rows, "stored_at": stored_at}
+    return {
+        "type": "conversation.messages",
+        "conversation_id": str(conversation_id),
+        "messages": rows,
+        "stored_at": stored_at,
+    }
 
 
 class ConversationReceiptsEvent(TypedDict):
     """Cursor moves of member devices (protocol.md 6.5), batched per flush. `frame` is the
     ready-to-send `receipt` frame text, encoded once by the publisher, not once per receiver."""
 
-    type: Literal["conv.receipts"]
+    type: Literal["conversation.receipts"]
     conversation_id: str
     frame: str
 
@@ -45,7 +50,7 @@ def conversation_receipts_event(
     conversation_id: uuid.UUID, receipts: list[dict[str, object]]
 ) -> ConversationReceiptsEvent:
     return {
-        "type": "conv.receipts",
+        "type": "conversation.receipts",
         "conversation_id": str(conversation_id),
-        "frame": frame_json({"type": "receipt", "conversation_id": str(conversation_id), "receipts": receipts}),
+        "frame": receipt_frame(conversation_id, receipts),
     }

@@ -16,35 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from common.errors import ApiError
-from conversations.serializers import MAX_EPOCH
+from common.protocol import MAX_EPOCH, MAX_SEQ
+from messaging.errors import FrameInvalidError, FrameTypeUnknownError
 from messaging.services import MAX_ATTACHMENTS, MAX_DEVICE_LISTS_BYTES, EnvelopeContent
 
-MAX_SEQ = 2**63 - 1
 FETCH_DEFAULT_LIMIT = 100
 FETCH_MAX_LIMIT = 500
 MAX_PRESENCE_QUERY = 256
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-class FrameError(ApiError):
-    status = 400
-    code = "invalid_frame"
-    message = "The frame is invalid."
-
-    def __init__(self, fields: dict[str, list[str]] | None = None, *, frame_id: str | None = None) -> None:
-        super().__init__(extra={"fields": fields} if fields else None)
-        self.frame_id = frame_id
-
-
-class UnknownFrameTypeError(ApiError):
-    code = "unknown_frame_type"
-    message = "Unknown frame type."
-
-
 @dataclass(frozen=True)
 class Hello:
     kind: ClassVar[str] = "hello"
+    v: int  # any integer: one the server does not speak is `unsupported_version`, not malformed
     token: str
 
 
@@ -167,23 +152,35 @@ class _Fields:
     def done(self) -> None:
         if self.errors:
             frame_id = self.data.get("id")
-            raise FrameError(self.errors, frame_id=frame_id if isinstance(frame_id, str) else None)
+            raise FrameInvalidError(self.errors, frame_id=frame_id if isinstance(frame_id, str) else None)
+
+
+def frame_too_large(text: str | None, data: bytes | None, max_bytes: int) -> bool:
+    """Whether a WebSocket message is over `max_bytes`, counted in bytes as sent (UTF-8 for a
+    text frame): encoded only when its length in characters leaves the answer open."""
+    if data is not None:
+        return len(data) > max_bytes
+    if text is None:
+        return False
+    if len(text) > max_bytes:
+        return True
+    return len(text) * 4 > max_bytes and len(text.encode("utf-8", "surrogatepass")) > max_bytes
 
 
 def frame_parse(text: str) -> Frame:
-    """One text frame to a typed frame, or `FrameError` / `UnknownFrameTypeError`."""
+    """One text frame to a typed frame, or `FrameInvalidError` / `FrameTypeUnknownError`."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise FrameError({"frame": ["Must be a JSON object."]}) from None
+        raise FrameInvalidError({"frame": ["Must be a JSON object."]}) from None
     if not isinstance(data, dict):
-        raise FrameError({"frame": ["Must be a JSON object."]})
+        raise FrameInvalidError({"frame": ["Must be a JSON object."]})
     kind = data.get("type")
     if not isinstance(kind, str):
-        raise FrameError({"type": ["Must be a string."]})
+        raise FrameInvalidError({"type": ["Must be a string."]})
     parser = _PARSERS.get(kind)
     if parser is None:
-        error = UnknownFrameTypeError(extra={"type": kind[:64]})
+        error = FrameTypeUnknownError(extra={"type": kind[:64]})
         raise error
     fields = _Fields(data)
     frame: Frame = parser(fields)
@@ -192,12 +189,12 @@ def frame_parse(text: str) -> Frame:
 
 
 def _hello(f: _Fields) -> Hello:
-    f.integer("v", low=1, high=1)
+    v = f.integer("v", low=-MAX_SEQ - 1, high=MAX_SEQ)
     token = f.data.get("token")
     if not isinstance(token, str) or not 1 <= len(token) <= 128:
         f.fail("token", "Must be a string.")
         token = ""
-    return Hello(token=token)
+    return Hello(v=v, token=token)
 
 
 def _send(f: _Fields) -> Send:

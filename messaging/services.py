@@ -12,9 +12,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from common.errors import ApiError
+from common.protocol import PROTOCOL_VERSION
 from common.realtime import conversation_group, publish_on_commit
 from conversations.errors import ConversationNotFoundError
 from conversations.models import Conversation, Membership
+from conversations.selectors import conversation_last_seqs
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
 from media.errors import MediaNotFoundError
@@ -32,7 +34,6 @@ from messaging.wire import message_frame_json
 from notifications.models import PushTarget
 from notifications.services import messages_notify_on_commit
 
-PROTOCOL_VERSION = 1
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
 _BATCH_ATTEMPTS = 3
 # Rows per INSERT statement: 10 parameters each, well under SQLite's 32,766.
@@ -440,11 +441,14 @@ class CursorAdvance:
 def delivery_cursors_advance(advances: Sequence[CursorAdvance]) -> None:
     """Move many (device, conversation) cursors forward in one statement; never backwards.
 
-    Callers (messaging/cursors.py) have checked membership; a cursor above the conversation's
-    last seq is harmless (it only means "nothing older to catch up on").
+    Callers (messaging/cursors.py) have checked membership and refused positions beyond the
+    conversation's last seq (`CursorBeyondLastSeqError`); a position that still gets here above
+    it is stored as the last seq: a cursor past the log would hide every later message from the
+    device's catch-up and make its receipts claim deliveries that never happened.
     """
     if not advances:
         return
+    last_seqs = conversation_last_seqs(conversation_ids={a.conversation_id for a in advances})
     table = DeliveryCursor._meta.db_table
     greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     stamp = connection.ops.adapt_datetimefield_value(timezone.now())
@@ -458,7 +462,13 @@ def delivery_cursors_advance(advances: Sequence[CursorAdvance]) -> None:
         "updated_at = excluded.updated_at"
     )
     rows = [
-        (_db_uuid(a.device_id), _db_uuid(a.conversation_id), a.delivered_seq, a.read_seq, stamp)
+        (
+            _db_uuid(a.device_id),
+            _db_uuid(a.conversation_id),
+            min(a.delivered_seq, last_seqs.get(a.conversation_id, 0)),
+            min(a.read_seq, last_seqs.get(a.conversation_id, 0)),
+            stamp,
+        )
         for a in sorted(advances, key=lambda a: (a.device_id, a.conversation_id))  # lock order
     ]
     with transaction.atomic(durable=True), connection.cursor() as cursor:

@@ -6,19 +6,26 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import InvalidRequestError
+from common.fields import StrictCharField
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from devices.authentication import request_device
 from notifications.errors import PushTargetNotFoundError
 from notifications.models import PushTarget
 from notifications.selectors import push_target_get
-from notifications.services import conversation_mute, conversation_unmute, push_target_delete, push_target_register
+from notifications.services import (
+    PUSH_TARGET_URL_PATTERN,
+    conversation_mute,
+    conversation_unmute,
+    push_target_delete,
+    push_target_register,
+)
 
 
 class PushTargetOutputSerializer(serializers.Serializer[Any]):
@@ -28,14 +35,43 @@ class PushTargetOutputSerializer(serializers.Serializer[Any]):
 
 
 class _WebPushKeysSerializer(serializers.Serializer[Any]):
-    p256dh = serializers.CharField(max_length=128)
-    auth = serializers.CharField(max_length=64)
+    p256dh = StrictCharField(max_length=128)
+    auth = StrictCharField(max_length=64)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "maxLength": 2048,
+        "pattern": PUSH_TARGET_URL_PATTERN,
+        "description": "http(s)://host[:port][/...], no credentials (else 400 push_target_url_refused, as for "
+        "a host with a non-public address unless the server allows them)",
+    }
+)
+class PushTargetUrlField(StrictCharField):
+    """Checked by the service (push_target_url_check), which keeps its error code."""
+
+
+class WebhookTargetInputSerializer(serializers.Serializer[Any]):
+    """Schema only: a webhook (`keys`, if sent, are ignored)."""
+
+    kind = serializers.ChoiceField(choices=[PushTarget.Kind.WEBHOOK.value])
+    url = PushTargetUrlField(max_length=2048)
+    keys = _WebPushKeysSerializer(required=False)
+
+
+class WebPushTargetInputSerializer(serializers.Serializer[Any]):
+    """Schema only: a browser's push subscription, with its keys."""
+
+    kind = serializers.ChoiceField(choices=[PushTarget.Kind.WEBPUSH.value])
+    url = PushTargetUrlField(max_length=2048)
+    keys = _WebPushKeysSerializer()
 
 
 class PushTargetApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
         kind = serializers.ChoiceField(choices=PushTarget.Kind.values)
-        url = serializers.CharField(max_length=2048)
+        url = PushTargetUrlField(max_length=2048)
         keys = _WebPushKeysSerializer(required=False)
 
     class RegisteredSerializer(PushTargetOutputSerializer):
@@ -55,7 +91,14 @@ class PushTargetApi(APIView):
     @extend_schema(
         operation_id="push_target_put",
         summary="Register or replace this device's push target (a webhook's secret is shown once)",
-        request=InputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="PushTargetPut",
+            serializers={
+                PushTarget.Kind.WEBHOOK.value: WebhookTargetInputSerializer,
+                PushTarget.Kind.WEBPUSH.value: WebPushTargetInputSerializer,
+            },
+            resource_type_field_name="kind",
+        ),
         responses={200: RegisteredSerializer, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 409)},
     )
     def put(self, request: Request) -> Response:

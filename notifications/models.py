@@ -74,11 +74,22 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
+    # sending: the claiming worker's lease ends; pending, retrying: the next attempt is due (the
+    # stalled-task sweep re-enqueues what is overdue). Null: due now.
     lease_until = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
 
     class Meta:
-        indexes = [models.Index(fields=["device", "status"], name="notification_device_status")]
+        indexes = [
+            models.Index(fields=["device", "status"], name="notification_device_status"),
+            # The stalled-task sweep (every few seconds) reads only unfinished notifications by due
+            # time, never the sent ones kept for days.
+            models.Index(
+                fields=["lease_until"],
+                name="notification_unfinished_due",
+                condition=models.Q(status__in=["pending", "retrying", "sending"]),
+            ),
+        ]
         constraints = [
             # At most one notification per device waits for its first attempt: the coalescing key.
             models.UniqueConstraint(

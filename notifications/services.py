@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import threading
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from celery import current_app
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from conversations.selectors import access_conversation
@@ -48,9 +50,16 @@ logger = logging.getLogger(__name__)
 # committed batch tells the fan-out task about one conversation. JSON-serialisable on purpose.
 NotifyWindow = tuple[str, int, list[str]]
 
-# How long a claimed delivery is reserved for its worker: the request timeout and some margin.
-_LEASE_MARGIN_S = 25.0
+# How long a claimed delivery is reserved for its worker: the request timeout and a margin for
+# the two database writes around it. Past it the attempt is presumed lost with its worker and is
+# given to another (the receiver deduplicates on the notification id if the first one was sent
+# after all), so the margin bounds how long a killed worker delays a wake-up.
+_LEASE_MARGIN_S = 5.0
+# A due time this close counts as reached: ETAs are computed on another host's clock.
+_DUE_SLACK_S = 1.0
 _ERROR_CHARS = 500
+# Notifications one sweep hands out at most (the next sweep takes the rest).
+_REQUEUE_BATCH = 1000
 
 
 # --- push targets and mutes ---------------------------------------------------------------------
@@ -61,9 +70,20 @@ def _address_refused(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
+# What a push target URL looks like (the OpenAPI schema states the same pattern): http(s), a host
+# of RFC 3986 registered-name characters (no credentials; an IDN host in its punycode form), an
+# optional port, then printable ASCII. ASCII classes only: JSON Schema patterns are ECMAScript
+# regular expressions, whose \s is not Python's. Matched whole (fullmatch), as `$` is in ECMAScript.
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+PUSH_TARGET_URL_PATTERN = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+(?::" + _PORT + r")?(?:[/?#][!-~]*)?$"
+_PUSH_TARGET_URL = re.compile(PUSH_TARGET_URL_PATTERN)
+
+
 def push_target_url_check(url: str) -> None:
     """http(s) with a host; unless E2EE_NOTIFY_ALLOW_PRIVATE_URLS, every address the host
     resolves to now must be public (no loopback, private, link-local or reserved ranges)."""
+    if not _PUSH_TARGET_URL.fullmatch(url):
+        raise PushTargetUrlRefusedError("The URL must be http:// or https:// with a host.")
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -243,7 +263,15 @@ def notifications_open(*, windows: Sequence[NotifyWindow]) -> list[uuid.UUID]:
         return []
     with transaction.atomic(durable=True):
         waiting = notifications_open_for(device_ids=candidates)
-        fresh = [Notification(device_id=device_id) for device_id in sorted(candidates - waiting)]
+        # lease_until of a waiting notification is when its next attempt is due: the sweep
+        # (notifications_requeue_stalled) hands it out again soon after if its task was lost.
+        # Eager (no broker) delivers at once, without the coalescing delay: due now.
+        due = (
+            None
+            if current_app.conf.task_always_eager
+            else timezone.now() + timedelta(seconds=settings.E2EE_NOTIFY_COALESCE_S)
+        )
+        fresh = [Notification(device_id=device_id, lease_until=due) for device_id in sorted(candidates - waiting)]
         # A concurrent fan-out may open one for the same device first: the partial unique
         # constraint (one pending per device) turns ours into a no-op.
         Notification.objects.bulk_create(fresh, ignore_conflicts=True)
@@ -260,7 +288,8 @@ def notifications_open(*, windows: Sequence[NotifyWindow]) -> list[uuid.UUID]:
 @dataclass(frozen=True)
 class Claim:
     """The outcome of claiming a delivery attempt: send `wake` to `target`, wait `busy_for`
-    seconds (another worker holds it), or nothing to do (both None)."""
+    seconds (another worker holds it, or its next attempt is not due yet), or nothing to do
+    (both None)."""
 
     target: PushTarget | None = None
     wake: Wake | None = None
@@ -278,9 +307,9 @@ def _finish(notification: Notification, status: str, *, now: datetime) -> None:
 def notification_claim(*, notification_id: uuid.UUID) -> Claim:
     """Reserve the next attempt of a notification for this worker, or say why not.
 
-    Idempotent: a redelivered task finds the notification sent (nothing to do) or leased by the
-    worker still sending it (wait). At fire time a device that is connected, has acknowledged
-    everything, lost its target or is no longer active is skipped.
+    Idempotent: a redelivered task finds the notification sent (nothing to do), leased by the
+    worker still sending it, or not due yet (wait). At fire time a device that is connected, has
+    acknowledged everything, lost its target or is no longer active is skipped.
     """
     now = timezone.now()
     notification = Notification.objects.filter(pk=notification_id).values("device_id", "device__user_id").first()
@@ -296,8 +325,12 @@ def notification_claim(*, notification_id: uuid.UUID) -> Claim:
             Notification.Status.DEAD,
         ):
             return Claim()
-        if row.status == Notification.Status.SENDING and row.lease_until is not None and row.lease_until > now:
-            return Claim(busy_for=(row.lease_until - now).total_seconds())
+        if row.lease_until is not None:
+            # SENDING: another worker's lease; PENDING or RETRYING: when the attempt is due. A
+            # task that comes early (a copy handed out again by the sweep or the broker) waits.
+            wait = (row.lease_until - now).total_seconds()
+            if wait > (0 if row.status == Notification.Status.SENDING else _DUE_SLACK_S):
+                return Claim(busy_for=wait)
         target = PushTarget.objects.filter(device_id=device_id).first()
         if (
             target is None
@@ -323,9 +356,10 @@ def notification_delivered(*, notification_id: uuid.UUID) -> None:
         )
 
 
-def notification_failed(*, notification_id: uuid.UUID, error: str, final: bool) -> None:
-    """Record a failed attempt: the notification waits for its retry, or (final) becomes dead
-    and gets its dead letter (one per notification, refreshed if a replay fails again)."""
+def notification_failed(*, notification_id: uuid.UUID, error: str, retry_in: float | None) -> None:
+    """Record a failed attempt: the notification waits `retry_in` seconds for its retry, or
+    (None: final) becomes dead and gets its dead letter (one per notification, refreshed if a
+    replay fails again)."""
     now = timezone.now()
     error = error[:_ERROR_CHARS]
     with transaction.atomic(durable=True):
@@ -334,8 +368,9 @@ def notification_failed(*, notification_id: uuid.UUID, error: str, final: bool) 
             return
         row.last_error = error
         row.lease_until = None
-        if not final:
+        if retry_in is not None:
             row.status = Notification.Status.RETRYING
+            row.lease_until = now + timedelta(seconds=retry_in)  # due then; the sweep's cue if lost
             row.save(update_fields=["status", "last_error", "lease_until"])
             return
         row.status = Notification.Status.DEAD
@@ -379,19 +414,34 @@ def notifications_prune(*, now: datetime | None = None) -> int:
 
 
 def notifications_requeue_stalled(*, now: datetime | None = None) -> int:
-    """Re-enqueue notifications whose task was lost (broker restart, enqueue failure): pending
-    or retrying for much longer than any delay, or sending past their lease."""
+    """Re-enqueue notifications whose task was lost (a worker killed while holding it, a broker
+    restart, an enqueue failure): pending or retrying more than E2EE_NOTIFY_STALL_GRACE_S past
+    their due time, or sending past their lease. Run by beat every E2EE_NOTIFY_SWEEP_S.
+
+    Each one handed out gets its due time set to now, so a notification whose task is merely
+    late (a worker backlog) gets at most one extra task per grace period; the claim makes any
+    copy harmless. Before this, lost tasks waited for a sweep that only looked at notifications
+    older than the longest backoff (362 s by default, issue 13 F3).
+    """
     now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.E2EE_NOTIFY_RETRY_MAX_S + settings.E2EE_NOTIFY_COALESCE_S + 60)
-    ids = list(
-        Notification.objects.filter(
-            status__in=[Notification.Status.PENDING, Notification.Status.RETRYING], created_at__lt=stale
-        ).values_list("pk", flat=True)
-    ) + list(
-        Notification.objects.filter(status=Notification.Status.SENDING, lease_until__lt=now).values_list(
-            "pk", flat=True
-        )
+    overdue = now - timedelta(seconds=settings.E2EE_NOTIFY_STALL_GRACE_S)
+    waiting = Q(status__in=[Notification.Status.PENDING, Notification.Status.RETRYING]) & (
+        Q(lease_until__lt=overdue) | Q(lease_until__isnull=True, created_at__lt=overdue)
     )
-    for notification_id in ids:
-        _enqueue("notifications.deliver", (str(notification_id),), 0.0)
+    lost_lease = Q(status=Notification.Status.SENDING, lease_until__lt=now)
+    with transaction.atomic(durable=True):
+        # SKIP LOCKED: a row being claimed right now is not stalled.
+        ids = list(
+            Notification.objects.select_for_update(skip_locked=True)
+            .filter(waiting | lost_lease)
+            .order_by("lease_until")
+            .values_list("pk", flat=True)[:_REQUEUE_BATCH]
+        )
+        # A lost lease becomes a retry due now: the claim then hands it to the next task.
+        Notification.objects.filter(pk__in=ids, status=Notification.Status.SENDING).update(
+            status=Notification.Status.RETRYING
+        )
+        Notification.objects.filter(pk__in=ids).update(lease_until=now)
+        for notification_id in ids:
+            transaction.on_commit(partial(_enqueue, "notifications.deliver", (str(notification_id),), 0.0))
     return len(ids)

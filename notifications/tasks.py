@@ -2,7 +2,11 @@
 
 Retries live here: exponential backoff with full jitter, E2EE_NOTIFY_MAX_RETRIES after the first
 attempt, then a dead letter. Tasks are acknowledged late, so a worker killed mid-task leaves the
-task to be redelivered; `notification_claim` makes the redelivery send nothing twice.
+task to be redelivered; `notification_claim` makes the redelivery send nothing twice. A retry
+waiting in a worker's memory (a countdown) dies with that worker and comes back from the broker
+only after the visibility timeout: the database knows when each attempt is due, and the beat's
+sweep (`notifications.requeue_stalled`, every E2EE_NOTIFY_SWEEP_S) hands out again within
+seconds whatever is overdue.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def notifications_fan_out(windows: list[NotifyWindow]) -> None:
 @shared_task(bind=True, name="notifications.deliver", max_retries=None, **_LATE)  # type: ignore[untyped-decorator]  # celery is untyped
 def notification_deliver(self: Task[Any, Any], notification_id: str) -> None:
     while True:
-        delay = _attempt(uuid.UUID(notification_id))
+        delay = _attempt(uuid.UUID(notification_id), eager=bool(self.request.is_eager))
         if delay is None:
             return
         if not self.request.is_eager:
@@ -54,9 +58,9 @@ def notification_deliver(self: Task[Any, Any], notification_id: str) -> None:
             return
 
 
-def _attempt(pk: uuid.UUID) -> float | None:
+def _attempt(pk: uuid.UUID, *, eager: bool) -> float | None:
     """One delivery attempt: None when finished (sent, skipped, dead), else the delay before
-    the next look (negative: only waiting for another worker's lease)."""
+    the next look (negative: only waiting for another worker's lease or the due time)."""
     claim = notification_claim(notification_id=pk)
     if claim.busy_for is not None:
         # Another worker holds the attempt (a redelivered copy of this task): look again after
@@ -67,9 +71,13 @@ def _attempt(pk: uuid.UUID) -> float | None:
     try:
         wake_send(target=claim.target, wake=claim.wake)
     except DeliveryFailedError as exc:
-        final = exc.permanent or claim.attempt > settings.E2EE_NOTIFY_MAX_RETRIES
-        notification_failed(notification_id=pk, error=str(exc), final=final)
-        return None if final else retry_delay(claim.attempt)
+        if exc.permanent or claim.attempt > settings.E2EE_NOTIFY_MAX_RETRIES:
+            notification_failed(notification_id=pk, error=str(exc), retry_in=None)
+            return None
+        # Eager retries run back to back (see notification_deliver): due at once.
+        delay = 0.0 if eager else retry_delay(claim.attempt)
+        notification_failed(notification_id=pk, error=str(exc), retry_in=delay)
+        return delay
     notification_delivered(notification_id=pk)
     return None
 

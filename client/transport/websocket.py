@@ -6,7 +6,7 @@ once the server answered `welcome`. The connection sends client frames and yield
 frames. Failures are typed for the caller's reconnect policy:
 
 * `RealtimeAuthError` (close 4401 / 4403): the token or device is refused; do not reconnect.
-* `RealtimeDisconnectedError` (any other close: 1011, 1012, 4408, a network failure, a timeout):
+* `RealtimeDisconnectedError` (any other close: 1011, 1012, 4408, 4413, 4420, a network failure, a timeout):
   reconnect with backoff.
 """
 

@@ -259,7 +259,7 @@ def test_wrapped_key_lengths_are_checked(alice: Dev) -> None:
     body["epoch"]["wrapped_keys"][0]["wrapped_key"] = b64(os.urandom(79))
     response = alice.client().post("/api/v1/conversations", body, format="json")
     assert response.status_code == 400
-    assert list(response.json()["extra"]["fields"]) == ["epoch.wrapped_keys.0.wrapped_key"]
+    assert list(response.json()["extra"]["fields"]) == ["epoch.wrapped_keys[0].wrapped_key"]
     assert _rows() == (0, 0, 0, 0)
 
 

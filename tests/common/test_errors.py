@@ -21,7 +21,7 @@ def _assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-def test_flatten_validation_errors_gives_dotted_paths() -> None:
+def test_flatten_validation_errors_gives_field_paths() -> None:
     detail = {
         "username": ["bad"],
         "epoch": {"wrapped_keys": [{}, {"signature": ["short"]}], "number": ["not int"]},
@@ -29,9 +29,9 @@ def test_flatten_validation_errors_gives_dotted_paths() -> None:
     }
     assert flatten_validation_errors(detail) == {
         "username": ["bad"],
-        "epoch.wrapped_keys.1.signature": ["short"],
+        "epoch.wrapped_keys[1].signature": ["short"],
         "epoch.number": ["not int"],
-        "members.0": ["bad name"],
+        "members[0]": ["bad name"],
     }
 
 

@@ -79,8 +79,8 @@ def test_a_failing_channel_layer_is_logged_not_raised(caplog: pytest.LogCaptureF
 
     with mock.patch.object(realtime, "get_channel_layer", return_value=BrokenLayer()):
         with caplog.at_level(logging.ERROR, logger="common.realtime"):
-            realtime._deliver(["device.a"], {"type": "message.new", "envelope": {"ciphertext": "SECRET=="}})
+            realtime._deliver(["device.a"], {"type": "conversation.messages", "envelope": {"ciphertext": "SECRET=="}})
     [record] = caplog.records
     assert record.getMessage() == "realtime publish failed"
-    assert record.fields == {"event_type": "message.new", "groups": 1}  # type: ignore[attr-defined]
+    assert record.fields == {"event_type": "conversation.messages", "groups": 1}  # type: ignore[attr-defined]
     assert "SECRET" not in caplog.text

@@ -10,6 +10,7 @@ import pytest
 
 from messaging import frames
 from messaging.apis import MessageListCreateApi
+from messaging.errors import FrameInvalidError, FrameTypeUnknownError
 
 VALID: dict[str, Any] = {
     "version": 1,
@@ -64,7 +65,7 @@ def frame_bad_fields(body: dict[str, Any]) -> set[str]:
     text = json.dumps({"type": "send", "id": "x", "conversation_id": str(uuid.uuid4()), "envelope": body})
     try:
         frames.frame_parse(text)
-    except frames.FrameError as error:
+    except FrameInvalidError as error:
         return {name.removeprefix("envelope.") for name in error.extra["fields"]}
     return set()
 
@@ -110,7 +111,7 @@ def test_a_missing_field_is_refused_by_both(field: str) -> None:
     ],
 )
 def test_garbage_is_a_frame_error_never_an_exception(text: str) -> None:
-    with pytest.raises((frames.FrameError, frames.UnknownFrameTypeError)):
+    with pytest.raises((FrameInvalidError, FrameTypeUnknownError)):
         frames.frame_parse(text)
 
 

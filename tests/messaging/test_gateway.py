@@ -437,6 +437,37 @@ def test_acks_and_reads_reach_the_sender_as_receipts(daphne_url: str, pair: Any)
     assert (cursor.delivered_seq, cursor.read_seq) == (seq, seq)
 
 
+def test_an_ack_beyond_the_last_seq_is_refused_and_later_messages_still_arrive(daphne_url: str, pair: Any) -> None:
+    alice, bob, conversation = pair
+    rest_send(daphne_url, alice, conversation, 1)
+    bobs = Socket.open(daphne_url, bob.token)
+    bobs.messages(1)
+    bobs.send({"type": "ack", "conversation_id": str(conversation.id), "seq": 1_000_000})
+    error = bobs.expect("error")
+    assert error["code"] == "cursor_beyond_last_seq"
+    assert error["extra"] == {"conversation_id": str(conversation.id), "last_seq": 1}
+    bobs.send({"type": "ack", "conversation_id": str(conversation.id), "seq": 1})
+    wait_for(lambda: DeliveryCursor.objects.filter(device=bob.device, delivered_seq=1).exists())
+    bobs.close()
+    rest_send(daphne_url, alice, conversation, 1)
+    again = Socket.open(daphne_url, bob.token)
+    assert [e["seq"] for e in again.messages(1)] == [2]
+    assert DeliveryCursor.objects.get(device=bob.device, conversation=conversation).delivered_seq == 1
+
+
+def test_a_read_beyond_the_last_seq_is_refused_and_the_senders_receipts_stay_true(daphne_url: str, pair: Any) -> None:
+    alice, bob, conversation = pair
+    alices, bobs = Socket.open(daphne_url, alice.token), Socket.open(daphne_url, bob.token)
+    alices.send(send_frame(alice, conversation))
+    seq = alices.expect("sent")["seq"]
+    bobs.messages(1)
+    bobs.send({"type": "read", "conversation_id": str(conversation.id), "seq": 1_000_000})
+    assert bobs.expect("error")["code"] == "cursor_beyond_last_seq"
+    bobs.send({"type": "read", "conversation_id": str(conversation.id), "seq": seq})
+    receipt = alices.expect("receipt")
+    assert [(r["delivered_seq"], r["read_seq"]) for r in receipt["receipts"]] == [(0, seq)]
+
+
 def test_typing_is_relayed_to_other_members_only(daphne_url: str, pair: Any) -> None:
     alice, bob, conversation = pair
     alices_phone = make_dev(user=alice.user)
@@ -486,7 +517,7 @@ def test_a_message_whose_push_was_lost_still_reaches_a_connected_device(
         f"/api/v1/conversations/{conversation.id}/messages", envelope_json(alice), format="json"
     )
     assert response.status_code == 201
-    assert [p.event["type"] for p in published] == ["conv.messages"]
+    assert [p.event["type"] for p in published] == ["conversation.messages"]
     assert [e["seq"] for e in bobs.messages(1, timeout=5)] == [1]
 
 

@@ -23,9 +23,9 @@ from messaging.errors import (
     EnvelopeTooLargeError,
     EnvelopeUnsupportedVersionError,
 )
-from messaging.models import Message
+from messaging.models import DeliveryCursor, Message
 from messaging.serializers import EnvelopeSerializer
-from messaging.services import envelope_send
+from messaging.services import CursorAdvance, delivery_cursors_advance, envelope_send
 from tests.builders import (
     Dev,
     active_devices,
@@ -203,7 +203,7 @@ def test_send_publishes_one_event_to_the_conversation_group_after_commit(
     # One publish reaches every member device's connections, wherever they are (they joined it).
     assert [p.group for p in published] == [conversation_group(conversation.id)]
     event = published[0].event
-    assert event["type"] == "conv.messages"
+    assert event["type"] == "conversation.messages"
     assert event["conversation_id"] == str(conversation.id)
     [(seq, origin, frame)] = event["messages"]
     assert (seq, origin) == (result.message.seq, "")
@@ -253,3 +253,20 @@ def test_send_cost_does_not_grow_with_history(alice: Dev, conversation: Conversa
     assert len(later.captured_queries) == len(first.captured_queries)
     # No counting or scanning of the message table on the send path.
     assert not any("COUNT(" in q["sql"].upper() for q in later.captured_queries)
+
+
+def test_cursor_positions_beyond_the_last_seq_are_stored_as_the_last_seq(
+    alice: Dev, bob: Dev, conversation: Conversation
+) -> None:
+    _send(alice, conversation)
+    delivery_cursors_advance(
+        [
+            CursorAdvance(bob.device.id, conversation.id, delivered_seq=1_000_000, read_seq=5),
+            CursorAdvance(alice.device.id, conversation.id, delivered_seq=1, read_seq=0),
+        ]
+    )
+    cursors = {c.device_id: (c.delivered_seq, c.read_seq) for c in DeliveryCursor.objects.all()}
+    assert cursors == {bob.device.id: (1, 1), alice.device.id: (1, 0)}
+    _send(alice, conversation)
+    delivery_cursors_advance([CursorAdvance(bob.device.id, conversation.id, delivered_seq=2, read_seq=0)])
+    assert DeliveryCursor.objects.get(device=bob.device).delivered_seq == 2

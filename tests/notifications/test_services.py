@@ -105,18 +105,59 @@ def test_prune_deletes_old_finished_notifications_only(bob: Dev) -> None:
     assert set(Notification.objects.values_list("pk", flat=True)) == {dead.pk, recent.pk}
 
 
-def test_requeue_stalled_reenqueues_lost_and_expired_work(bob: Dev) -> None:
-    long_ago = timezone.now() - timedelta(hours=1)
-    lost = Notification.objects.create(device=bob.device, created_at=long_ago)
-    expired = Notification.objects.create(
-        device=bob.device, status=Notification.Status.SENDING, lease_until=timezone.now() - timedelta(seconds=1)
+def test_requeue_stalled_reenqueues_lost_and_expired_work(bob: Dev, django_capture_on_commit_callbacks: Any) -> None:
+    now = timezone.now()
+    long_ago = now - timedelta(hours=1)
+    lost = Notification.objects.create(device=bob.device, created_at=long_ago)  # no due time: since created
+    overdue = Notification.objects.create(
+        device=bob.device,
+        status=Notification.Status.RETRYING,
+        lease_until=now - timedelta(seconds=settings.E2EE_NOTIFY_STALL_GRACE_S + 1),
     )
-    Notification.objects.create(device=bob.device, status=Notification.Status.RETRYING)  # its retry is due later
+    expired = Notification.objects.create(
+        device=bob.device, status=Notification.Status.SENDING, lease_until=now - timedelta(seconds=1)
+    )
+    # Due a moment ago (its task may be on its way) and due later: both left alone.
+    Notification.objects.create(device=bob.device, status=Notification.Status.RETRYING, lease_until=now)
+    Notification.objects.create(
+        device=bob.device, status=Notification.Status.RETRYING, lease_until=now + timedelta(seconds=60)
+    )
 
-    with mock.patch.object(services, "_enqueue") as enqueue:
-        assert notifications_requeue_stalled() == 2
+    with mock.patch.object(services, "_enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
+        assert notifications_requeue_stalled() == 3
 
-    assert {call.args[1] for call in enqueue.call_args_list} == {(str(lost.pk),), (str(expired.pk),)}
+    assert {call.args[1] for call in enqueue.call_args_list} == {
+        (str(lost.pk),),
+        (str(overdue.pk),),
+        (str(expired.pk),),
+    }
+    # A lease past its end is given up: the next task claims it.
+    expired.refresh_from_db()
+    assert expired.status == Notification.Status.RETRYING
+
+
+def test_requeue_stalled_hands_a_late_notification_out_once_per_grace_period(
+    bob: Dev, django_capture_on_commit_callbacks: Any
+) -> None:
+    Notification.objects.create(device=bob.device, created_at=timezone.now() - timedelta(hours=1))
+
+    with mock.patch.object(services, "_enqueue"), django_capture_on_commit_callbacks(execute=True):
+        first = notifications_requeue_stalled()
+        second = notifications_requeue_stalled()  # the next sweep, its task still queued behind others
+
+    assert (first, second) == (1, 0)
+
+
+def test_claim_of_a_notification_not_due_yet_waits(bob: Dev, bob_target: PushTarget) -> None:
+    # A copy of the task handed out early (by the sweep or the broker) must not send before the
+    # backoff has passed.
+    notification = Notification.objects.create(
+        device=bob.device, status=Notification.Status.RETRYING, lease_until=timezone.now() + timedelta(seconds=30)
+    )
+
+    claim = notification_claim(notification_id=notification.pk)
+
+    assert claim.target is None and claim.busy_for is not None and 25 < claim.busy_for <= 30
 
 
 def test_backoff_is_full_jitter_below_a_doubling_cap(settings: Any) -> None:

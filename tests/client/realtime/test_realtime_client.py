@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -22,12 +24,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from client import protocol as proto
+from client.core.envelope import envelope_seal
+from client.core.needs import Fetches
 from client.crypto.encoding import b64e
 from client.crypto.errors import DecryptFailure
 from client.crypto.keys import DeviceKeyPair
 from client.crypto.lists_seen import ListSeen, lists_seen_encode
 from client.crypto.message import message_header, message_open
 from client.errors import RealtimeAuthError, SendFailedError
+from client.pacing import FRAME_RATE, SEND_RATE, Rate
 from client.realtime import Backoff, IncomingMessage, RealtimeClient
 from client.session import ReceivedMessage, Session, UndecryptableMessage
 from client.store.messages import MessageStore
@@ -59,6 +64,8 @@ class StubSession:
         self.username = "alice"
         self.device_id = self.device.device_id
         self.fail_transiently = False
+        # Open key requests to answer on connect (client.key_requests): none.
+        self.transport = SimpleNamespace(execute=lambda request: (200, {"key_requests": []}))
 
     def conversation(self, conversation_id: uuid.UUID) -> proto.Conversation:
         return proto.Conversation(conversation_id, "group", ["alice", "bob"], 1, 0, "t")
@@ -69,14 +76,37 @@ class StubSession:
     def conversation_for_send(self, conversation_id: uuid.UUID) -> proto.Conversation:
         return self.conversation(conversation_id)
 
-    # The real sealing, over this stub's keys: the client's own sends use the real crypto.
-    seal_send = Session.seal_send
+    def seal_send(
+        self,
+        conversation: proto.Conversation,
+        payload: dict[str, Any],
+        *,
+        client_message_id: bytes | None = None,
+        rng: Callable[[int], bytes] | None = None,
+        attachments: list[uuid.UUID] | None = None,
+    ) -> tuple[proto.Request, bytes]:
+        # The real sealing, over this stub's keys: the client's own sends use the real crypto.
+        sealed = envelope_seal(
+            chat_key=self.chat_key(conversation, conversation.current_epoch),
+            conversation_id=conversation.conversation_id,
+            epoch=conversation.current_epoch,
+            sender=self.device,
+            payload=payload,
+            lists_seen=self.lists_seen(conversation),
+            rng=rng or os.urandom,
+            client_message_id=client_message_id,
+            attachments=attachments,
+        )
+        return sealed.request, sealed.client_message_id
 
     def lists_seen(self, conversation: proto.Conversation) -> bytes:
         return LISTS
 
     def key_refused(self, conversation_id: uuid.UUID, epoch: int) -> bool:
         return False  # this stub's keys are never refused
+
+    def receive_step(self, envelope: proto.Envelope, fetches: Fetches) -> ReceivedMessage | UndecryptableMessage:
+        return self.receive(envelope)  # this stub lacks nothing
 
     def receive(self, envelope: proto.Envelope) -> ReceivedMessage | UndecryptableMessage:
         if self.fail_transiently:
@@ -562,3 +592,84 @@ def test_a_read_receipt_made_offline_is_sent_on_the_next_connection(store: Messa
             await client.close()
 
     run(scenario())
+
+
+# -- sending within the server's limits (issue 13, F1) --------------------------------------------
+
+
+def refuse_first(gw: FakeGateway, count: int, code: str, extra: dict[str, Any] | None = None) -> list[float]:
+    """Answer the first `count` send frames with `code`, the others as stored; the arrival time of
+    every send frame."""
+    arrivals: list[float] = []
+
+    async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+        if frame["type"] != "send":
+            return
+        arrivals.append(time.monotonic())
+        if len(arrivals) <= count:
+            refusal = {"type": "error", "id": frame["id"], "code": code, "message": code, "extra": extra or {}}
+            await ws.send(json.dumps(refusal))
+        else:
+            await ws.send(json.dumps(gw.sent_for(frame)))
+
+    gw.on_frame = on_frame
+    return arrivals
+
+
+def test_an_outage_refusing_every_send_costs_one_resend_per_message_not_a_storm(store: MessageStore) -> None:
+    """F1: every transient refusal used to resend the whole rest of the outbox (30 refusals: 465
+    resends), which kept the server refusing. Now each refused message goes once more, after a pause."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            refuse_first(gw, 30, "internal_error")  # the server's Redis is down for 30 sends
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=0.2))
+            pending = [await client.send_text(CID, f"m{i}") for i in range(30)]  # queued offline
+            await client.start()
+            seqs = [await p.wait(TIMEOUT) for p in pending]
+            assert len(gw.of_type("send")) == 60  # each message: refused once, resent once
+            assert seqs == list(range(1, 31))  # still in queue order
+            assert store.outbox() == []
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_rate_limited_client_sends_nothing_until_the_server_says_to_retry(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            arrivals = refuse_first(gw, 1, "rate_limited", {"retry_after_s": 1})
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=0.2))
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            first = await client.send_text(CID, "refused once")
+            await until(lambda: len(arrivals) == 1)
+            second = await client.send_text(CID, "queued during the pause")
+            assert await first.wait(TIMEOUT) == 1 and await second.wait(TIMEOUT) == 2
+            assert len(arrivals) == 3
+            assert arrivals[1] - arrivals[0] >= 0.95  # retry_after_s, for the queued message too
+            await client.close()
+
+    run(scenario())
+
+
+def test_sends_are_paced_below_the_send_rate(store: MessageStore) -> None:
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            arrivals = refuse_first(gw, 0, "")
+            client = make_client(gw, store, send_rate=Rate(per_s=50.0, burst=5.0))
+            pending = [await client.send_text(CID, f"m{i}") for i in range(40)]
+            await client.start()
+            for p in pending:
+                await p.wait(TIMEOUT)
+            # 5 at once, then 50 per second: the 40th no sooner than 35 / 50 s after the first.
+            assert arrivals[-1] - arrivals[0] >= 0.65
+            await client.close()
+
+    run(scenario())
+
+
+def test_the_default_pace_stays_below_the_servers_limits() -> None:
+    # docs/operations.md: `send_device` 1200 per 60 s per device, `ws_frame` 6000 per 60 s per connection.
+    assert SEND_RATE.most_in(60) < 1200
+    assert FRAME_RATE.most_in(60) < 6000

@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.typing import Subprotocol
 
 from client.errors import RealtimeAuthError, RealtimeDisconnectedError
-from client.frames import Pong, Welcome
+from client.frames import CLOSE_ACK_TIMEOUT, CLOSE_FRAME_TOO_LARGE, Pong, Welcome
 from client.transport.websocket import connect, websocket_url
 
 DEVICE = "0f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2b"
@@ -120,6 +120,30 @@ def test_a_close_after_welcome_ends_the_frames_with_a_typed_error() -> None:
                 received.append(frame)
         assert received == [Pong("x")]
         assert caught.value.close_code == 1012
+
+    run(with_server(handler, body))
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(CLOSE_FRAME_TOO_LARGE, "frame_too_large"), (CLOSE_ACK_TIMEOUT, "ack_timeout")]
+)
+def test_the_gateways_own_closes_after_welcome_mean_reconnect(code: int, error: str) -> None:
+    # protocol.md 6.2: 4413 frame too large, 4420 acknowledgements stopped; the SDK said 1009 and
+    # knew no 4420.
+    assert (CLOSE_FRAME_TOO_LARGE, CLOSE_ACK_TIMEOUT) == (4413, 4420)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send(json.dumps(WELCOME))
+        await ws.send(json.dumps({"type": "error", "code": error, "message": "closing"}))
+        await ws.close(code)
+
+    async def body(url: str) -> None:
+        conn = await connect(url, "t")
+        with pytest.raises(RealtimeDisconnectedError) as caught:
+            async for _ in conn.frames():
+                pass
+        assert caught.value.close_code == code
 
     run(with_server(handler, body))
 
