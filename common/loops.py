@@ -9,6 +9,7 @@ loop and forgets the previous loop's.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -18,12 +19,19 @@ T = TypeVar("T")
 class PerLoop(Generic[T]):
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._loop_id: int | None = None
+        # A weak reference, not id(loop): a closed loop's id is reused by the next loop made at
+        # the same address, which then got the old loop's object (and its dead asyncio state).
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._value: T | None = None
 
     def get(self) -> T:
         """The object of the running event loop, made on first use in that loop."""
-        loop_id = id(asyncio.get_running_loop())
-        if self._value is None or loop_id != self._loop_id:
-            self._loop_id, self._value = loop_id, self._factory()
+        loop = asyncio.get_running_loop()
+        if self._value is None or self._loop is None or self._loop() is not loop:
+            self._loop, self._value = weakref.ref(loop), self._factory()
         return self._value
+
+    def current(self) -> T | None:
+        """The object of the running event loop if one was made there, without making one."""
+        loop = asyncio.get_running_loop()
+        return self._value if self._loop is not None and self._loop() is loop else None

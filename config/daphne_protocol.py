@@ -14,12 +14,16 @@ size limit first and the consumer's check after.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from typing import Any
 
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
+from twisted.internet.defer import Deferred
 
 from messaging.errors import FrameTooLargeError
+from messaging.runtime import gateway_runtime_stop
 from messaging.wire import error_frame
 
 # How long a connection refused for size may take to finish sending its frame and close.
@@ -47,3 +51,14 @@ class GatewayWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]  # daph
 
 def daphne_protocol_install() -> None:
     WebSocketFactory.protocol = GatewayWebSocketProtocol
+    if "daphne.server" in sys.modules:
+        # Served by daphne, whose asyncio reactor is installed by now (importing the reactor
+        # anywhere else would install Twisted's default one): stop the gateway's per-process
+        # objects in one place when it shuts down (messaging/runtime.py).
+        from twisted.internet import reactor
+
+        reactor.addSystemEventTrigger("before", "shutdown", _runtime_stop)  # type: ignore[arg-type]  # zope interface typed without self
+
+
+def _runtime_stop() -> Deferred[None]:
+    return Deferred.fromFuture(asyncio.ensure_future(gateway_runtime_stop()))

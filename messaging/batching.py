@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from common.asyncdb import db_call
 from common.errors import ApiError
-from common.loops import PerLoop
-from common.metrics import FANOUT_LATENCY, messages_sent_inc
+from common.metrics import messages_sent_inc
 from common.ratelimit import RateLimitedError, ratelimit_hits
-from common.realtime import group_send_all
-from messaging.events import ConversationMessagesEvent
+from messaging.errors import SendInternalError
+from messaging.publisher import GroupEvent, messages_events, messages_publish
 from messaging.services import EnvelopeSendResult, SendBatchOutcome, SendRequest, envelope_send_batch
 
 logger = logging.getLogger(__name__)
@@ -31,16 +30,10 @@ MAX_BATCH = 256
 SendAnswer = EnvelopeSendResult | ApiError
 
 
-class InternalSendError(ApiError):
-    status = 500
-    code = "internal_error"
-    message = "The server failed to store the message; resending it is safe."
-
-
 class SendBatcher:
     def __init__(
         self,
-        store: Callable[[list[SendRequest]], Awaitable[SendBatchOutcome]] | None = None,
+        store: Callable[[list[SendRequest]], Awaitable[StoredBatch]] | None = None,
         *,
         max_batch: int = MAX_BATCH,
     ) -> None:
@@ -59,6 +52,13 @@ class SendBatcher:
             asyncio.get_running_loop().create_task(self._drain())
         return future
 
+    async def idle(self) -> None:
+        """Wait until every send submitted so far is answered and its fan-out published."""
+        while self._draining or self._queue:
+            await asyncio.sleep(0.01)
+        if self._last_publish is not None:
+            await asyncio.shield(self._last_publish)
+
     async def _drain(self) -> None:
         try:
             while self._queue:
@@ -69,7 +69,7 @@ class SendBatcher:
                     logger.exception("send batch failed", extra={"fields": {"batch": len(batch)}})
                     for _, future in batch:
                         if not future.done():
-                            future.set_result(InternalSendError())
+                            future.set_result(SendInternalError())
                     continue
                 self._last_publish = asyncio.get_running_loop().create_task(
                     _publish_after(self._last_publish, outcome.events)
@@ -81,44 +81,33 @@ class SendBatcher:
             self._draining = False
 
 
-def _limit_and_store(requests: list[SendRequest]) -> SendBatchOutcome:
-    """The per-device send limit (one Redis round trip for the whole batch), then the batch."""
+@dataclass(frozen=True)
+class StoredBatch:
+    """A batch's answers, and its fan-out rendered (in the database thread) for the publisher."""
+
+    results: list[SendAnswer]
+    events: list[GroupEvent]
+
+
+def _limit_and_store(requests: list[SendRequest]) -> StoredBatch:
+    """The per-device send limit (one Redis round trip for the whole batch), then the batch,
+    then its frames rendered, off the event loop."""
     waits = ratelimit_hits("send_device", [request.device.pk for request in requests])
     allowed = [request for request, wait in zip(requests, waits, strict=True) if wait is None]
-    outcome = envelope_send_batch(allowed, publish=False) if allowed else SendBatchOutcome(results=[])
+    outcome = envelope_send_batch(allowed) if allowed else SendBatchOutcome(results=[])
     stored = iter(outcome.results)
-    results: list[EnvelopeSendResult | ApiError] = [
-        next(stored) if wait is None else RateLimitedError(wait) for wait in waits
-    ]
-    created = sum(1 for result in results if isinstance(result, EnvelopeSendResult) and result.created)
-    if created:
-        messages_sent_inc(created, transport="websocket")
-    return SendBatchOutcome(results=results, events=outcome.events)
+    results: list[SendAnswer] = [next(stored) if wait is None else RateLimitedError(wait) for wait in waits]
+    if outcome.stored:
+        messages_sent_inc(len(outcome.stored), transport="websocket")
+    return StoredBatch(results=results, events=messages_events(outcome.stored))
 
 
-async def _store_in_database(requests: list[SendRequest]) -> SendBatchOutcome:
-    outcome: SendBatchOutcome = await db_call(_limit_and_store, writer=True)(requests)
-    return outcome
+async def _store_in_database(requests: list[SendRequest]) -> StoredBatch:
+    batch: StoredBatch = await db_call(_limit_and_store, writer=True)(requests)
+    return batch
 
 
-async def _publish_after(
-    previous: asyncio.Task[None] | None, events: list[tuple[str, ConversationMessagesEvent]]
-) -> None:
+async def _publish_after(previous: asyncio.Task[None] | None, events: list[GroupEvent]) -> None:
     if previous is not None:
         await asyncio.shield(previous)
-    for group, event in events:
-        started = time.perf_counter()
-        try:
-            await group_send_all([group], dict(event))
-        except Exception:  # the layer is down: receivers catch up from the database (6.4)
-            logger.exception("realtime publish failed", extra={"fields": {"event_type": event["type"]}})
-        else:
-            FANOUT_LATENCY.observe(time.perf_counter() - started)
-
-
-_batcher: PerLoop[SendBatcher] = PerLoop(SendBatcher)
-
-
-def send_batcher() -> SendBatcher:
-    """The batcher of the running event loop (one per process under daphne)."""
-    return _batcher.get()
+    await messages_publish(events)

@@ -30,11 +30,9 @@ from common.realtime import conversation_group, device_group
 from conversations.selectors import conversation_last_seqs
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
-from devices.presence import presence_connection, presence_registry
+from devices.presence import presence_connection
 from devices.selectors import device_token_get_live_by_token
 from messaging import delivery, frames, wire
-from messaging.batching import send_batcher
-from messaging.cursors import cursor_writer
 from messaging.errors import (
     CLOSE_INVALID_TOKEN,
     CLOSE_NOT_ACTIVE,
@@ -48,9 +46,9 @@ from messaging.errors import (
     SendsInFlightTooManyError,
 )
 from messaging.relays import EventRelays
+from messaging.runtime import gateway_runtime
 from messaging.selectors import message_frames_after, realtime_positions
 from messaging.services import EnvelopeSendResult, SendRequest
-from messaging.sweeper import sweeper
 from messaging.wire import error_frame
 
 logger = logging.getLogger(__name__)
@@ -105,6 +103,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
     async def connect(self) -> None:
         self.device = None
         self.token_id = 0
+        self.runtime = gateway_runtime()
         self.engine = delivery.DeliveryEngine(
             origin=self.channel_name,
             window=int(settings.E2EE_WS_WINDOW),
@@ -170,7 +169,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         await self.channel_layer.group_add(device_group(device.pk), self.channel_name)
         for conversation_id in self.engine.followed():
             await self.channel_layer.group_add(conversation_group(conversation_id), self.channel_name)
-        sweeper().register(self)
+        self.runtime.sweeper.register(self)
         WS_CONNECTIONS.labels(outcome="accepted").inc()
         CONNECTED_DEVICES.inc()
         became_online = await self._presence_connect()
@@ -202,7 +201,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
             return
         WS_CONNECTIONS.labels(outcome="closed").inc()
         CONNECTED_DEVICES.dec()
-        sweeper().unregister(self)
+        self.runtime.sweeper.unregister(self)
         try:
             await self.channel_layer.group_discard(device_group(self.device.pk), self.channel_name)
             for conversation_id in self.engine.followed():
@@ -210,7 +209,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         except Exception:  # noqa: BLE001 - the layer is down; its subscriptions die with it
             logger.warning("group discard failed on disconnect")
         try:
-            went_offline = await presence_registry().disconnect(
+            went_offline = await self.runtime.presence.disconnect(
                 self.device.user_id, presence_connection(self.device.pk, self.channel_name)
             )
             if went_offline:
@@ -254,7 +253,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
                 gap_timer.cancel()
         elif isinstance(action, delivery.RecordCursor):
             assert self.device is not None
-            cursor_writer().record(
+            self.runtime.cursor_writer.record(
                 device_id=self.device.pk,
                 username=self.username,
                 conversation_id=action.conversation_id,
@@ -377,7 +376,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         if self.in_flight >= settings.E2EE_WS_MAX_IN_FLIGHT:
             raise SendsInFlightTooManyError(settings.E2EE_WS_MAX_IN_FLIGHT)
         # Submitted synchronously, before any await: frames are sequenced in arrival order.
-        future = send_batcher().submit(
+        future = self.runtime.send_batcher.submit(
             SendRequest(self.device, frame.sender_device_id, frame.content, origin=self.channel_name)
         )
         self.in_flight += 1

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from common.asyncdb import db_call
-from common.loops import PerLoop
 from common.realtime import conversation_group, group_send_all
 from messaging.events import conversation_receipts_event
 from messaging.services import CursorAdvance, delivery_cursors_advance
@@ -122,11 +121,3 @@ class CursorWriter:
         else:
             current.delivered_seq = max(current.delivered_seq, move.delivered_seq)
             current.read_seq = max(current.read_seq, move.read_seq)
-
-
-_writer: PerLoop[CursorWriter] = PerLoop(CursorWriter)
-
-
-def cursor_writer() -> CursorWriter:
-    """The writer of the running event loop (one per process under daphne)."""
-    return _writer.get()

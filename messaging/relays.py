@@ -16,11 +16,14 @@ from common.asyncdb import db_call
 from common.errors import ApiError
 from common.realtime import conversation_group
 from devices.models import Device
-from devices.presence import TYPING_TTL_S, presence_connection, presence_registry
+from devices.presence import TYPING_TTL_S, presence_connection
 from messaging import frames, wire
 from messaging.delivery import DeliveryEngine
 from messaging.errors import GatewayTokenInvalidError
 from messaging.selectors import users_sharing_a_conversation
+
+if TYPE_CHECKING:
+    from messaging.runtime import GatewayRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ class EventRelays:
     token_id: int
 
     engine: DeliveryEngine
+    runtime: GatewayRuntime
     channel_layer: Any
     channel_name: str
 
@@ -107,7 +111,7 @@ class EventRelays:
         assert self.device is not None
         if not self.engine.typing_relayed(frame.conversation_id, started=frame.started):
             return
-        await presence_registry().store.typing(str(frame.conversation_id), str(self.device.pk), frame.started)
+        await self.runtime.presence.store.typing(str(frame.conversation_id), str(self.device.pk), frame.started)
         await self.channel_layer.group_send(
             conversation_group(frame.conversation_id),
             {
@@ -122,14 +126,14 @@ class EventRelays:
     async def _presence_query(self, frame: frames.PresenceQuery) -> None:
         assert self.device is not None
         visible = await db_call(users_sharing_a_conversation)(user=self.device.user, usernames=frame.usernames)
-        online = await presence_registry().store.online(visible.values())
+        online = await self.runtime.presence.store.online(visible.values())
         users = {name: visible.get(name) in online for name in frame.usernames}
         await self.send(text_data=wire.presence_frame(users, frame.id))
 
     async def _presence_connect(self) -> bool:
         assert self.device is not None
         try:
-            return await presence_registry().connect(
+            return await self.runtime.presence.connect(
                 self.device.user_id, presence_connection(self.device.pk, self.channel_name)
             )
         except Exception:  # noqa: BLE001 - Redis down: presence is best effort, messaging is not

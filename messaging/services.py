@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -13,14 +12,12 @@ from django.utils import timezone
 
 from common.errors import ApiError
 from common.protocol import PROTOCOL_VERSION
-from common.realtime import conversation_group, publish_on_commit
 from conversations.errors import ConversationNotFoundError
-from conversations.models import Conversation, Membership
 from conversations.selectors import conversation_last_seqs
 from devices.errors import DeviceNotActiveError
 from devices.models import Device
 from media.errors import MediaNotFoundError
-from media.models import MediaBlob, MediaReference
+from messaging import sql
 from messaging.errors import (
     ClientMessageIdReusedError,
     EnvelopeSenderMismatchError,
@@ -28,16 +25,12 @@ from messaging.errors import (
     EnvelopeTooLargeError,
     EnvelopeUnsupportedVersionError,
 )
-from messaging.events import ConversationMessagesEvent, conversation_messages_event
-from messaging.models import DeliveryCursor, Message
-from messaging.wire import message_frame_json
-from notifications.models import PushTarget
+from messaging.models import Message
+from messaging.publisher import messages_publish_on_commit
 from notifications.services import messages_notify_on_commit
 
 # An idempotency-key race with another process rolls the whole batch back; retried this often.
 _BATCH_ATTEMPTS = 3
-# Rows per INSERT statement: 10 parameters each, well under SQLite's 32,766.
-_INSERT_CHUNK = 200
 # Media blob ids one message may name (protocol.md 4.4, 4.5).
 MAX_ATTACHMENTS = 16
 # Bytes of `device_lists` (protocol.md 2.19, 4.4): about 1,400 members' lists.
@@ -90,25 +83,35 @@ class EnvelopeSendResult:
     created: bool  # False: an identical resend, answered with the original
 
 
-@dataclass
+@dataclass(frozen=True)
+class MessageStored:
+    """A message the batch added to the log, and the connection it came from ("" for REST)."""
+
+    message: Message
+    origin: str
+
+
+@dataclass(frozen=True)
 class SendBatchOutcome:
-    """Per request (same order) a result or the error to answer it with, plus the fan-out events
-    that must be published once the batch has committed (already done when `publish=True`)."""
+    """Per request (same order) a result or the error to answer it with, and the messages the
+    batch added (in insertion order: seq order per conversation), for the publisher
+    (messaging/publisher.py) once the batch has committed."""
 
     results: list[EnvelopeSendResult | ApiError]
-    events: list[tuple[str, ConversationMessagesEvent]] = field(default_factory=list)
+    stored: list[MessageStored] = field(default_factory=list)
 
 
 def envelope_send(*, device: Device, sender_device_id: uuid.UUID, content: EnvelopeContent) -> EnvelopeSendResult:
     """Append one envelope to its conversation's log and push it to every member device (REST)."""
-    outcome = envelope_send_batch([SendRequest(device, sender_device_id, content)], publish=True)
+    outcome = envelope_send_batch([SendRequest(device, sender_device_id, content)])
+    messages_publish_on_commit(outcome.stored)  # committed: the batch's transaction is durable
     result = outcome.results[0]
     if isinstance(result, ApiError):
         raise result
     return result
 
 
-def envelope_send_batch(requests: Sequence[SendRequest], *, publish: bool) -> SendBatchOutcome:
+def envelope_send_batch(requests: Sequence[SendRequest]) -> SendBatchOutcome:
     """Store many sends in one transaction (group commit): the realtime gateway's hot path.
 
     Each request is judged on its own, exactly as a single send is (same checks, same errors,
@@ -117,12 +120,12 @@ def envelope_send_batch(requests: Sequence[SendRequest], *, publish: bool) -> Se
     from the conversation row, locked until commit. The work is a fixed number of queries per
     batch (plus one cheap UPDATE per conversation touched), independent of history size.
 
-    With `publish=True` the fan-out is registered to run after commit; otherwise the caller gets
-    the events in the outcome and publishes them itself after this function has returned.
+    Nothing is published here: the caller hands `stored` to the publisher (messaging/publisher.py)
+    after this function has returned, so rendering the frames holds no row lock.
     """
     for attempt in range(_BATCH_ATTEMPTS):
         try:
-            return _send_batch_once(requests, publish=publish)
+            return _send_batch_once(requests)
         except IntegrityError:
             # A concurrent send of the same (device, client_message_id) committed between our
             # lookup and our insert; the retry's lookup sees it and answers it as a resend.
@@ -147,19 +150,22 @@ def _precheck(request: SendRequest, *, is_member: bool, is_active: bool) -> ApiE
     return None
 
 
-def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendBatchOutcome:
+def _send_batch_once(requests: Sequence[SendRequest]) -> SendBatchOutcome:
     results: list[EnvelopeSendResult | ApiError | None] = [None] * len(requests)
     conversation_ids = {r.content.conversation_id for r in requests}
     device_ids = {r.device.pk for r in requests}
     user_ids = {r.device.user_id for r in requests}
-    # Hand-written SQL, one statement per step: this runs for every realtime batch, and building
-    # the same queries through the ORM cost about two thirds of the batch's CPU (cProfile).
+    # Hand-written SQL, one statement per step (messaging/sql.py).
     with transaction.atomic(durable=True), connection.cursor() as cursor:
-        members, active = _members_and_active(cursor, conversation_ids, user_ids, device_ids)
-        existing = _existing_sends(cursor, device_ids, [r.content.client_message_id for r in requests])
+        members, active = sql.members_and_active(cursor, conversation_ids, user_ids, device_ids)
+        existing = sql.existing_sends(cursor, device_ids, [r.content.client_message_id for r in requests])
         # Nothing at all for the common batch without attachments.
         with_attachments = any(r.content.attachments for r in requests)
-        blob_owners = _attachable_blobs(cursor, requests) if with_attachments else {}
+        blob_owners = (
+            sql.blob_uploaders_complete(cursor, {pk for r in requests for pk in r.content.attachments})
+            if with_attachments
+            else {}
+        )
         fresh: list[int] = []
         for index, request in enumerate(requests):
             error = _precheck(
@@ -183,8 +189,9 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
             fresh.append(index)
 
         to_insert: list[Message] = []
+        stored: list[MessageStored] = []
         if fresh:
-            locked, push_targets = _conversations_lock(cursor, {requests[i].content.conversation_id for i in fresh})
+            locked, push_targets = sql.conversations_lock(cursor, {requests[i].content.conversation_id for i in fresh})
             now = timezone.now()
             in_batch: dict[tuple[uuid.UUID, bytes], Message] = {}
             for index in fresh:
@@ -219,21 +226,31 @@ def _send_batch_once(requests: Sequence[SendRequest], *, publish: bool) -> SendB
                 )
                 in_batch[key] = message
                 to_insert.append(message)
+                stored.append(MessageStored(message, request.origin))
                 results[index] = EnvelopeSendResult(message, created=True)
             if to_insert:
-                _messages_insert(cursor, to_insert, locked)
+                sql.messages_insert(cursor, to_insert, locked)
                 if with_attachments:
-                    _references_insert(cursor, requests, results)
+                    sql.references_insert(cursor, _references(requests, results))
                 if push_targets:  # wake offline devices after commit (one cheap callback per batch)
                     messages_notify_on_commit(to_insert)
-
-        events = _fanout_events(requests, results, to_insert)
-        if publish:
-            for group, event in events:
-                publish_on_commit(group, event)
     final = [r for r in results if r is not None]
     assert len(final) == len(requests)
-    return SendBatchOutcome(results=final, events=[] if publish else events)
+    return SendBatchOutcome(results=final, stored=stored)
+
+
+def _references(
+    requests: Sequence[SendRequest], results: Sequence[EnvelopeSendResult | ApiError | None]
+) -> list[tuple[uuid.UUID, uuid.UUID, int]]:
+    """One (blob, conversation, message id) per blob of each new message; resends create no
+    message and so no reference."""
+    references = []
+    for request, result in zip(requests, results, strict=True):
+        if request.content.attachments and isinstance(result, EnvelopeSendResult) and result.created:
+            message = result.message
+            for blob_id in dict.fromkeys(request.content.attachments):
+                references.append((blob_id, message.conversation_id, message.pk))
+    return references
 
 
 def _attachments_check(request: SendRequest, blob_owners: dict[uuid.UUID, int]) -> ApiError | None:
@@ -242,192 +259,6 @@ def _attachments_check(request: SendRequest, blob_owners: dict[uuid.UUID, int]) 
     if any(blob_owners.get(blob_id) != user_id for blob_id in request.content.attachments):
         return MediaNotFoundError()
     return None
-
-
-def _attachable_blobs(cursor: Any, requests: Sequence[SendRequest]) -> dict[uuid.UUID, int]:
-    """The uploader of every complete blob the batch names, in one statement."""
-    ids = sorted({blob_id for r in requests for blob_id in r.content.attachments})
-    params = [_db_uuid(pk) for pk in ids]
-    cursor.execute(
-        f"SELECT id, uploader_id FROM {MediaBlob._meta.db_table} "  # noqa: S608 (our table name)
-        f"WHERE id IN ({_in_list(params)}) AND state = %s",
-        [*params, MediaBlob.State.COMPLETE.value],
-    )
-    return {_as_uuid(pk): int(uploader_id) for pk, uploader_id in cursor.fetchall()}
-
-
-def _references_insert(
-    cursor: Any, requests: Sequence[SendRequest], results: Sequence[EnvelopeSendResult | ApiError | None]
-) -> None:
-    """One reference row per (blob, new message), in one multi-row INSERT per chunk; resends
-    create no message and so no row, and the unique pair makes a duplicate a no-op anyway."""
-    rows: list[Any] = []
-    for request, result in zip(requests, results, strict=True):
-        if request.content.attachments and isinstance(result, EnvelopeSendResult) and result.created:
-            message = result.message
-            for blob_id in dict.fromkeys(request.content.attachments):
-                rows.append((_db_uuid(blob_id), _db_uuid(message.conversation_id), message.pk))
-    if not rows:
-        return
-    stamp = connection.ops.adapt_datetimefield_value(timezone.now())
-    table = MediaReference._meta.db_table
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        cursor.execute(
-            f"INSERT INTO {table} (blob_id, conversation_id, message_id, created_at) "  # noqa: S608
-            f"VALUES {', '.join(['(%s, %s, %s, %s)'] * len(chunk))} "
-            "ON CONFLICT (blob_id, message_id) DO NOTHING",
-            [value for row in chunk for value in (*row, stamp)],
-        )
-
-
-def _in_list(values: Sequence[Any]) -> str:
-    return ", ".join(["%s"] * len(values))
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    # A uuid column comes back as UUID from PostgreSQL and as 32 hex digits from SQLite.
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def _members_and_active(
-    cursor: Any, conversation_ids: set[uuid.UUID], user_ids: set[int], device_ids: set[uuid.UUID]
-) -> tuple[set[tuple[uuid.UUID, int]], set[uuid.UUID]]:
-    """Which (conversation, user) pairs are memberships and which devices may send, in one round
-    trip: rows tagged "m" are memberships, rows tagged "d" active devices of active users."""
-    conversations = [_db_uuid(pk) for pk in conversation_ids]
-    users = list(user_ids)
-    devices = [_db_uuid(pk) for pk in device_ids]
-    membership, device, user = (
-        Membership._meta.db_table,
-        Device._meta.db_table,
-        Device._meta.get_field("user").related_model._meta.db_table,
-    )
-    # Table names come from the models and every value is a parameter.
-    cursor.execute(
-        f"SELECT 'm', conversation_id, user_id FROM {membership} "  # noqa: S608
-        f"WHERE conversation_id IN ({_in_list(conversations)}) AND user_id IN ({_in_list(users)}) "
-        f"UNION ALL SELECT 'd', d.id, NULL FROM {device} d JOIN {user} u ON u.id = d.user_id "
-        f"WHERE d.id IN ({_in_list(devices)}) AND d.status = %s AND u.is_active",
-        [*conversations, *users, *devices, Device.Status.ACTIVE.value],
-    )
-    members: set[tuple[uuid.UUID, int]] = set()
-    active: set[uuid.UUID] = set()
-    for tag, pk, user_id in cursor.fetchall():
-        if tag == "m":
-            members.add((_as_uuid(pk), int(user_id)))
-        else:
-            active.add(_as_uuid(pk))
-    return members, active
-
-
-def _existing_sends(
-    cursor: Any, device_ids: set[uuid.UUID], client_message_ids: list[bytes]
-) -> dict[tuple[uuid.UUID, bytes], Message]:
-    """Messages already stored under these idempotency keys (resends). The probe is a bare index
-    lookup; the rare hits are then loaded as models, with the sender for the answer."""
-    devices = [_db_uuid(pk) for pk in device_ids]
-    table = Message._meta.db_table
-    # Both IN lists together use the (sender_device, client_message_id) unique index.
-    cursor.execute(
-        f"SELECT id FROM {table} WHERE sender_device_id IN ({_in_list(devices)}) "  # noqa: S608
-        f"AND client_message_id IN ({_in_list(client_message_ids)})",
-        [*devices, *client_message_ids],
-    )
-    ids = [row[0] for row in cursor.fetchall()]
-    if not ids:
-        return {}
-    return {
-        (m.sender_device_id, bytes(m.client_message_id)): m
-        for m in Message.objects.select_related("sender_device__user").filter(pk__in=ids)
-    }
-
-
-def _conversations_lock(cursor: Any, conversation_ids: set[uuid.UUID]) -> tuple[dict[uuid.UUID, list[int]], bool]:
-    """Lock every conversation written to, in id order (no deadlock between batches); their
-    [current epoch, last seq]. SQLite has no row locks: its write transaction serialises.
-
-    Also whether any device anywhere has a push target, in the same round trip (an uncorrelated
-    EXISTS, evaluated once: one index page): without targets the batch does nothing for them."""
-    ordered = [_db_uuid(pk) for pk in sorted(conversation_ids)]
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    cursor.execute(
-        f"SELECT id, current_epoch, last_seq, EXISTS (SELECT 1 FROM {PushTarget._meta.db_table}) "  # noqa: S608
-        f"FROM {Conversation._meta.db_table} WHERE id IN ({_in_list(ordered)}) ORDER BY id{lock}",
-        ordered,
-    )
-    rows = cursor.fetchall()
-    locked = {_as_uuid(pk): [int(epoch), int(last_seq)] for pk, epoch, last_seq, _ in rows}
-    return locked, any(bool(row[3]) for row in rows)
-
-
-def _messages_insert(cursor: Any, messages: list[Message], locked: dict[uuid.UUID, list[int]]) -> None:
-    touched = sorted({m.conversation_id for m in messages})
-    cursor.executemany(
-        f"UPDATE {Conversation._meta.db_table} SET last_seq = %s WHERE id = %s",  # noqa: S608 (our table name)
-        [(locked[pk][1], _db_uuid(pk)) for pk in touched],
-    )
-    stamp = connection.ops.adapt_datetimefield_value(messages[0].created_at)
-    columns = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    for start in range(0, len(messages), _INSERT_CHUNK):
-        chunk = messages[start : start + _INSERT_CHUNK]
-        params: list[Any] = []
-        for m in chunk:
-            params += [
-                _db_uuid(m.conversation_id),
-                m.seq,
-                m.version,
-                m.epoch,
-                _db_uuid(m.sender_device_id),
-                m.client_message_id,
-                m.nonce,
-                m.ciphertext,
-                m.signature,
-                m.device_lists,
-                stamp,
-            ]
-        # One multi-row INSERT per chunk; RETURNING gives the ids in VALUES order on both
-        # backends (what Django's bulk_create relies on too).
-        cursor.execute(
-            f"INSERT INTO {Message._meta.db_table} (conversation_id, seq, version, epoch, "  # noqa: S608
-            "sender_device_id, client_message_id, nonce, ciphertext, signature, device_lists, created_at) "
-            f"VALUES {', '.join([columns] * len(chunk))} RETURNING id",
-            params,
-        )
-        for message, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
-            message.pk = pk
-            message._state.adding, message._state.db = False, connection.alias  # saved, like the ORM's
-
-
-def _db_uuid(value: uuid.UUID) -> Any:
-    # Raw SQL needs the backend's UUID form: a uuid column on PostgreSQL, char(32) on SQLite.
-    return value if connection.vendor == "postgresql" else value.hex
-
-
-def _fanout_events(
-    requests: Sequence[SendRequest],
-    results: Sequence[EnvelopeSendResult | ApiError | None],
-    inserted: list[Message],
-) -> list[tuple[str, ConversationMessagesEvent]]:
-    """One event per conversation, its new messages in seq order, each pre-rendered as the
-    `message` frame (encoded once here, not once per receiving connection)."""
-    if not inserted:
-        return []
-    origin_of = {
-        id(result.message): request.origin
-        for request, result in zip(requests, results, strict=True)
-        if isinstance(result, EnvelopeSendResult) and result.created
-    }
-    by_conversation: dict[uuid.UUID, list[tuple[int, str, str]]] = {}
-    for message in inserted:
-        by_conversation.setdefault(message.conversation_id, []).append(
-            (message.seq, origin_of.get(id(message), ""), message_frame_json(message))
-        )
-    stored_at = inserted[0].created_at.timestamp()
-    return [
-        (conversation_group(pk), conversation_messages_event(pk, rows, stored_at=stored_at))
-        for pk, rows in by_conversation.items()
-    ]
 
 
 @dataclass(frozen=True)
@@ -449,30 +280,17 @@ def delivery_cursors_advance(advances: Sequence[CursorAdvance]) -> None:
     if not advances:
         return
     last_seqs = conversation_last_seqs(conversation_ids={a.conversation_id for a in advances})
-    table = DeliveryCursor._meta.db_table
-    greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
-    stamp = connection.ops.adapt_datetimefield_value(timezone.now())
-    # Table names come from the models and every value is a parameter.
-    sql = (
-        f"INSERT INTO {table} (device_id, conversation_id, delivered_seq, read_seq, updated_at) "  # noqa: S608
-        "VALUES (%s, %s, %s, %s, %s) "
-        "ON CONFLICT (device_id, conversation_id) DO UPDATE SET "
-        f"delivered_seq = {greatest}({table}.delivered_seq, excluded.delivered_seq), "
-        f"read_seq = {greatest}({table}.read_seq, excluded.read_seq), "
-        "updated_at = excluded.updated_at"
-    )
     rows = [
         (
-            _db_uuid(a.device_id),
-            _db_uuid(a.conversation_id),
+            a.device_id,
+            a.conversation_id,
             min(a.delivered_seq, last_seqs.get(a.conversation_id, 0)),
             min(a.read_seq, last_seqs.get(a.conversation_id, 0)),
-            stamp,
         )
         for a in sorted(advances, key=lambda a: (a.device_id, a.conversation_id))  # lock order
     ]
     with transaction.atomic(durable=True), connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        sql.cursors_upsert(cursor, rows)
 
 
 # What a purged message holds instead of its content: all zeros, in the shortest well-formed

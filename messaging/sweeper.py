@@ -20,7 +20,6 @@ from typing import Protocol
 from django.conf import settings
 
 from common.asyncdb import db_call
-from common.loops import PerLoop
 from conversations.selectors import conversation_last_seqs
 
 logger = logging.getLogger(__name__)
@@ -46,6 +45,11 @@ class Sweeper:
     def unregister(self, connection: Sweepable) -> None:
         self._connections.discard(connection)
 
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
     async def _run(self) -> None:
         while self._connections:
             await asyncio.sleep(settings.E2EE_WS_SWEEP_S)
@@ -67,11 +71,3 @@ class Sweeper:
         self._previous = last_seqs
         for connection in connections:
             await connection.catch_up_to(settled)
-
-
-_sweeper: PerLoop[Sweeper] = PerLoop(Sweeper)
-
-
-def sweeper() -> Sweeper:
-    """The sweeper of the running event loop (one per process under daphne)."""
-    return _sweeper.get()

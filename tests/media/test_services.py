@@ -35,7 +35,7 @@ def _request(dev: Dev, conversation: Conversation, *attachments: uuid.UUID) -> S
 
 def _batch_sql(requests: list[SendRequest]) -> list[str]:
     with CaptureQueriesContext(connection) as queries:
-        envelope_send_batch(requests, publish=False)
+        envelope_send_batch(requests)
     return [q["sql"] for q in queries.captured_queries]
 
 
@@ -57,7 +57,6 @@ def test_batch_judges_attachments_per_request(alice: Dev, bob: Dev, conversation
     mine, theirs = upload(alice, os.urandom(100)), upload(bob, os.urandom(100))
     outcome = envelope_send_batch(
         [_request(alice, conversation, mine), _request(alice, conversation, theirs), _request(alice, conversation)],
-        publish=False,
     )
     ok, refused, plain = outcome.results
     assert isinstance(ok, EnvelopeSendResult) and isinstance(plain, EnvelopeSendResult)
@@ -69,7 +68,7 @@ def test_batch_judges_attachments_per_request(alice: Dev, bob: Dev, conversation
 def test_same_blob_in_two_conversations_is_referenced_by_both(alice: Dev, bob: Dev) -> None:
     first, second = make_conversation(alice, bob.user), make_conversation(alice)
     blob = upload(alice, os.urandom(100))
-    envelope_send_batch([_request(alice, first, blob), _request(alice, second, blob)], publish=False)
+    envelope_send_batch([_request(alice, first, blob), _request(alice, second, blob)])
     assert set(MediaReference.objects.values_list("conversation_id", flat=True)) == {first.pk, second.pk}
 
 
@@ -84,7 +83,7 @@ def test_prune_removes_old_unreferenced_blobs_rows_and_objects(
     old_pending = uuid.UUID(slot(alice, 100).json()["blob_id"])
     young_orphan = upload(alice, os.urandom(100))
     old_referenced = upload(alice, os.urandom(100))
-    envelope_send_batch([_request(alice, conversation, old_referenced)], publish=True)
+    envelope_send_batch([_request(alice, conversation, old_referenced)])
     for blob_id in (old_orphan, old_pending, old_referenced):
         _age(blob_id, hours=25)
 

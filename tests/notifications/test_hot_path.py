@@ -25,7 +25,7 @@ def test_no_push_target_anywhere_means_no_enqueue_and_no_extra_query(
 ) -> None:
     with mock.patch.object(services, "_enqueue") as enqueue, django_capture_on_commit_callbacks(execute=True):
         with django_assert_max_num_queries(100) as queries:
-            envelope_send_batch(_batch(alice, conversation, 50), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 50))
 
     enqueue.assert_not_called()
     # The only mention of push targets rides on the conversation lock query.
@@ -40,7 +40,7 @@ def test_a_batch_enqueues_one_fan_out_whatever_its_size(
     webhook_register(bob, "http://127.0.0.1:9/hook")
     with mock.patch.object(services, "_enqueue") as enqueue:
         with django_capture_on_commit_callbacks(execute=True):
-            envelope_send_batch(_batch(alice, conversation, 50), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 50))
         services.window_buffer.flush()
 
     enqueue.assert_called_once()
@@ -57,9 +57,9 @@ def test_batches_are_merged_into_one_fan_out_per_flush(
     # No flusher thread here (conftest): the test flushes itself.
     with mock.patch.object(services, "_enqueue") as enqueue:
         with django_capture_on_commit_callbacks(execute=True):
-            envelope_send_batch(_batch(alice, conversation, 3), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 3))
         with django_capture_on_commit_callbacks(execute=True):
-            envelope_send_batch(_batch(alice, conversation, 2) + _batch(bob, other, 1), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 2) + _batch(bob, other, 1))
         enqueue.assert_not_called()
         services.window_buffer.flush()
 
@@ -74,7 +74,7 @@ def test_batches_are_merged_into_one_fan_out_per_flush(
 def test_rolled_back_batch_enqueues_nothing(alice: Dev, conversation: Conversation, bob: Dev) -> None:
     webhook_register(bob, "http://127.0.0.1:9/hook")
     with mock.patch.object(services, "_enqueue") as enqueue:
-        envelope_send_batch(_batch(alice, conversation, 3), publish=False)  # the test transaction never commits
+        envelope_send_batch(_batch(alice, conversation, 3))  # the test transaction never commits
 
     enqueue.assert_not_called()
 
@@ -86,9 +86,9 @@ def test_a_target_registered_elsewhere_counts_from_the_next_batch(
 
     with mock.patch.object(services.window_buffer, "add") as add:
         with django_capture_on_commit_callbacks(execute=True):
-            envelope_send_batch(_batch(alice, conversation, 1), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 1))
         PushTarget.objects.create(device=bob.device, kind="webhook", url="http://127.0.0.1:9/", secret="s")
         with django_capture_on_commit_callbacks(execute=True):
-            envelope_send_batch(_batch(alice, conversation, 1), publish=False)
+            envelope_send_batch(_batch(alice, conversation, 1))
 
     add.assert_called_once()
