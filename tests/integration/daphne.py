@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from bench.server import DaphneServer
+from harness.server import DaphneServer
 
 
 def test_database_url() -> str:

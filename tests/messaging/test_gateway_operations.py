@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from websockets.exceptions import ConnectionClosed
 
-from bench.server import DaphneServer
+from harness.server import DaphneServer
 from tests.builders import make_conversation, make_dev
 from tests.fuzz.frames import ws_frames
 from tests.messaging.test_gateway import send_frame

@@ -10,7 +10,7 @@ from types import TracebackType
 
 import redis
 
-from bench.server import free_port, process_stop
+from harness.server import free_port, process_stop
 
 
 class RedisServer:

@@ -41,12 +41,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from bench.realtime_provision import DeviceProfile
 from client.crypto.encoding import b64d, b64e
 from client.crypto.errors import DecryptError, DecryptFailure
 from client.crypto.message import message_encrypt, message_header, message_open, message_signature_verify
+from harness.provision import DeviceProfile
 
-log = logging.getLogger("bench.wsclient")
+log = logging.getLogger("harness.wsclient")
 
 SUBPROTOCOL = Subprotocol("e2ee.v1")
 # Close codes after which reconnecting cannot help (section 6.1).
@@ -714,16 +714,6 @@ class StalledDevice:
     def abort(self) -> None:
         if self._ws is not None:
             self._ws.transport.abort()
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, poll_s: float = 0.01) -> float:
-    """Wait until `predicate()` holds (checked every `poll_s`); seconds waited. TimeoutError names `what`."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(poll_s)
-    return time.monotonic() - started
 
 
 def default_rng(seed: int | None = None) -> random.Random:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bench.wsclient import ReceivedRecord, SentRecord
+from harness.wsclient import ReceivedRecord, SentRecord
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
