@@ -1,7 +1,8 @@
-"""Attacks, each rejected by the receiving client with its typed reason: a bit flipped in each field of
-a stored envelope (every bit of every field is flipped at the pure layer, tests/client/crypto), replays into another conversation, epoch or sender, a device the server slipped
-into an account without the account identity key (with or without a forged device-list entry), a
-device the server hides, and a device list it rolls back."""
+"""Attacks, each rejected by the receiving client with its typed reason: a bit flipped in each field
+of a stored envelope (every bit of every field is flipped at the pure layer, tests/client/crypto),
+replays into another conversation, epoch or sender, a device the server slipped into an account
+without the account identity key (with or without a forged device-list entry), a device the server
+hides, and a device list it rolls back."""
 
 from __future__ import annotations
 
