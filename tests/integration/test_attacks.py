@@ -1,4 +1,4 @@
-"""Attacks, each rejected by the receiving client with its typed reason: a bit flipped in each field
+"""Attacks, each rejected by the receiving client with its typed reason: bits flipped in each field
 of a stored envelope (every bit of every field is flipped at the pure layer, tests/client/crypto),
 replays into another conversation, epoch or sender, a device the server slipped into an account
 without the account identity key (with or without a forged device-list entry), a device the server
@@ -34,11 +34,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _bit_flips(data: bytes) -> Iterator[bytes]:
-    """One flipped bit per field, in its middle byte: through the whole client (restarts, key
-    fetches, device lists) each flip costs a decrypt; every bit is flipped in tests/client/crypto."""
-    flipped = bytearray(data)
-    flipped[len(data) // 2] ^= 1
-    yield bytes(flipped)
+    """A flipped bit at each end of a field (its first byte's lowest bit, its last byte's): through
+    the whole client (restarts, key fetches, device lists) each costs a decrypt, so every bit is
+    flipped at the pure layer instead (tests/client/crypto). For the epoch (1) the two ends make an
+    epoch that cannot exist (0) and one this device does not hold."""
+    for index in (0, len(data) - 1):
+        flipped = bytearray(data)
+        flipped[index] ^= 1
+        yield bytes(flipped)
 
 
 @pytest.fixture
