@@ -65,11 +65,11 @@ from bench.machine import (
     process_rss_mib,
     process_tree_cpu_seconds,
 )
-from bench.server import REPO, DaphneServer
 from client import protocol as proto
 from client.crypto.message import SealedMessage, message_encrypt
 from client.session import ReceivedMessage, Session
 from client.transport.http import HttpTransport
+from harness.server import REPO, DaphneServer
 
 PAGE_LIMIT = 100
 # Below this many messages the planner may rightly prefer a sequential scan to the index.

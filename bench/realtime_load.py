@@ -10,7 +10,7 @@ sharing one Redis channel layer and a PostgreSQL database of the benchmark's own
 dropped and re-created, dropped again at the end). Users with two devices each are registered
 through the SDK over HTTP, paired into direct conversations (4 devices: a sender and 3 recipients),
 and every device opens its own wrapped ChatKeys. Load-generator processes (`--workers`) each hold
-many `bench.wsclient.RealtimeDevice`s, one WebSocket per device, device i on server process i mod K.
+many `harness.wsclient.RealtimeDevice`s, one WebSocket per device, device i on server process i mod K.
 
 Load mode, per offered rate and run: the workers together send `rate` messages/s (real AES-GCM +
 Ed25519 envelopes, `send` frames) for `warmup + duration` seconds, from random devices to random
@@ -67,11 +67,12 @@ from bench.database import (
     with_database_name,
 )
 from bench.machine import machine_describe, process_cpu_seconds, process_rss_mib, process_tree_cpu_seconds
-from bench.realtime_metrics import percentile
-from bench.realtime_provision import DeviceProfile, population_create, user_register
-from bench.realtime_redis import redis_local_pid
-from bench.server import REPO, DaphneServer
-from bench.wsclient import SUBPROTOCOL, DeviceStats, RealtimeDevice, ws_url
+from harness.metrics import percentile
+from harness.polling import holds_within_async
+from harness.provision import DeviceProfile, population_create, user_register
+from harness.redis_server import redis_local_pid
+from harness.server import REPO, DaphneServer
+from harness.wsclient import SUBPROTOCOL, DeviceStats, RealtimeDevice, ws_url
 
 log = logging.getLogger("bench.realtime")
 
@@ -117,7 +118,7 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
     ]
     for device in devices:
         device.start()
-    await _until(lambda: all(d.connected.is_set() for d in devices), timeout=120)
+    await holds_within_async(lambda: all(d.connected.is_set() for d in devices), timeout=120)
     results.put(("ready", plan.index, os.getpid()))
     rng = random.Random(plan.seed)
     pairs = [(d, cid) for d in devices for cid in sorted(d.profile.conversations)]
@@ -149,7 +150,7 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
             offered += max(0, due)
             await asyncio.sleep(SEND_TICK_S)
         del loop
-        drained = await _until(lambda: all(not d.outbox for d in devices), timeout=120)
+        drained = await holds_within_async(lambda: all(not d.outbox for d in devices), timeout=120)
         top: dict[str, int] = {}
         for d in devices:
             for r in d.sent.values():
@@ -164,7 +165,7 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
                 state.contiguous >= expected.get(str(cid), 0) for d in devices for cid, state in d.conversations.items()
             )
 
-        complete = await _until(all_delivered, timeout=120)
+        complete = await holds_within_async(all_delivered, timeout=120)
         sent = [
             (str(d.device_id), r.client_message_id, str(r.conversation_id), r.first_sent_ns, r.acked_ns, r.seq)
             for d in devices
@@ -192,15 +193,6 @@ async def _worker(plan: WorkerPlan, commands: mp.Queue[Any], results: mp.Queue[A
         results.put(("result", plan.index, sent, received, dict(stats), complete))
     for device in devices:
         await device.close()
-
-
-async def _until(predicate: Any, *, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 # --------------------------------------------------------------------------------------------

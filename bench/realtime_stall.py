@@ -5,7 +5,7 @@
 
 One daphne process (in-memory channel layer) on a database of its own (`<name>_stallbench`, dropped
 at the end). A sender stores `--messages` texts of `--size` bytes in a direct conversation; then the
-other member's device authenticates and never reads again (`bench.wsclient.StalledDevice`), so
+other member's device authenticates and never reads again (`harness.wsclient.StalledDevice`), so
 catch-up fills its socket and the rest of the window, and every retry (`E2EE_WS_RETRY_S`, doubling)
 pushes the window again. Prints daphne's RSS every 5 seconds. Section 6.4 says a stalled device
 holds no server memory: the RSS should stay flat.
@@ -25,9 +25,10 @@ from pathlib import Path
 from bench.database import database_drop, database_name, database_recreate, require_postgres, with_database_name
 from bench.machine import process_rss_mib
 from bench.realtime_load import SETTINGS_MODULE, database_migrate
-from bench.realtime_provision import population_create
-from bench.server import DaphneServer
-from bench.wsclient import RealtimeDevice, StalledDevice, wait_until
+from harness.polling import wait_until
+from harness.provision import population_create
+from harness.server import DaphneServer
+from harness.wsclient import RealtimeDevice, StalledDevice
 
 
 async def _measure(server: DaphneServer, args: argparse.Namespace) -> list[tuple[float, float, int]]:

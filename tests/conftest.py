@@ -13,6 +13,35 @@ from common.testing import PublishedEvent, capture_published_events
 from conversations.models import Conversation
 from tests.builders import Dev, make_conversation, make_dev
 
+# Tests of the pure layers: the SDK (tests/client) and these modules. Those among them that use no
+# database are marked `nodb`; CI runs them in one leg only (`-m "not nodb"` in the other), since
+# PostgreSQL and Redis cannot change their outcome.
+PURE_MODULES = (
+    "tests/client/",
+    "tests/test_layering.py",
+    "tests/messaging/test_frames.py",
+    "tests/fuzz/test_frames_strategy.py",
+    "tests/common/test_fields.py",
+)
+DATABASE_FIXTURES = {
+    "db",
+    "transactional_db",
+    "django_db_reset_sequences",
+    "django_db_serialized_rollback",
+    "django_db_setup",
+    "live_server",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        pure = item.nodeid.startswith(PURE_MODULES)
+        uses_database = item.get_closest_marker("django_db") is not None or bool(
+            DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        if pure and not uses_database:
+            item.add_marker(pytest.mark.nodb)
+
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings: Any) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from unittest import mock
 
 import pytest
 
 from accounts.errors import UserNotFoundError
+from common.testing import PublishedEvent
 from conversations.errors import (
     AlreadyMemberError,
     DirectConversationMembersFixedError,
@@ -45,12 +45,20 @@ def _history_for(dev: Dev, epochs: int) -> list[HistoryKeyUpload]:
     ]
 
 
-def _published(capture: Any) -> list[tuple[list[str], dict[str, Any]]]:
-    return [(list(call.args[0]), call.args[1]) for call in capture.call_args_list]
+def _published(published: list[PublishedEvent]) -> list[tuple[list[str], dict[str, Any]]]:
+    """Each event published, with the groups it went to: one publish records one entry per group,
+    all holding the same event object."""
+    events: list[tuple[list[str], dict[str, Any]]] = []
+    for item in published:
+        if events and events[-1][1] is item.event:
+            events[-1][0].append(item.group)
+        else:
+            events.append(([item.group], item.event))
+    return events
 
 
 def test_add_with_history_stores_every_epoch_for_the_newcomer_and_tells_everyone(
-    people: dict[str, Dev], django_capture_on_commit_callbacks: Any
+    people: dict[str, Dev], django_capture_on_commit_callbacks: Any, published: list[PublishedEvent]
 ) -> None:
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     conversation = make_conversation(alice, bob.user)
@@ -62,10 +70,7 @@ def test_add_with_history_stores_every_epoch_for_the_newcomer_and_tells_everyone
         manifest=manifest_upload(),
     )
 
-    with (
-        mock.patch("conversations.services.publish_to_groups_on_commit") as publish,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with django_capture_on_commit_callbacks(execute=True):
         conversation_member_add(
             device=bob.device, conversation_id=conversation.pk, username="carol", history_keys=_history_for(carol, 2)
         )
@@ -73,7 +78,7 @@ def test_add_with_history_stores_every_epoch_for_the_newcomer_and_tells_everyone
     assert Membership.objects.filter(conversation=conversation, user=carol.user).exists()
     held = WrappedKey.objects.filter(recipient_device=carol.device).values_list("epoch__number", flat=True)
     assert sorted(held) == [1, 2]
-    events = _published(publish)
+    events = _published(published)
     assert [e["type"] for _, e in events] == ["conversation.joined", "conversation.members"]
     assert events[1][1] | {"conversation_id": ""} == {
         "type": "conversation.members",
@@ -154,7 +159,7 @@ def test_add_refuses_direct_conversations_members_and_unknown_users(people: dict
 
 
 def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
-    people: dict[str, Dev], django_capture_on_commit_callbacks: Any
+    people: dict[str, Dev], django_capture_on_commit_callbacks: Any, published: list[PublishedEvent]
 ) -> None:
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     conversation = make_conversation(alice, bob.user, carol.user)
@@ -177,10 +182,7 @@ def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
         )
     assert Membership.objects.filter(conversation=conversation).count() == 3
 
-    with (
-        mock.patch("conversations.services.publish_to_groups_on_commit") as publish,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
+    with django_capture_on_commit_callbacks(execute=True):
         conversation_member_remove(
             device=alice.device,
             conversation_id=conversation.pk,
@@ -191,7 +193,7 @@ def test_remove_rotates_for_exactly_the_remaining_devices_atomically(
     assert not Membership.objects.filter(conversation=conversation, user=carol.user).exists()
     epoch = ChatKeyEpoch.objects.get(conversation=conversation, number=2)
     assert set(epoch.wrapped_keys.values_list("recipient_device_id", flat=True)) == {alice.device.id, bob.device.id}
-    [(groups, event)] = _published(publish)
+    [(groups, event)] = _published(published)
     assert (event["change"], event["username"], event["members"]) == ("removed", "carol", ["alice", "bob"])
     assert len(groups) == 3  # carol's device is told too, and stops receiving the conversation
     with pytest.raises(MemberNotFoundError):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.realtime_provision import device_link, user_register
 from client.session import Session
+from harness.provision import device_link, user_register
 from tests.fault.proxy import FailoverProxy
 from tests.fault.services import Stack, missing_binaries
 

@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bench.server import free_port
+from harness.server import free_port
 
 HEALTH_EVERY_S = 0.2
 HEALTH_TIMEOUT_S = 0.5

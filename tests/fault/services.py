@@ -25,8 +25,8 @@ import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from bench.realtime_redis import RedisServer
-from bench.server import REPO, DaphneServer, free_port, process_stop
+from harness.redis_server import RedisServer
+from harness.server import REPO, DaphneServer, free_port, process_stop
 
 NOTIFY_RETRY_BASE_S = 5.0  # the first retry of a wake-up comes 0 to 5 s after the failed attempt
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)

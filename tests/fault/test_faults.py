@@ -25,10 +25,11 @@ from pathlib import Path
 import pytest
 
 from client.session import Session
+from harness.polling import holds_within
 from tests.fault.conftest import Cluster
 from tests.fault.scenario import CONVERGENCE_BOUND_S, Device, FaultRun
 from tests.fault.services import NOTIFY_RETRY_BASE_S
-from tests.notifications.receiver import Receiver, running_receiver, wait_until
+from tests.notifications.receiver import Receiver, running_receiver
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -80,7 +81,7 @@ def test_a_wake_up_arrives_within_seconds_after_the_worker_is_killed_mid_retry(
             for attempt in range(3):
                 before = receiver.count()
                 sender.send_text(cid, f"wake up {attempt}")
-                assert wait_until(_more_than(receiver, before), timeout=30), "no wake-up attempt at all"
+                assert holds_within(_more_than(receiver, before), timeout=30), "no wake-up attempt at all"
                 failed_at = time.monotonic()
                 time.sleep(KILL_AFTER_S)  # no condition to wait for: the retry is inside the worker
                 killed_at = time.monotonic()
@@ -92,7 +93,7 @@ def test_a_wake_up_arrives_within_seconds_after_the_worker_is_killed_mid_retry(
                 pytest.fail("three retries came before the kill: cannot test a kill mid-retry")
             worker.start()
             ready_s = time.monotonic() - killed_at
-            arrived = wait_until(_more_than(receiver, before + 1), timeout=WAKE_UP_WAIT_S)
+            arrived = holds_within(_more_than(receiver, before + 1), timeout=WAKE_UP_WAIT_S)
             delay_s = time.monotonic() - killed_at if arrived else None
         finally:
             offline.push_target_delete()

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.server import free_port
+from harness.server import free_port
 
 
 def _postgres_bin() -> Path | None:

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from bench.server import DaphneServer
 from client.crypto.attachment import CIPHERTEXT_CHUNK_BYTES
 from client.errors import AttachmentError
 from client.protocol import ApiError
 from client.session import ReceivedMessage, Session
 from client.transport.http import HttpTransport
+from harness.server import DaphneServer
 from tests.integration.conftest import PASSWORD
 from tests.media.s3server import S3Bucket, moto_endpoint, s3_bucket  # noqa: F401 (fixtures)
 

@@ -1,7 +1,8 @@
-"""Attacks, each rejected by the receiving client with its typed reason: bit flips in every field of a
-stored envelope, replays into another conversation, epoch or sender, a device the server slipped
-into an account without the account identity key (with or without a forged device-list entry), a
-device the server hides, and a device list it rolls back."""
+"""Attacks, each rejected by the receiving client with its typed reason: bits flipped in each field
+of a stored envelope (every bit of every field is flipped at the pure layer, tests/client/crypto),
+replays into another conversation, epoch or sender, a device the server slipped into an account
+without the account identity key (with or without a forged device-list entry), a device the server
+hides, and a device list it rolls back."""
 
 from __future__ import annotations
 
@@ -33,9 +34,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _bit_flips(data: bytes) -> Iterator[bytes]:
-    for i in range(len(data) * 8):
+    """A flipped bit at each end of a field (its first byte's lowest bit, its last byte's): through
+    the whole client (restarts, key fetches, device lists) each costs a decrypt, so every bit is
+    flipped at the pure layer instead (tests/client/crypto). For the epoch (1) the two ends make an
+    epoch that cannot exist (0) and one this device does not hold."""
+    for index in (0, len(data) - 1):
         flipped = bytearray(data)
-        flipped[i // 8] ^= 1 << (i % 8)
+        flipped[index] ^= 1
         yield bytes(flipped)
 
 
@@ -69,7 +74,7 @@ def _reason(session: Session, envelope: Envelope) -> DecryptFailure | None:
     return None
 
 
-def test_every_single_bit_flip_in_every_field_is_rejected(scene: dict[str, object]) -> None:
+def test_a_bit_flipped_in_any_field_is_rejected(scene: dict[str, object]) -> None:
     bob = restart(scene["bob"])  # type: ignore[arg-type]
     envelope: Envelope = scene["envelope"]  # type: ignore[assignment]
     assert isinstance(bob.decrypt(envelope), ReceivedMessage)  # the genuine envelope decrypts

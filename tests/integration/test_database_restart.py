@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.server import REPO, DaphneServer
+from harness.server import REPO, DaphneServer
 from tests.integration.own_services import PostgresServer, postgres_missing, running_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing()))]

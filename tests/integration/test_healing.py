@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from client.recovery import identity_reset
 from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
+from harness.polling import wait_until
 from tests.integration.conftest import PASSWORD, restart
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -56,10 +58,7 @@ def _client(session: Session, home: Path, **kwargs: object) -> RealtimeClient:
     return RealtimeClient(session, MessageStore.open_in(home), backoff=FAST, key_retry=KEY_RETRY, **kwargs)  # type: ignore[arg-type]
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+_until = partial(wait_until, timeout=TIMEOUT)
 
 
 def _decrypted(client: RealtimeClient, conversation_id: uuid.UUID) -> dict[int, str]:

@@ -17,16 +17,17 @@ from typing import Any
 
 import pytest
 
-from bench.server import REPO, DaphneServer, process_stop
 from config.celery import app as celery_app
 from conversations.models import Conversation
+from harness.polling import holds_within
+from harness.server import REPO, DaphneServer, process_stop
 from notifications.models import DeadLetter, Notification
 from tests.builders import Dev, make_conversation, make_dev
 from tests.integration import daphne as live_servers
 from tests.messaging.test_gateway import send_frame
 from tests.messaging.wsclient import Socket
 from tests.notifications.helpers import send, signature_valid, webhook_register
-from tests.notifications.receiver import Receiver, running_receiver, wait_until
+from tests.notifications.receiver import Receiver, running_receiver
 
 pytestmark = [
     pytest.mark.slow,
@@ -68,7 +69,7 @@ def worker(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> I
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        ready = wait_until(
+        ready = holds_within(
             lambda: " ready." in log_path.read_text(errors="replace") or process.poll() is not None, timeout=60
         )
         assert ready and process.poll() is None, log_path.read_text(errors="replace")
@@ -84,7 +85,7 @@ def live(daphne_factory: Callable[..., DaphneServer]) -> DaphneServer:
 
 def _settled(receiver: Receiver, count: int, *, quiet: float = COALESCE_S + 1.0) -> bool:
     """`count` requests arrived and nothing more came for `quiet` seconds (polled, with deadline)."""
-    if not wait_until(lambda: receiver.count() >= count, timeout=30):
+    if not holds_within(lambda: receiver.count() >= count, timeout=30):
         return False
     time.sleep(quiet)  # no race: asserting that nothing further arrives needs an interval
     return receiver.count() == count
@@ -160,7 +161,7 @@ def test_permanently_failing_receiver_ends_in_one_dead_letter(
     with running_receiver([500]) as receiver:
         webhook_register(bob, receiver.url)
         send(alice, conversation)
-        assert wait_until(lambda: DeadLetter.objects.exists(), timeout=30)
+        assert holds_within(lambda: DeadLetter.objects.exists(), timeout=30)
         assert _settled(receiver, 1 + MAX_RETRIES, quiet=1.0)
 
     dead = DeadLetter.objects.get()

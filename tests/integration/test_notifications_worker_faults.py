@@ -28,14 +28,15 @@ import pytest
 from celery import Celery
 from django.utils import timezone
 
-from bench.server import REPO, process_stop
 from conversations.models import Conversation
+from harness.polling import holds_within
+from harness.server import REPO, process_stop
 from notifications.models import Notification
 from tests.builders import Dev
 from tests.integration import daphne as live_servers
 from tests.integration.own_services import RedisServer, redis_missing, running_redis
 from tests.notifications.helpers import send, webhook_register
-from tests.notifications.receiver import Receiver, running_receiver, wait_until
+from tests.notifications.receiver import Receiver, running_receiver
 
 pytestmark = [
     pytest.mark.slow,
@@ -96,7 +97,7 @@ class Processes:
                 stdin=subprocess.DEVNULL,
             )
         self.started.append(process)
-        started = wait_until(
+        started = holds_within(
             lambda: ready in log_path.read_text(errors="replace") or process.poll() is not None, timeout=60
         )
         assert started and process.poll() is None, log_path.read_text(errors="replace")
@@ -142,21 +143,21 @@ def test_a_wake_up_held_by_a_killed_worker_is_sent_within_seconds_of_its_due_tim
             device=bob.device, status=Notification.Status.RETRYING, attempts=1, lease_until=due
         )
         task = celery_processes.broker.send_task("notifications.deliver", (str(notification.pk),), countdown=3)
-        assert wait_until(_log_has(log, f"[{task.id}] received"), timeout=20), log.read_text(errors="replace")
+        assert holds_within(_log_has(log, f"[{task.id}] received"), timeout=20), log.read_text(errors="replace")
 
         # when it is killed before the retry is due, and another worker takes its place
         worker.kill()
         worker.wait(timeout=15)
         killed_at = time.time()
         celery_processes.worker()
-        assert wait_until(lambda: receiver.count() >= 1, timeout=60), "the wake-up was never sent"
+        assert holds_within(lambda: receiver.count() >= 1, timeout=60), "the wake-up was never sent"
         delivered_at = time.time()
 
     # then bob is woken once, a few seconds after the wake-up was due (about 7 minutes before)
     delay = delivered_at - max(killed_at, due.timestamp())
     print(f"wake-up delay after a worker kill: {delay:.1f} s past its due time")
     assert delay < WAKE_BOUND_S, f"woken {delay:.1f} s after the wake-up was due"
-    assert wait_until(lambda: Notification.objects.get().status == Notification.Status.SENT, timeout=10)
+    assert holds_within(lambda: Notification.objects.get().status == Notification.Status.SENT, timeout=10)
     assert receiver.count() == 1
 
 
@@ -164,7 +165,7 @@ def _woken(receiver: Receiver, processes: Processes, dev: Dev, expected: int) ->
     """Hand the worker a wake-up for `dev` through the broker; whether it reaches the receiver."""
     notification = Notification.objects.create(device=dev.device)
     processes.broker.send_task("notifications.deliver", (str(notification.pk),))
-    return wait_until(lambda: receiver.count() >= expected, timeout=30)
+    return holds_within(lambda: receiver.count() >= expected, timeout=30)
 
 
 def test_a_worker_keeps_running_tasks_across_broker_restarts(

@@ -15,12 +15,12 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from bench.server import DaphneServer
 from client.cli.main import main as cli_main
 from client.errors import RealtimeAuthError
 from client.frames import (
@@ -40,6 +40,8 @@ from client.session import ReceivedMessage, Session
 from client.store.messages import MessageStore
 from client.transport.http import HttpTransport
 from client.transport.websocket import connect
+from harness.polling import wait_until
+from harness.server import DaphneServer
 from tests.integration.conftest import PASSWORD, restart
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -54,10 +56,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coroutine, 120))
 
 
-async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
+until = partial(wait_until, timeout=TIMEOUT)
 
 
 @pytest.fixture

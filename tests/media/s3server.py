@@ -17,7 +17,7 @@ import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from bench.server import free_port, process_stop
+from harness.server import free_port, process_stop
 
 ACCESS_KEY = "moto-test-access-key"
 SECRET_KEY = "moto-test-secret-key"

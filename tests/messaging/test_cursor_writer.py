@@ -40,24 +40,35 @@ def _close() -> None:
     connection.close()  # looked up in the calling thread: that thread's own connection
 
 
-async def _listen(
-    groups: list[str], done: Callable[[list[dict[str, Any]]], bool], timeout: float
-) -> list[tuple[float, dict[str, Any]]]:
-    """(arrival time, event) for events of `groups` until `done(events so far)`."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    for group in groups:
-        await layer.group_add(group, channel)
-    got: list[tuple[float, dict[str, Any]]] = []
-    try:
+class Listener:
+    """A channel in `groups` of the real channel layer, recording (arrival time, event)."""
+
+    def __init__(self, groups: list[str]) -> None:
+        self.groups = groups
+        self.layer = get_channel_layer()
+        self.channel = ""
+
+    async def __aenter__(self) -> Listener:
+        # Subscribed on return: what is published from now on reaches the channel (no sleep).
+        self.channel = await self.layer.new_channel()
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for group in self.groups:
+            await self.layer.group_discard(group, self.channel)
+
+    async def until(
+        self, done: Callable[[list[dict[str, Any]]], bool], timeout: float
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """(arrival time, event) for the events received until `done(events so far)`."""
+        got: list[tuple[float, dict[str, Any]]] = []
         async with asyncio.timeout(timeout):
             while not done([event for _, event in got]):
-                event = await layer.receive(channel)
+                event = await self.layer.receive(self.channel)
                 got.append((time.monotonic(), event))
-    finally:
-        for group in groups:
-            await layer.group_discard(group, channel)
-    return got
+        return got
 
 
 def _delivered(event: dict[str, Any]) -> int:
@@ -71,21 +82,19 @@ def test_a_flush_stores_every_move_at_once_and_spreads_the_receipts() -> None:
 
     async def scenario() -> tuple[float, list[tuple[float, dict[str, Any]]]]:
         writer = CursorWriter()
-        listener = asyncio.create_task(
-            _listen([conversation_group(c.id) for c in conversations], lambda events: len(events) == 8, timeout=10)
-        )
-        await asyncio.sleep(0.2)  # subscribed
-        for conversation in conversations:
-            writer.record(
-                device_id=reader.device.pk,
-                username=reader.user.username,
-                conversation_id=conversation.id,
-                delivered_seq=3,
-                read_seq=2,
-            )
-        started = time.monotonic()
-        await writer.flush(spread_s=0.6)
-        return started, await listener
+        async with Listener([conversation_group(c.id) for c in conversations]) as listener:
+            received = asyncio.create_task(listener.until(lambda events: len(events) == 8, timeout=10))
+            for conversation in conversations:
+                writer.record(
+                    device_id=reader.device.pk,
+                    username=reader.user.username,
+                    conversation_id=conversation.id,
+                    delivered_seq=3,
+                    read_seq=2,
+                )
+            started = time.monotonic()
+            await writer.flush(spread_s=0.6)
+            return started, await received
 
     started, got = asyncio.run(scenario())
     assert DeliveryCursor.objects.filter(device=reader.device).count() == 8
@@ -106,19 +115,17 @@ def test_moves_recorded_while_a_flush_runs_are_flushed_too() -> None:
 
     async def scenario() -> list[tuple[float, dict[str, Any]]]:
         writer = CursorWriter()
-        listener = asyncio.create_task(
-            _listen([conversation_group(conversation.id)], lambda events: 3 in map(_delivered, events), timeout=10)
-        )
-        await asyncio.sleep(0.2)
-        for seq in (1, 2, 3):  # each lands while the previous interval's flush loop is running
-            writer.record(
-                device_id=reader.device.pk,
-                username=reader.user.username,
-                conversation_id=conversation.id,
-                delivered_seq=seq,
-            )
-            await asyncio.sleep(0.2)
-        return await listener
+        async with Listener([conversation_group(conversation.id)]) as listener:
+            received = asyncio.create_task(listener.until(lambda events: 3 in map(_delivered, events), timeout=10))
+            for seq in (1, 2, 3):  # each lands while the previous interval's flush loop is running
+                writer.record(
+                    device_id=reader.device.pk,
+                    username=reader.user.username,
+                    conversation_id=conversation.id,
+                    delivered_seq=seq,
+                )
+                await asyncio.sleep(0.2)
+            return await received
 
     seen = [_delivered(event) for _, event in asyncio.run(scenario())]
     assert seen[-1] == 3 and seen == sorted(set(seen)), seen  # nothing stranded, never backwards

@@ -13,11 +13,12 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from bench.server import DaphneServer
 from common.realtime import conversation_group
 from common.testing import PublishedEvent
 from conversations.models import Conversation
 from devices.models import Device
+from harness.polling import wait_for
+from harness.server import DaphneServer
 from messaging.events import conversation_messages_event
 from messaging.models import DeliveryCursor, Message
 from tests.builders import Dev, b64, envelope_json, make_conversation, make_dev, manifest_json, wrapped_keys_json
@@ -49,14 +50,6 @@ def rest_send(base_url: str, sender: Dev, conversation: Conversation, count: int
             assert response.status_code == 201, response.content
             seqs.append(response.json()["seq"])
     return seqs
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.02)
 
 
 @pytest.fixture

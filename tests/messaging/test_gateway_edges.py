@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from bench.server import DaphneServer
+from harness.polling import wait_for
+from harness.server import DaphneServer
 from messaging.models import DeliveryCursor
 from tests.builders import make_conversation, make_dev
-from tests.messaging.test_gateway import rest_send, wait_for
+from tests.messaging.test_gateway import rest_send
 from tests.messaging.test_gateway_operations import wait_for_window_start
 from tests.messaging.wsclient import Socket
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from websockets.exceptions import ConnectionClosed
 
-from bench.server import DaphneServer
+from harness.server import DaphneServer
 from tests.builders import make_conversation, make_dev
 from tests.fuzz.frames import ws_frames
 from tests.messaging.test_gateway import send_frame
@@ -35,7 +35,8 @@ def metric(base_url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_ten_messages_over_the_socket_count_exactly_ten(daphne_url: str) -> None:
+def test_ten_messages_over_the_socket_count_exactly_ten(fresh_daphne_url: str) -> None:
+    daphne_url = fresh_daphne_url
     alice, bob = make_dev(), make_dev()
     conversation = make_conversation(alice, bob.user)
     before = metric(daphne_url, "e2ee_messages_sent_total", transport="websocket")

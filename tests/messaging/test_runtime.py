@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from django.db import connection
 
-from bench.server import DaphneServer
 from common.asyncdb import db_call
 from conversations.models import Conversation
+from harness.server import DaphneServer
 from messaging.batching import StoredBatch
 from messaging.errors import SendInternalError
 from messaging.models import DeliveryCursor

@@ -173,9 +173,9 @@ def test_embedded_default_delivers_from_the_flusher_thread_not_the_request(
 ) -> None:
     from unittest import mock
 
+    from harness.polling import holds_within
     from notifications import services
     from tests.builders import envelope_json
-    from tests.notifications.receiver import wait_until
 
     settings.E2EE_NOTIFY_FLUSH_MS = 300
     real_run = services._WindowBuffer._run.__get__(services.window_buffer)
@@ -187,6 +187,6 @@ def test_embedded_default_delivers_from_the_flusher_thread_not_the_request(
         assert response.status_code == 201
         assert receiver.requests == []  # the send returned before any delivery started
 
-        assert wait_until(lambda: Notification.objects.filter(status=Notification.Status.SENT).exists())
+        assert holds_within(lambda: Notification.objects.filter(status=Notification.Status.SENT).exists(), timeout=20)
         services.window_buffer._thread = None  # retire the real thread: other tests flush themselves
     assert len(receiver.requests) == 1

@@ -285,6 +285,17 @@ def test_any_flipped_bit_in_a_header_field_fails_signature_and_aead(sent: Sent, 
     assert count == (end - start) * 8
 
 
+def test_any_flipped_bit_in_the_device_lists_fails_signature_and_aead(sent: Sent) -> None:
+    # The header carries their hash: the receiver rebuilds it from the lists it was given.
+    count = 0
+    for flipped in bit_flips(sent.sealed.device_lists):
+        header = dataclasses.replace(sent, sealed=dataclasses.replace(sent.sealed, device_lists=flipped)).header
+        assert not sent.verify(header=header)
+        assert tampered(partial(sent.open, header=header))
+        count += 1
+    assert count == len(LISTS) * 8
+
+
 # -- attacks: relabelling -------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -36,6 +37,7 @@ from client.pacing import FRAME_RATE, SEND_RATE, Rate
 from client.realtime import Backoff, IncomingMessage, RealtimeClient
 from client.session import ReceivedMessage, Session, UndecryptableMessage
 from client.store.messages import MessageStore
+from harness.polling import wait_until
 
 CID = uuid.UUID("6f1c0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2a")
 BOB_DEV = uuid.UUID("0b0b0a0e-4c1e-4a8e-9d55-0b7b8c0f1e2b")
@@ -49,10 +51,7 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
     asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
-async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+until = partial(wait_until, timeout=TIMEOUT)
 
 
 class StubSession:

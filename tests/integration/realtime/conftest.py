@@ -1,4 +1,4 @@
-"""Realtime fixtures: SDK-provisioned devices (bench.realtime_provision) on live daphne processes."""
+"""Realtime fixtures: SDK-provisioned devices (harness.provision) on live daphne processes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from bench.realtime_provision import Population, population_create
+from harness.provision import Population, population_create
 
 
 @pytest.fixture

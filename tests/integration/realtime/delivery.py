@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.wsclient import RealtimeDevice
+from harness.wsclient import RealtimeDevice
 
 
 @dataclass(frozen=True)

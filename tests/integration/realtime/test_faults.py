@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from bench.realtime_provision import Population
-from bench.realtime_redis import RedisServer
-from bench.server import DaphneServer
-from bench.wsclient import RealtimeDevice, wait_until
+from harness.polling import wait_until
+from harness.provision import Population
+from harness.redis_server import RedisServer
+from harness.server import DaphneServer
+from harness.wsclient import RealtimeDevice
 from tests.integration.realtime.delivery import (
     acknowledged,
     assert_delivered_exactly_once_in_order,

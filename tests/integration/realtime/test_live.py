@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.realtime_provision import Population
-from bench.server import DaphneServer
-from bench.wsclient import RealtimeDevice, wait_until
+from harness.polling import wait_until
+from harness.provision import Population
+from harness.server import DaphneServer
+from harness.wsclient import RealtimeDevice
 from tests.integration.daphne import multi_process_possible
 from tests.integration.realtime.delivery import assert_delivered_exactly_once_in_order, missing_deliveries
 

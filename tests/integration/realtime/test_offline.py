@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bench.realtime_provision import Population
-from bench.server import DaphneServer
-from bench.wsclient import RealtimeDevice, wait_until
+from harness.polling import wait_until
+from harness.provision import Population
+from harness.server import DaphneServer
+from harness.wsclient import RealtimeDevice
 from tests.integration.realtime.delivery import assert_delivered_exactly_once_in_order
 
 OFFLINE_MESSAGES = 200

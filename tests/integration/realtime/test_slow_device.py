@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from bench.realtime_metrics import latencies_ms, percentile, send_points
-from bench.realtime_provision import Population
-from bench.server import DaphneServer
-from bench.wsclient import RealtimeDevice, StalledDevice, wait_until
+from harness.metrics import latencies_ms, percentile, send_points
+from harness.polling import wait_until
+from harness.provision import Population
+from harness.server import DaphneServer
+from harness.wsclient import RealtimeDevice, StalledDevice
 from tests.integration.realtime.delivery import assert_delivered_exactly_once_in_order
 
 BACKLOG = 400  # sent before the runs, unpaced and unmeasured

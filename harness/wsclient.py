@@ -41,14 +41,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from bench.realtime_provision import DeviceProfile
 from client import protocol as proto
 from client.core.envelope import envelope_open as core_envelope_open
 from client.core.envelope import envelope_seal
 from client.crypto.encoding import b64d
 from client.crypto.errors import DecryptError, DecryptFailure
+from harness.provision import DeviceProfile
 
-log = logging.getLogger("bench.wsclient")
+log = logging.getLogger("harness.wsclient")
 
 SUBPROTOCOL = Subprotocol("e2ee.v1")
 # Close codes after which reconnecting cannot help (section 6.1).
@@ -694,16 +694,6 @@ class StalledDevice:
     def abort(self) -> None:
         if self._ws is not None:
             self._ws.transport.abort()
-
-
-async def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, poll_s: float = 0.01) -> float:
-    """Wait until `predicate()` holds (checked every `poll_s`); seconds waited. TimeoutError names `what`."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(poll_s)
-    return time.monotonic() - started
 
 
 def default_rng(seed: int | None = None) -> random.Random:
