@@ -53,6 +53,10 @@ class Listener:
         self.channel = await self.layer.new_channel()
         for group in self.groups:
             await self.layer.group_add(group, self.channel)
+        # One round trip through the channel: the layer's receiving side is running (Redis starts
+        # it on the first receive), so the first receipt is not timed late by that start.
+        await self.layer.send(self.channel, {"type": "probe"})
+        await self.layer.receive(self.channel)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
