@@ -635,6 +635,51 @@ def test_an_outage_refusing_every_send_costs_one_resend_per_message_not_a_storm(
     run(scenario())
 
 
+def test_a_refusal_that_comes_late_still_keeps_the_senders_order(store: MessageStore) -> None:
+    """The server refuses every send behind a transiently refused one until that one comes again
+    (protocol.md 6.3); here the refusal of the second message is slow to come back (a stalled
+    link), later than the client's pause. The client must send again from the first refused
+    message on, in queue order, not only the refusals it has heard of: the third must not be
+    stored before the second."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            frames_seen: list[str] = []
+            blocked: list[str] = []  # the refused message's id while the server's gate is closed
+
+            async def refuse_late(ws: ServerConnection, refusal: dict[str, Any]) -> None:
+                await asyncio.sleep(0.3)
+                await ws.send(json.dumps(refusal))
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] != "send":
+                    return
+                mid = frame["envelope"]["client_message_id"]
+                frames_seen.append(mid)
+                refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                if len(frames_seen) == 1:  # the first send fails (Redis down a moment)
+                    blocked.append(mid)
+                    await ws.send(json.dumps(refusal))
+                elif blocked and blocked[0] != mid:  # behind it: refused too
+                    if len(frames_seen) == 2:
+                        asyncio.get_running_loop().create_task(refuse_late(ws, refusal))
+                    else:
+                        await ws.send(json.dumps(refusal))
+                else:
+                    blocked.clear()
+                    await ws.send(json.dumps(gw.sent_for(frame)))
+
+            gw.on_frame = on_frame
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=0.1))
+            pending = [await client.send_text(CID, f"m{i}") for i in range(3)]  # queued offline
+            await client.start()
+            seqs = [await p.wait(TIMEOUT) for p in pending]
+            assert seqs == [1, 2, 3]  # stored in queue order
+            await client.close()
+
+    run(scenario())
+
+
 def test_a_rate_limited_client_sends_nothing_until_the_server_says_to_retry(store: MessageStore) -> None:
     async def scenario() -> None:
         async with FakeGateway() as gw:
