@@ -38,37 +38,40 @@ TRANSIENT_SEND_ERRORS = (SendInternalError, RateLimitedError, SendsInFlightTooMa
 
 
 class SendGate:
-    """One connection's send order. After a transient refusal of a send, `admit` refuses every
-    other send of the connection with that refusal until the refused message (its
-    client_message_id) comes again; the client sends it again first and the rest in queue order.
-    A stored message behind the refused one cannot be undone, so none may get through."""
+    """One connection's send order. Every send gets a ticket, in arrival order (`admit`). After a
+    transient refusal of a send, every send with a later ticket is refused with that refusal
+    until the refused message (its client_message_id) comes again; the client sends it again
+    first and the rest in queue order. A stored message behind the refused one cannot be undone,
+    so none may get through. The earliest refused send is the one waited for: sends ahead of it
+    (an earlier ticket, still queued) are handled as usual, and if one of them is refused in turn,
+    it becomes the one waited for."""
 
     def __init__(self) -> None:
-        self._blocked: tuple[bytes, ApiError] | None = None
+        self._tickets = 0
+        self._blocked: tuple[int, bytes, ApiError] | None = None  # ticket, client_message_id, refusal
 
-    def admit(self, client_message_id: bytes) -> ApiError | None:
-        """None: submit it; else the refusal to answer it with (nothing stored)."""
-        if self._blocked is None:
-            return None
-        refused_id, error = self._blocked
-        if client_message_id == refused_id:
-            self._blocked = None
-            return None
-        return error
+    def admit(self, client_message_id: bytes) -> tuple[int, ApiError | None]:
+        """The send's ticket, and None: submit it; or the refusal to answer it with (unstored)."""
+        self._tickets += 1
+        if self._blocked is not None and client_message_id == self._blocked[1]:
+            self._blocked = None  # the refused message again: the gate opens from here on
+        return self._tickets, self.holds(self._tickets)
 
-    def refused(self, client_message_id: bytes, error: ApiError) -> None:
-        """A send of this connection was refused; transient refusals close the gate behind it."""
+    def holds(self, ticket: int) -> ApiError | None:
+        """The refusal a send with this ticket gets (it is behind the refused one), or None."""
+        if self._blocked is None or ticket <= self._blocked[0]:
+            return None
+        return self._blocked[2]
+
+    def refused(self, ticket: int, client_message_id: bytes, error: ApiError) -> None:
+        """A send of this connection was refused; a transient refusal closes the gate behind it."""
         if not isinstance(error, TRANSIENT_SEND_ERRORS):
             return
-        if self._blocked is None or self._blocked[0] == client_message_id:
-            self._blocked = (client_message_id, error)
-
-    @property
-    def blocked(self) -> ApiError | None:
-        return None if self._blocked is None else self._blocked[1]
+        if self._blocked is None or ticket <= self._blocked[0]:
+            self._blocked = (ticket, client_message_id, error)
 
 
-_Queued = tuple[SendRequest, "asyncio.Future[SendAnswer]", SendGate | None]
+_Queued = tuple[SendRequest, "asyncio.Future[SendAnswer]", SendGate | None, int]
 
 
 class SendBatcher:
@@ -88,11 +91,11 @@ class SendBatcher:
         """Queue a send (synchronously: sends submitted in order are sequenced in order), or
         answer it at once if its connection's `gate` is closed."""
         future: asyncio.Future[SendAnswer] = asyncio.get_running_loop().create_future()
-        refusal = gate.admit(request.content.client_message_id) if gate is not None else None
+        ticket, refusal = gate.admit(request.content.client_message_id) if gate is not None else (0, None)
         if refusal is not None:
             future.set_result(refusal)
             return future
-        self._queue.append((request, future, gate))
+        self._queue.append((request, future, gate, ticket))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -110,7 +113,7 @@ class SendBatcher:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 try:
-                    outcome = await self._store([request for request, _, _ in batch])
+                    outcome = await self._store([request for request, _, _, _ in batch])
                 except Exception:  # the database is down or a bug: answer, never hang the senders
                     logger.exception("send batch failed", extra={"fields": {"batch": len(batch)}})
                     self._answer(batch, [SendInternalError()] * len(batch))
@@ -126,19 +129,20 @@ class SendBatcher:
         """Answer a batch; a transient refusal closes its connection's gate, and the connection's
         sends still queued (submitted before it closed) are refused with it, unstored."""
         closed = False
-        for (request, future, gate), result in zip(batch, results, strict=True):
-            if gate is not None and isinstance(result, ApiError):
-                gate.refused(request.content.client_message_id, result)
-                closed = closed or gate.blocked is not None
+        for (request, future, gate, ticket), result in zip(batch, results, strict=True):
+            if gate is not None and isinstance(result, TRANSIENT_SEND_ERRORS):
+                gate.refused(ticket, request.content.client_message_id, result)
+                closed = True
             if not future.done():  # the sender may have gone (cancelled)
                 future.set_result(result)
         if not closed:
             return
         kept: list[_Queued] = []
-        for request, future, gate in self._queue:
-            refusal = gate.blocked if gate is not None else None
+        for queued in self._queue:
+            request, future, gate, ticket = queued
+            refusal = gate.holds(ticket) if gate is not None else None
             if refusal is None:
-                kept.append((request, future, gate))
+                kept.append(queued)
             elif not future.done():
                 future.set_result(refusal)
         self._queue = kept

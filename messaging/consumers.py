@@ -373,7 +373,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
             self.frame_limit.hit()
         except RateLimitedError as error:
             if send_id is not None:
-                self.send_gate.refused(send_id, error)
+                self.send_gate.refused(self.send_gate.admit(send_id)[0], send_id, error)
             self._spawn(self.send(text_data=error_frame(error, frame_id)))
             return True
         return False
@@ -382,7 +382,8 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         assert self.device is not None
         if self.in_flight >= settings.E2EE_WS_MAX_IN_FLIGHT:
             error = SendsInFlightTooManyError(settings.E2EE_WS_MAX_IN_FLIGHT)
-            self.send_gate.refused(frame.content.client_message_id, error)
+            cmid = frame.content.client_message_id
+            self.send_gate.refused(self.send_gate.admit(cmid)[0], cmid, error)
             raise error
         # Submitted synchronously, before any await: frames are sequenced in arrival order (and
         # after a transient refusal, the gate refuses what follows until it is sent again).

@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connection
 
 from common.asyncdb import db_call
+from common.ratelimit import RateLimitedError
 from config.asgi import application
 from conversations.models import Conversation
 from messaging import batching
@@ -107,17 +108,32 @@ def test_sends_behind_a_failed_batch_are_refused_until_it_is_sent_again_and_stor
     assert _stored_order(conversation) == ["m1", "m2", "m3", "m4"]
 
 
-def test_a_closed_gate_refuses_everything_but_the_refused_message_then_opens() -> None:
+def test_a_closed_gate_refuses_everything_behind_the_refused_message_until_it_comes_again() -> None:
     gate = SendGate()
-    assert gate.admit(b"m1") is None
+    ticket, refusal = gate.admit(b"m1")
+    assert refusal is None
     error = SendInternalError()
-    gate.refused(b"m1", error)
-    assert gate.admit(b"m2") is error
-    assert gate.admit(b"m1") is None  # sent again: the gate opens
-    assert gate.admit(b"m2") is None
+    gate.refused(ticket, b"m1", error)
+    assert gate.admit(b"m2")[1] is error
+    assert gate.admit(b"m1")[1] is None  # sent again: the gate opens
+    assert gate.admit(b"m2")[1] is None
+
+
+def test_an_earlier_send_refused_later_becomes_the_one_waited_for() -> None:
+    """m1 is still queued when m2 is refused (the frame limit), then m1's batch fails: the client
+    sends m1 again first, and that must open the gate, not be refused for waiting on m2."""
+    gate = SendGate()
+    first, _ = gate.admit(b"m1")
+    second, _ = gate.admit(b"m2")
+    gate.refused(second, b"m2", RateLimitedError(1))
+    assert gate.holds(first) is None  # ahead of the refused one: stored as usual
+    gate.refused(first, b"m1", SendInternalError())
+    assert gate.admit(b"m1")[1] is None
+    assert gate.admit(b"m2")[1] is None
 
 
 def test_a_refusal_for_good_does_not_close_the_gate() -> None:
     gate = SendGate()
-    gate.refused(b"m1", EnvelopeStaleEpochError(2))
-    assert gate.admit(b"m2") is None
+    ticket, _ = gate.admit(b"m1")
+    gate.refused(ticket, b"m1", EnvelopeStaleEpochError(2))
+    assert gate.admit(b"m2")[1] is None
