@@ -680,6 +680,46 @@ def test_a_refusal_that_comes_late_still_keeps_the_senders_order(store: MessageS
     run(scenario())
 
 
+def test_a_new_connection_starts_the_send_pauses_over(store: MessageStore) -> None:
+    """Refusals without a `sent` lengthen the pause before sending again, up to `send_retry.cap`;
+    a new connection (a server restarted, a new route) starts them over from `initial`, so a
+    device does not sit idle for a long pause earned against the server it left."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            arrivals: list[tuple[int, float]] = []  # (connection number, time) of each send frame
+            refusing = 5  # refusals on the first connection, then one on the next
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                nonlocal refusing
+                if frame["type"] != "send":
+                    return
+                arrivals.append((len(gw.connections), time.monotonic()))
+                if refusing > 0:
+                    refusing -= 1
+                    refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                    await ws.send(json.dumps(refusal))
+                    if refusing == 0 and len(gw.connections) == 1:
+                        refusing = 1
+                        await ws.close()
+                else:
+                    await ws.send(json.dumps(gw.sent_for(frame)))
+
+            gw.on_frame = on_frame
+            # Pauses of 0.05, 0.1, 0.2, 0.4 s (at least half of each) on the first connection: the
+            # next would be at least 0.8 s.
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=5.0))
+            pending = await client.send_text(CID, "through an outage")
+            await client.start()
+            assert await pending.wait(TIMEOUT) == 1
+            second = [at for number, at in arrivals if number == 2]
+            assert len(second) == 2  # refused once more on the new connection, then stored
+            assert second[1] - second[0] < 0.3  # a first pause (at most 0.05 s), not a sixth
+            await client.close()
+
+    run(scenario())
+
+
 def test_a_rate_limited_client_sends_nothing_until_the_server_says_to_retry(store: MessageStore) -> None:
     async def scenario() -> None:
         async with FakeGateway() as gw:
