@@ -546,6 +546,12 @@ class RealtimeClient:
     async def _on_send_error(self, conn: WebSocketConnection, position: int, frame: fr.ErrorFrame) -> None:
         entry = self.store.outbox_get(position)
         if entry is None:
+            if frame.code in TRANSIENT_SEND_ERRORS and self._conn is conn:
+                # A transient refusal of a message stored meanwhile (a `sent` for another copy
+                # came first). If the server now waits for it to come again (§6.3, sender
+                # order), it never will: only a new connection lets the sends behind it through.
+                logger.info("refused a message already stored: reconnecting")
+                await conn.close()
             return
         if frame.code in TRANSIENT_SEND_ERRORS:
             self._resend_later(position, frame.extra.get("retry_after_s"))

@@ -680,6 +680,34 @@ def test_a_refusal_that_comes_late_still_keeps_the_senders_order(store: MessageS
     run(scenario())
 
 
+def test_a_transient_refusal_of_a_message_already_stored_makes_the_client_reconnect(store: MessageStore) -> None:
+    """A copy of a message was stored and answered; another copy of it, sent again after a late
+    refusal, is refused for a transient reason: the server refuses every later send of the
+    connection until that message comes again (protocol.md 6.3), which it never will (it left the
+    outbox). The client connects anew, where nothing is held back."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] != "send":
+                    return
+                await ws.send(json.dumps(gw.sent_for(frame)))
+                if len(gw.connections) == 1:
+                    refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                    await ws.send(json.dumps(refusal))
+
+            gw.on_frame = on_frame
+            client = make_client(gw, store)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            assert await (await client.send_text(CID, "stored, then refused")).wait(TIMEOUT) == 1
+            await until(lambda: client.connections == 2)
+            await client.close()
+
+    run(scenario())
+
+
 def test_a_new_connection_starts_the_send_pauses_over(store: MessageStore) -> None:
     """Refusals without a `sent` lengthen the pause before sending again, up to `send_retry.cap`;
     a new connection (a server restarted, a new route) starts them over from `initial`, so a
