@@ -13,7 +13,8 @@ exponential backoff and jitter, and turns the frame protocol into a small API:
 Guarantees, each from §6:
 
 * Sends go through the persistent outbox (ciphertext only) and are replayed in order after every
-  (re)connect until a `sent` frame gives their seq; the server's idempotency makes a resend harmless.
+  (re)connect, and from the refused one on after a transient refusal (sender order, §6.3), until
+  a `sent` frame gives their seq; the server's idempotency makes a resend harmless.
 * Every pushed message is decrypted (or its failure reason recorded) and stored before the
   cumulative `ack` of the contiguous seq is sent; a duplicate (same position or same message id)
   is not stored twice and only acknowledged again. Acknowledgements are coalesced: one `ack` per
@@ -199,17 +200,19 @@ class RealtimeClient:
         self._task: asyncio.Task[None] | None = None
         self._session_lock = asyncio.Lock()
         # The outbox is sent by one pump per connection (`_pump_outbox`), woken by `_outbox_wake`:
-        # every entry once per connection in queue order; an entry refused for a transient reason
-        # once more after a pause (`send_retry`, or the server's `retry_after_s` if longer), during
-        # which nothing else is sent either; and never faster than `send_rate` (per device) and
-        # `frame_rate` (every frame of a connection), below the server's limits (client.pacing).
+        # every entry once per connection in queue order; after a transient refusal, nothing for
+        # a pause (`send_retry`, or the server's `retry_after_s` if longer), then again from the
+        # refused entry on, in queue order, even entries still awaiting their answer (the server
+        # refuses everything behind a refused send until it comes again: sender order, §6.3);
+        # and never faster than `send_rate` (per device) and `frame_rate` (every frame of a
+        # connection), below the server's limits (client.pacing).
         self.send_retry = send_retry or Backoff(initial=0.5, cap=30.0)
         self._send_bucket = TokenBucket(send_rate)
         self._frame_rate = frame_rate
         self._frame_bucket = TokenBucket(frame_rate)
         self._outbox_wake = asyncio.Event()
         self._sent_upto = 0  # outbox position last sent on the current connection
-        self._resend: set[int] = set()  # positions refused transiently, to send again after the pause
+        self._rewinds = 0  # times `_sent_upto` went back (a refusal): the pump reads the outbox again
         self._resend_at = 0.0  # monotonic time before which nothing is sent from the outbox
         self._send_attempt = 0  # pauses since the last `sent`: the exponent of `send_retry`
         self.send_frames = 0  # `send` frames written so far (tests and diagnostics)
@@ -391,9 +394,10 @@ class RealtimeClient:
 
     async def _serve(self, conn: WebSocketConnection) -> None:
         self._conn = conn
-        self._sent_upto = 0
-        self._resend = set()  # everything unsent goes again once on this connection anyway
+        self._sent_upto = 0  # everything unsent goes again on this connection, in order
+        self._rewinds += 1
         self._resend_at = 0.0
+        self._send_attempt = 0  # a new connection: whatever refused sends may be over
         self._frame_bucket = TokenBucket(self._frame_rate)  # the server counts per connection
         self._acked = {}
         self._acks_due = {}  # for the previous connection: the server pushes those again
@@ -490,31 +494,26 @@ class RealtimeClient:
         return body, sealed_id
 
     async def _pump_outbox(self, conn: WebSocketConnection) -> None:
-        """Send the outbox on `conn` while it lasts: entries refused transiently first (once the
-        pause is over), then every entry not yet sent on this connection, in queue order."""
+        """Send the outbox on `conn` while it lasts: every entry after `_sent_upto`, in queue
+        order, once any pause is over (a refusal moves `_sent_upto` back, see `_resend_later`)."""
         batch: list[OutboxEntry] = []
+        rewinds = self._rewinds
         while self._conn is conn and not self._closed.is_set():
             self._outbox_wake.clear()
             pause = self._resend_at - time.monotonic()
             if pause > 0:
                 await _wait(self._closed, pause)  # no wake-up: a new message waits its turn too
                 continue
-            entry: OutboxEntry | None = None
-            if self._resend:
-                position = min(self._resend)
-                self._resend.discard(position)
-                entry = self.store.outbox_get(position)
-            else:
-                batch = [e for e in batch if e.position > self._sent_upto] or self.store.outbox(
-                    after_position=self._sent_upto
-                )
-                if batch:
-                    entry = batch.pop(0)
-                    self._sent_upto = entry.position
-            if entry is None:
-                if not self._resend and not batch:
-                    await self._outbox_wake.wait()
+            if rewinds != self._rewinds:  # gone back: what was read ahead skips the refused ones
+                rewinds, batch = self._rewinds, []
+            batch = [e for e in batch if e.position > self._sent_upto] or self.store.outbox(
+                after_position=self._sent_upto
+            )
+            if not batch:
+                await self._outbox_wake.wait()
                 continue
+            entry = batch.pop(0)
+            self._sent_upto = entry.position
             await _paced(self._send_bucket)
             frame = fr.send_frame(
                 frame_id=f"o{entry.position}", conversation_id=entry.conversation_id, envelope=entry.envelope
@@ -547,6 +546,12 @@ class RealtimeClient:
     async def _on_send_error(self, conn: WebSocketConnection, position: int, frame: fr.ErrorFrame) -> None:
         entry = self.store.outbox_get(position)
         if entry is None:
+            if frame.code in TRANSIENT_SEND_ERRORS and self._conn is conn:
+                # A transient refusal of a message stored meanwhile (a `sent` for another copy
+                # came first). If the server now waits for it to come again (§6.3, sender
+                # order), it never will: only a new connection lets the sends behind it through.
+                logger.info("refused a message already stored: reconnecting")
+                await conn.close()
             return
         if frame.code in TRANSIENT_SEND_ERRORS:
             self._resend_later(position, frame.extra.get("retry_after_s"))
@@ -561,8 +566,7 @@ class RealtimeClient:
                 logger.warning("cannot seal queued message %s again: %s", position, exc)
             else:
                 self.store.outbox_replace(position, envelope)
-                self._resend.add(position)
-                self._outbox_wake.set()
+                self._send_again_from(position)
                 return
         self.store.outbox_remove(position)
         error = SendFailedError(frame.code, frame.message, frame.extra)
@@ -595,11 +599,21 @@ class RealtimeClient:
         )
         return envelope
 
+    def _send_again_from(self, position: int) -> None:
+        """Send the outbox again from `position` on, in queue order (entries with a `sent` have
+        left it; one whose answer is still on its way is answered twice, the second ignored)."""
+        if position <= self._sent_upto:
+            self._sent_upto = position - 1
+            self._rewinds += 1
+        self._outbox_wake.set()
+
     def _resend_later(self, position: int, retry_after: object) -> None:
-        """Send the entry once more after a pause, and nothing else meanwhile (F1 of issue 13:
-        answering every refusal with a resend at once is what keeps a server refusing). The
-        refusals of one outage share a pause; each new pause is longer, up to `send_retry.cap`
-        (or the server's `retry_after_s`), until a `sent` shows the server takes messages again."""
+        """Send the outbox again from the entry on after a pause, and nothing meanwhile (F1 of
+        issue 13: answering every refusal with a resend at once is what keeps a server refusing).
+        From the entry on, not the entry alone: the server refused what came behind it too, and
+        stores nothing behind a refused send before it (§6.3). The refusals of one outage share a
+        pause; each new pause is longer, up to `send_retry.cap` (or the server's `retry_after_s`),
+        until a `sent` or a new connection shows the server takes messages again."""
         now = time.monotonic()
         floor = float(retry_after) if isinstance(retry_after, int | float) and retry_after > 0 else 0.0
         if now >= self._resend_at:  # the first refusal since the last pause ended: a new pause
@@ -608,8 +622,7 @@ class RealtimeClient:
             self._resend_at = now + max(delay, floor)
         else:
             self._resend_at = max(self._resend_at, now + floor)
-        self._resend.add(position)
-        self._outbox_wake.set()
+        self._send_again_from(position)
 
     # -- receiving -------------------------------------------------------------------------------
 

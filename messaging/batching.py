@@ -6,6 +6,11 @@ batch, so at low load a send is written at once (a batch of one) and under load 
 transaction, its lock round trips and its commit is shared by everything that arrived during the
 previous one. Fan-out of a committed batch is published while the next batch is being written,
 in commit order (a later batch's publish waits for the earlier one's).
+
+Sender order (protocol.md 6.3): each connection's sends carry its `SendGate`. Once one of them is
+refused for a transient reason (the batch failed, the device's send limit), the connection's sends
+still queued are refused the same way and so is every later one, until the refused message is sent
+again: nothing a device queued behind a refused message can be stored before it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from common.asyncdb import db_call
 from common.errors import ApiError
 from common.metrics import messages_sent_inc
 from common.ratelimit import RateLimitedError, ratelimit_hits
-from messaging.errors import SendInternalError
+from messaging.errors import SendInternalError, SendsInFlightTooManyError
 from messaging.publisher import GroupEvent, messages_events, messages_publish
 from messaging.services import EnvelopeSendResult, SendBatchOutcome, SendRequest, envelope_send_batch
 
@@ -28,6 +33,45 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 256
 
 SendAnswer = EnvelopeSendResult | ApiError
+# Refusals after which the client sends the message again (client/realtime.py does, after a pause).
+TRANSIENT_SEND_ERRORS = (SendInternalError, RateLimitedError, SendsInFlightTooManyError)
+
+
+class SendGate:
+    """One connection's send order. Every send gets a ticket, in arrival order (`admit`). After a
+    transient refusal of a send, every send with a later ticket is refused with that refusal
+    until the refused message (its client_message_id) comes again; the client sends it again
+    first and the rest in queue order. A stored message behind the refused one cannot be undone,
+    so none may get through. The earliest refused send is the one waited for: sends ahead of it
+    (an earlier ticket, still queued) are handled as usual, and if one of them is refused in turn,
+    it becomes the one waited for."""
+
+    def __init__(self) -> None:
+        self._tickets = 0
+        self._blocked: tuple[int, bytes, ApiError] | None = None  # ticket, client_message_id, refusal
+
+    def admit(self, client_message_id: bytes) -> tuple[int, ApiError | None]:
+        """The send's ticket, and None: submit it; or the refusal to answer it with (unstored)."""
+        self._tickets += 1
+        if self._blocked is not None and client_message_id == self._blocked[1]:
+            self._blocked = None  # the refused message again: the gate opens from here on
+        return self._tickets, self.holds(self._tickets)
+
+    def holds(self, ticket: int) -> ApiError | None:
+        """The refusal a send with this ticket gets (it is behind the refused one), or None."""
+        if self._blocked is None or ticket <= self._blocked[0]:
+            return None
+        return self._blocked[2]
+
+    def refused(self, ticket: int, client_message_id: bytes, error: ApiError) -> None:
+        """A send of this connection was refused; a transient refusal closes the gate behind it."""
+        if not isinstance(error, TRANSIENT_SEND_ERRORS):
+            return
+        if self._blocked is None or ticket <= self._blocked[0]:
+            self._blocked = (ticket, client_message_id, error)
+
+
+_Queued = tuple[SendRequest, "asyncio.Future[SendAnswer]", SendGate | None, int]
 
 
 class SendBatcher:
@@ -39,14 +83,19 @@ class SendBatcher:
     ) -> None:
         self._store = store or _store_in_database
         self._max_batch = max_batch
-        self._queue: list[tuple[SendRequest, asyncio.Future[SendAnswer]]] = []
+        self._queue: list[_Queued] = []
         self._draining = False
         self._last_publish: asyncio.Task[None] | None = None
 
-    def submit(self, request: SendRequest) -> asyncio.Future[SendAnswer]:
-        """Queue a send (synchronously: sends submitted in order are sequenced in order)."""
+    def submit(self, request: SendRequest, gate: SendGate | None = None) -> asyncio.Future[SendAnswer]:
+        """Queue a send (synchronously: sends submitted in order are sequenced in order), or
+        answer it at once if its connection's `gate` is closed."""
         future: asyncio.Future[SendAnswer] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
+        ticket, refusal = gate.admit(request.content.client_message_id) if gate is not None else (0, None)
+        if refusal is not None:
+            future.set_result(refusal)
+            return future
+        self._queue.append((request, future, gate, ticket))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -64,21 +113,39 @@ class SendBatcher:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
                 try:
-                    outcome = await self._store([request for request, _ in batch])
+                    outcome = await self._store([request for request, _, _, _ in batch])
                 except Exception:  # the database is down or a bug: answer, never hang the senders
                     logger.exception("send batch failed", extra={"fields": {"batch": len(batch)}})
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(SendInternalError())
+                    self._answer(batch, [SendInternalError()] * len(batch))
                     continue
                 self._last_publish = asyncio.get_running_loop().create_task(
                     _publish_after(self._last_publish, outcome.events)
                 )
-                for (_, future), result in zip(batch, outcome.results, strict=True):
-                    if not future.done():  # the sender may have gone (cancelled)
-                        future.set_result(result)
+                self._answer(batch, outcome.results)
         finally:
             self._draining = False
+
+    def _answer(self, batch: list[_Queued], results: list[SendAnswer]) -> None:
+        """Answer a batch; a transient refusal closes its connection's gate, and the connection's
+        sends still queued (submitted before it closed) are refused with it, unstored."""
+        closed = False
+        for (request, future, gate, ticket), result in zip(batch, results, strict=True):
+            if gate is not None and isinstance(result, TRANSIENT_SEND_ERRORS):
+                gate.refused(ticket, request.content.client_message_id, result)
+                closed = True
+            if not future.done():  # the sender may have gone (cancelled)
+                future.set_result(result)
+        if not closed:
+            return
+        kept: list[_Queued] = []
+        for queued in self._queue:
+            request, future, gate, ticket = queued
+            refusal = gate.holds(ticket) if gate is not None else None
+            if refusal is None:
+                kept.append(queued)
+            elif not future.done():
+                future.set_result(refusal)
+        self._queue = kept
 
 
 @dataclass(frozen=True)

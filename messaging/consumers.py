@@ -33,6 +33,7 @@ from devices.models import Device
 from devices.presence import presence_connection
 from devices.selectors import device_token_get_live_by_token
 from messaging import delivery, frames, wire
+from messaging.batching import SendGate
 from messaging.errors import (
     CLOSE_INVALID_TOKEN,
     CLOSE_NOT_ACTIVE,
@@ -113,6 +114,7 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
             wall=time.time,
         )
         self.in_flight = 0
+        self.send_gate = SendGate()  # sender order after a transient refusal (protocol.md 6.3)
         self.tasks: set[asyncio.Task[None]] = set()
         self.retry_handle: asyncio.TimerHandle | None = None
         self.gap_timers: dict[uuid.UUID, asyncio.TimerHandle] = {}
@@ -327,7 +329,9 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         # Acknowledgements never count against the frame limit: one that moves nothing costs a
         # lookup, one that moves is bounded by the messages pushed, and refusing them would stop
         # delivery for the rest of the window (issue 13 F1).
-        if not isinstance(frame, frames.Cursor) and self._frame_limited(getattr(frame, "id", None)):
+        if not isinstance(frame, frames.Cursor) and self._frame_limited(
+            getattr(frame, "id", None), frame.content.client_message_id if isinstance(frame, frames.Send) else None
+        ):
             return
         WS_FRAMES.labels(direction="in", type=frame.kind).inc()
         if isinstance(frame, frames.Hello):
@@ -360,13 +364,16 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
         elif isinstance(frame, frames.Ping):
             await self.send(text_data=wire.pong_frame(frame.id))
 
-    def _frame_limited(self, frame_id: str | None) -> bool:
+    def _frame_limited(self, frame_id: str | None, send_id: bytes | None = None) -> bool:
         """The per-connection frame limit (`ws_frame`), counted in this process (no Redis round
         trip). Every frame over it is dropped and answered with `rate_limited` (with its `id`),
-        so a client always learns which of its frames were not handled."""
+        so a client always learns which of its frames were not handled. A refused send
+        (`send_id`: its client_message_id) closes the send gate behind it."""
         try:
             self.frame_limit.hit()
         except RateLimitedError as error:
+            if send_id is not None:
+                self.send_gate.refused(self.send_gate.admit(send_id)[0], send_id, error)
             self._spawn(self.send(text_data=error_frame(error, frame_id)))
             return True
         return False
@@ -374,10 +381,15 @@ class RealtimeConsumer(EventRelays, AsyncWebsocketConsumer):  # type: ignore[mis
     def _send_message(self, frame: frames.Send) -> None:
         assert self.device is not None
         if self.in_flight >= settings.E2EE_WS_MAX_IN_FLIGHT:
-            raise SendsInFlightTooManyError(settings.E2EE_WS_MAX_IN_FLIGHT)
-        # Submitted synchronously, before any await: frames are sequenced in arrival order.
+            error = SendsInFlightTooManyError(settings.E2EE_WS_MAX_IN_FLIGHT)
+            cmid = frame.content.client_message_id
+            self.send_gate.refused(self.send_gate.admit(cmid)[0], cmid, error)
+            raise error
+        # Submitted synchronously, before any await: frames are sequenced in arrival order (and
+        # after a transient refusal, the gate refuses what follows until it is sent again).
         future = self.runtime.send_batcher.submit(
-            SendRequest(self.device, frame.sender_device_id, frame.content, origin=self.channel_name)
+            SendRequest(self.device, frame.sender_device_id, frame.content, origin=self.channel_name),
+            self.send_gate,
         )
         self.in_flight += 1
         self._spawn(self._answer_send(frame, future))

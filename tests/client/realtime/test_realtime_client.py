@@ -634,6 +634,119 @@ def test_an_outage_refusing_every_send_costs_one_resend_per_message_not_a_storm(
     run(scenario())
 
 
+def test_a_refusal_that_comes_late_still_keeps_the_senders_order(store: MessageStore) -> None:
+    """The server refuses every send behind a transiently refused one until that one comes again
+    (protocol.md 6.3); here the refusal of the second message is slow to come back (a stalled
+    link), later than the client's pause. The client must send again from the first refused
+    message on, in queue order, not only the refusals it has heard of: the third must not be
+    stored before the second."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            frames_seen: list[str] = []
+            blocked: list[str] = []  # the refused message's id while the server's gate is closed
+
+            async def refuse_late(ws: ServerConnection, refusal: dict[str, Any]) -> None:
+                await asyncio.sleep(0.3)
+                await ws.send(json.dumps(refusal))
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] != "send":
+                    return
+                mid = frame["envelope"]["client_message_id"]
+                frames_seen.append(mid)
+                refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                if len(frames_seen) == 1:  # the first send fails (Redis down a moment)
+                    blocked.append(mid)
+                    await ws.send(json.dumps(refusal))
+                elif blocked and blocked[0] != mid:  # behind it: refused too
+                    if len(frames_seen) == 2:
+                        asyncio.get_running_loop().create_task(refuse_late(ws, refusal))
+                    else:
+                        await ws.send(json.dumps(refusal))
+                else:
+                    blocked.clear()
+                    await ws.send(json.dumps(gw.sent_for(frame)))
+
+            gw.on_frame = on_frame
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=0.1))
+            pending = [await client.send_text(CID, f"m{i}") for i in range(3)]  # queued offline
+            await client.start()
+            seqs = [await p.wait(TIMEOUT) for p in pending]
+            assert seqs == [1, 2, 3]  # stored in queue order
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_transient_refusal_of_a_message_already_stored_makes_the_client_reconnect(store: MessageStore) -> None:
+    """A copy of a message was stored and answered; another copy of it, sent again after a late
+    refusal, is refused for a transient reason: the server refuses every later send of the
+    connection until that message comes again (protocol.md 6.3), which it never will (it left the
+    outbox). The client connects anew, where nothing is held back."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                if frame["type"] != "send":
+                    return
+                await ws.send(json.dumps(gw.sent_for(frame)))
+                if len(gw.connections) == 1:
+                    refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                    await ws.send(json.dumps(refusal))
+
+            gw.on_frame = on_frame
+            client = make_client(gw, store)
+            await client.start()
+            await client.wait_connected(TIMEOUT)
+            assert await (await client.send_text(CID, "stored, then refused")).wait(TIMEOUT) == 1
+            await until(lambda: client.connections == 2)
+            await client.close()
+
+    run(scenario())
+
+
+def test_a_new_connection_starts_the_send_pauses_over(store: MessageStore) -> None:
+    """Refusals without a `sent` lengthen the pause before sending again, up to `send_retry.cap`;
+    a new connection (a server restarted, a new route) starts them over from `initial`, so a
+    device does not sit idle for a long pause earned against the server it left."""
+
+    async def scenario() -> None:
+        async with FakeGateway() as gw:
+            arrivals: list[tuple[int, float]] = []  # (connection number, time) of each send frame
+            refusing = 5  # refusals on the first connection, then one on the next
+
+            async def on_frame(ws: ServerConnection, frame: dict[str, Any]) -> None:
+                nonlocal refusing
+                if frame["type"] != "send":
+                    return
+                arrivals.append((len(gw.connections), time.monotonic()))
+                if refusing > 0:
+                    refusing -= 1
+                    refusal = {"type": "error", "id": frame["id"], "code": "internal_error", "message": "", "extra": {}}
+                    await ws.send(json.dumps(refusal))
+                    if refusing == 0 and len(gw.connections) == 1:
+                        refusing = 1
+                        await ws.close()
+                else:
+                    await ws.send(json.dumps(gw.sent_for(frame)))
+
+            gw.on_frame = on_frame
+            # Pauses of 0.05, 0.1, 0.2, 0.4 s (at least half of each) on the first connection: the
+            # next would be at least 0.8 s.
+            client = make_client(gw, store, send_retry=Backoff(initial=0.05, cap=5.0))
+            pending = await client.send_text(CID, "through an outage")
+            await client.start()
+            assert await pending.wait(TIMEOUT) == 1
+            second = [at for number, at in arrivals if number == 2]
+            assert len(second) == 2  # refused once more on the new connection, then stored
+            assert second[1] - second[0] < 0.3  # a first pause (at most 0.05 s), not a sixth
+            await client.close()
+
+    run(scenario())
+
+
 def test_a_rate_limited_client_sends_nothing_until_the_server_says_to_retry(store: MessageStore) -> None:
     async def scenario() -> None:
         async with FakeGateway() as gw:
