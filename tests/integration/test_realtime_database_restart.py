@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.realtime_provision import user_register
-from bench.server import REPO, DaphneServer
 from client.realtime import RealtimeClient
 from client.store.messages import MessageStore
+from harness.provision import user_register
+from harness.server import REPO, DaphneServer
 from tests.integration.own_services import PostgresServer, postgres_missing, running_postgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing()))]
