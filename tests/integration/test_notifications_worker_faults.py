@@ -83,7 +83,8 @@ class Processes:
         }
         self.started: list[subprocess.Popen[bytes]] = []
         # The test's handle on the broker, apart from the suite's Celery app.
-        self.broker = Celery("e2ee-test", broker=redis.url(0))
+        # Not the current app: shared tasks the suite sends later must keep going through its own app.
+        self.broker = Celery("e2ee-test", broker=redis.url(0), set_as_current=False)
 
     def _start(self, name: str, arguments: list[str], ready: str) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = self.logs / f"{name}-{len(self.started)}.log"
