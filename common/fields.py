@@ -13,6 +13,7 @@ import re
 import uuid
 from typing import Any
 
+from django.http import QueryDict
 from rest_framework import serializers
 
 
@@ -127,3 +128,16 @@ class Base64Field(serializers.Field[bytes, str, str, Any]):
     def to_representation(self, value: bytes | memoryview) -> str:
         # PostgreSQL hands BinaryField values back as memoryview, SQLite as bytes.
         return base64.b64encode(bytes(value)).decode("ascii")
+
+
+def query_values(query: QueryDict) -> dict[str, str]:
+    """The query string as one value per name, for a query serializer's `data`.
+
+    DRF reads a QueryDict as a form: an empty value (`after=`) counts as absent and falls back to
+    the default, and of a name given twice the last silently wins. The schema promises neither, so
+    here an empty value is a value (and refused as such by its field) and a repeated name is a 400.
+    """
+    repeated = sorted(name for name, values in query.lists() if len(values) > 1)
+    if repeated:
+        raise serializers.ValidationError({name: ["Give this parameter once."] for name in repeated})
+    return {name: values[0] for name, values in query.lists()}

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.serializers import UsernameField
-from common.fields import Base64Field, CanonicalUUIDField, StrictBooleanField, StrictIntegerField
+from common.fields import Base64Field, CanonicalUUIDField, StrictBooleanField, StrictIntegerField, query_values
 from common.ratelimit import ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from conversations.models import Conversation, KeyRequest
@@ -283,7 +283,7 @@ class LinkMissingKeysApi(APIView):
         responses={200: OutputSerializer, **error_responses(*AUTH_ERRORS, 404)},
     )
     def get(self, request: Request, device_id: uuid.UUID) -> Response:
-        query = self.QuerySerializer(data=request.query_params)
+        query = self.QuerySerializer(data=query_values(request.query_params))
         query.is_valid(raise_exception=True)
         uploader = request_device(request)
         target = device_get_own(user=uploader.user, device_id=device_id)

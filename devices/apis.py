@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.selectors import user_get_active
-from common.fields import Base64Field, CanonicalUUIDField
+from common.fields import Base64Field, CanonicalUUIDField, query_values
 from common.ratelimit import client_ip, ratelimit_hit
 from common.schema import AUTH_ERRORS, BODY_ERRORS, error_responses
 from devices.authentication import request_device
@@ -191,7 +191,7 @@ class UserDeviceListApi(APIView):
         responses={200: OutputSerializer, **error_responses(404, 405)},
     )
     def get(self, request: Request, username: str) -> Response:
-        query = _AfterQuerySerializer(data=request.query_params)
+        query = _AfterQuerySerializer(data=query_values(request.query_params))
         query.is_valid(raise_exception=True)
         user = user_get_active(username=username)
         entries = device_list_entries(user=user, after=query.validated_data["after"])[:DEVICE_LIST_PAGE]

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField
+from common.fields import Base64Field, CanonicalUUIDField, StrictIntegerField, query_values
 from common.metrics import messages_sent_inc
 from common.protocol import MAX_EPOCH, MAX_SEQ
 from common.ratelimit import ratelimit_hit
@@ -112,7 +112,7 @@ class MessageListCreateApi(APIView):
     def get(self, request: Request, conversation_id: uuid.UUID) -> Response:
         device = request_device(request)
         conversation = access_conversation(user=device.user, conversation_id=conversation_id)
-        query = self.HistoryQuerySerializer(data=request.query_params)
+        query = self.HistoryQuerySerializer(data=query_values(request.query_params))
         query.is_valid(raise_exception=True)
         page = message_history_page(conversation=conversation, **query.validated_data)
         return Response(self.HistoryOutputSerializer(page).data)
