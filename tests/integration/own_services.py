@@ -11,13 +11,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.server import free_port
+from harness.server import REPO, free_port
 
 
 def _postgres_bin() -> Path | None:
@@ -154,3 +155,24 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+def database_only_env() -> dict[str, str]:
+    """This process's environment without Redis or a broker: for servers of tests about the
+    database alone (readiness then skips its Redis check)."""
+    return {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "E2EE_CELERY_BROKER_URL")}
+
+
+@contextmanager
+def running_migrated_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own with the database `e2ee` created and migrated."""
+    with running_postgres() as server:
+        server.createdb("e2ee")
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+            cwd=REPO,
+            env={**database_only_env(), "DATABASE_URL": server.database_url("e2ee")},
+            check=True,
+            timeout=300,
+        )
+        yield server

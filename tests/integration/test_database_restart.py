@@ -8,9 +8,6 @@ idling in the pool was dead after the restart, and each failed the next request 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,8 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.server import REPO, DaphneServer
-from tests.integration.own_services import PostgresServer, postgres_missing, running_postgres
+from harness.server import DaphneServer
+from tests.integration.own_services import (
+    PostgresServer,
+    postgres_missing,
+    running_migrated_postgres,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing()))]
 
@@ -32,21 +33,8 @@ PATHS = ("/api/v1/users/nobody_here", "/health/ready")
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        server.createdb("e2ee")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-            cwd=REPO,
-            env={**_clean_env(), "DATABASE_URL": server.database_url("e2ee")},
-            check=True,
-            timeout=300,
-        )
+    with running_migrated_postgres() as server:
         yield server
-
-
-def _clean_env() -> dict[str, str]:
-    # No Redis: this test is about the database alone (readiness then skips its Redis check).
-    return {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "E2EE_CELERY_BROKER_URL")}
 
 
 @pytest.fixture

@@ -9,9 +9,6 @@ after PostgreSQL was back (the SDK sends it again after a pause).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,28 +17,19 @@ import pytest
 from client.realtime import RealtimeClient
 from client.store.messages import MessageStore
 from harness.provision import user_register
-from harness.server import REPO, DaphneServer
-from tests.integration.own_services import PostgresServer, postgres_missing, running_postgres
+from harness.server import DaphneServer
+from tests.integration.own_services import (
+    PostgresServer,
+    postgres_missing,
+    running_migrated_postgres,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing()))]
 
 
-def _clean_env() -> dict[str, str]:
-    # No Redis: this test is about the database alone.
-    return {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "E2EE_CELERY_BROKER_URL")}
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        server.createdb("e2ee")
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-            cwd=REPO,
-            env={**_clean_env(), "DATABASE_URL": server.database_url("e2ee")},
-            check=True,
-            timeout=300,
-        )
+    with running_migrated_postgres() as server:
         yield server
 
 
