@@ -66,6 +66,7 @@ from bench.machine import (
     process_tree_cpu_seconds,
 )
 from client import protocol as proto
+from client.core.envelope import envelope_seal
 from client.crypto.message import SealedMessage, message_encrypt
 from client.session import ReceivedMessage, Session
 from client.transport.http import HttpTransport
@@ -263,6 +264,9 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
     chat_key = sender.chat_key(sdk_conversation, epoch)
     device_lists = sender.lists_seen(sdk_conversation)
 
+    def _payload(i: int) -> dict[str, object]:
+        return {"type": "text", "body": MESSAGE_TEXT.format(i=i), "sent_at_ms": int(time.time() * 1000)}
+
     def sealed(i: int) -> SealedMessage:
         # A real envelope, encrypted and signed by the sending device like any SDK send.
         return message_encrypt(
@@ -270,7 +274,7 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
             conversation_id=conversation_id,
             epoch=epoch,
             sender=sender.secrets.device,
-            payload={"type": "text", "body": MESSAGE_TEXT.format(i=i), "sent_at_ms": int(time.time() * 1000)},
+            payload=_payload(i),
             device_lists=device_lists,
         )
 
@@ -311,17 +315,14 @@ def query_probes(*, sender: Session, reader: Session, conversation_id: uuid.UUID
 
     def http_send(i: int) -> Callable[[], object]:
         def post() -> object:
-            s = sealed(i)
-            request = proto.send_request(
+            request = envelope_seal(
+                chat_key=chat_key,
                 conversation_id=conversation_id,
                 epoch=epoch,
-                sender_device_id=sender.device_id,
-                client_message_id=s.client_message_id,
-                nonce=s.nonce,
-                ciphertext=s.ciphertext,
-                signature=s.signature,
-                device_lists=s.device_lists,
-            )
+                sender=sender.secrets.device,
+                payload=_payload(i),
+                lists_seen=device_lists,
+            ).request
             response = client.post(
                 request.path, data=json.dumps(request.json), content_type="application/json", headers=headers
             )
